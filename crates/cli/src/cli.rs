@@ -1,0 +1,121 @@
+//! Flags and subcommands of `pushctl`.
+
+use clap::{Args, Parser, Subcommand};
+use pushservice_config::{KafkaArgs, LogArgs, MongoArgs, TopicArgs};
+
+/// Trigger pushes and administer pushservice.
+///
+/// Settings come from the environment and a `.env` file in the working directory (see
+/// `.env.example`); flags override them.
+#[derive(Debug, Parser)]
+#[command(name = "pushctl", version, propagate_version = true)]
+pub struct Cli {
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `pushctl` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Trigger a stored push: mark it processing and publish it on the raw-push topic.
+    Send(SendArgs),
+    /// Show a push's status and counters.
+    Status(StatusArgs),
+    /// Kafka topic administration.
+    Topics(TopicsArgs),
+    /// Prepare an installation: create the Kafka topics and the MongoDB indexes.
+    Setup(SetupArgs),
+    /// Print messages of a topic as JSON lines (like `kcat -C`).
+    Tail(TailArgs),
+}
+
+/// `pushctl send`.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// Id of the push to send (24 hexadecimal characters).
+    pub push_id: String,
+    /// Send even when the push is already processing, done, failed or canceled.
+    #[arg(long)]
+    pub force: bool,
+    /// MongoDB settings.
+    #[command(flatten)]
+    pub mongo: MongoArgs,
+    /// Kafka settings.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Topic settings.
+    #[command(flatten)]
+    pub topics: TopicArgs,
+}
+
+/// `pushctl status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Id of the push.
+    pub push_id: String,
+    /// MongoDB settings.
+    #[command(flatten)]
+    pub mongo: MongoArgs,
+}
+
+/// `pushctl topics`.
+#[derive(Debug, Args)]
+pub struct TopicsArgs {
+    /// What to do with the topics.
+    #[command(subcommand)]
+    pub action: TopicsAction,
+}
+
+/// `pushctl topics` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TopicsAction {
+    /// Create the raw-push and push topics if they do not exist (safe to run twice).
+    Create(KafkaTopicArgs),
+    /// Show the configured topics and their partition counts.
+    Describe(KafkaTopicArgs),
+}
+
+/// Kafka and topic settings together.
+#[derive(Debug, Args)]
+pub struct KafkaTopicArgs {
+    /// Kafka settings.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Topic settings.
+    #[command(flatten)]
+    pub topics: TopicArgs,
+}
+
+/// `pushctl setup`.
+#[derive(Debug, Args)]
+pub struct SetupArgs {
+    /// MongoDB settings.
+    #[command(flatten)]
+    pub mongo: MongoArgs,
+    /// Kafka and topic settings.
+    #[command(flatten)]
+    pub kafka: KafkaTopicArgs,
+}
+
+/// `pushctl tail`.
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// Topic to read.
+    pub topic: String,
+    /// Start at the oldest retained message instead of only new ones.
+    #[arg(long)]
+    pub from_beginning: bool,
+    /// Stop after this many messages.
+    #[arg(long, default_value_t = 100)]
+    pub max: usize,
+    /// Stop once nothing arrived for this many milliseconds.
+    #[arg(long, default_value_t = 3_000)]
+    pub idle_ms: u64,
+    /// Kafka settings.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+}

@@ -1,0 +1,7 @@
+//! One module per `pushctl` subcommand.
+
+pub mod send;
+pub mod setup;
+pub mod status;
+pub mod tail;
+pub mod topics;

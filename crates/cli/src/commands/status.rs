@@ -1,0 +1,30 @@
+//! `pushctl status <pushId>`: a push's state and counters, as JSON.
+
+use pushservice_model::parse_object_id;
+use pushservice_store::Store;
+
+use crate::cli::StatusArgs;
+use crate::error::CommandError;
+
+/// Runs `pushctl status`.
+pub async fn run(args: StatusArgs) -> Result<(), CommandError> {
+    let push_id = parse_object_id("push", &args.push_id)?;
+    let store = Store::connect(&args.mongo.settings()?).await?;
+    let push = store
+        .push(push_id)
+        .await?
+        .ok_or_else(|| CommandError::NotFound(format!("push {push_id} does not exist")))?;
+    let summary = serde_json::json!({
+        "pushId": push.id.to_hex(),
+        "siteId": push.site_id.to_hex(),
+        "status": push.status,
+        "title": push.title,
+        "totalSent": push.total_sent,
+        "totalDeliver": push.total_deliver,
+        "totalClick": push.total_click,
+        "totalClose": push.total_close,
+        "failureReason": push.failure_reason,
+    });
+    println!("{summary:#}");
+    Ok(())
+}

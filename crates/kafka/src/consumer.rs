@@ -1,0 +1,111 @@
+//! Consumer-group members.
+//!
+//! At-least-once by construction: `enable.auto.offset.store` is off, so librdkafka's periodic
+//! auto-commit only ever commits offsets the application stored with `store_offset` after a
+//! message's outcome became final. A crash loses at most the work since the last commit, which
+//! is then redone; nothing is skipped.
+
+use std::time::Duration;
+
+use pushservice_config::KafkaSettings;
+use rdkafka::consumer::{ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::{ClientContext, TopicPartitionList};
+
+use crate::client::{KafkaError, client_config};
+
+/// How a consumer fetches and commits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerTuning {
+    /// How often stored offsets are committed.
+    pub commit_interval: Duration,
+    /// A member silent for this long is removed from the group and its partitions move.
+    pub session_timeout: Duration,
+    /// Longest gap between polls before the member is considered stuck.
+    pub max_poll_interval: Duration,
+    /// Prefetch bound per partition, KiB.
+    pub queued_max_kbytes: u32,
+}
+
+impl Default for ConsumerTuning {
+    fn default() -> Self {
+        ConsumerTuning {
+            commit_interval: Duration::from_secs(1),
+            session_timeout: Duration::from_secs(30),
+            max_poll_interval: Duration::from_secs(300),
+            queued_max_kbytes: 16 * 1024,
+        }
+    }
+}
+
+/// Logs partition assignments and revocations, the events an operator needs when instances
+/// join or leave.
+#[derive(Debug, Default, Clone)]
+pub struct LoggingContext;
+
+impl ClientContext for LoggingContext {}
+
+impl ConsumerContext for LoggingContext {
+    fn pre_rebalance(
+        &self,
+        _consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &Rebalance<'_>,
+    ) {
+        match rebalance {
+            Rebalance::Assign(list) => tracing::info!(partitions = %describe(list), "assigned"),
+            Rebalance::Revoke(list) => tracing::info!(partitions = %describe(list), "revoked"),
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance failed"),
+        }
+    }
+}
+
+fn describe(list: &TopicPartitionList) -> String {
+    let mut parts: Vec<String> = list
+        .elements()
+        .iter()
+        .map(|e| format!("{}/{}", e.topic(), e.partition()))
+        .collect();
+    parts.sort();
+    if parts.len() > 8 {
+        format!(
+            "{} partitions ({} .. {})",
+            parts.len(),
+            parts[0],
+            parts[parts.len() - 1]
+        )
+    } else {
+        parts.join(",")
+    }
+}
+
+/// Builds a member of consumer group `group_id` with manual offset storing. Subscribing to
+/// topics is left to the caller.
+pub fn group_consumer(
+    settings: &KafkaSettings,
+    group_id: &str,
+    tuning: &ConsumerTuning,
+) -> Result<StreamConsumer<LoggingContext>, KafkaError> {
+    client_config(settings)
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "true")
+        .set("enable.auto.offset.store", "false")
+        .set(
+            "auto.commit.interval.ms",
+            tuning.commit_interval.as_millis().to_string(),
+        )
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set(
+            "session.timeout.ms",
+            tuning.session_timeout.as_millis().to_string(),
+        )
+        .set(
+            "max.poll.interval.ms",
+            tuning.max_poll_interval.as_millis().to_string(),
+        )
+        .set(
+            "queued.max.messages.kbytes",
+            tuning.queued_max_kbytes.to_string(),
+        )
+        .create_with_context(LoggingContext)
+        .map_err(|e| KafkaError::client(format!("creating consumer in group {group_id:?}"), e))
+}

@@ -1,0 +1,84 @@
+//! Producers.
+//!
+//! Every producer is idempotent with `acks=all`: a message acknowledged by the broker is on
+//! every in-sync replica and appears once per partition, in order, even when librdkafka
+//! retries after a lost acknowledgement. What differs between a pipeline and a command is how
+//! much is batched and how long a message may wait for the broker.
+
+use std::time::Duration;
+
+use pushservice_config::KafkaSettings;
+use rdkafka::producer::FutureProducer;
+
+use crate::client::{KafkaError, client_config};
+
+/// How a producer batches and how long it keeps trying.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerTuning {
+    /// How long librdkafka waits to fill a batch (`linger.ms`).
+    pub linger: Duration,
+    /// Upper bound of one batch in bytes (`batch.size`).
+    pub batch_bytes: u32,
+    /// Bound of the local send queue in messages; a full queue is the backpressure signal.
+    pub queue_messages: u32,
+    /// Bound of the local send queue in KiB.
+    pub queue_kbytes: u32,
+    /// How long one message may take to be acknowledged before it fails (`message.timeout.ms`).
+    pub message_timeout: Duration,
+    /// Compression codec: `lz4` is cheap on CPU and shrinks the repetitive JSON well.
+    pub compression: &'static str,
+}
+
+impl ProducerTuning {
+    /// For daemons that produce millions of messages: large lz4 batches, a bounded queue, and
+    /// five minutes of patience so a broker restart delays the pipeline instead of failing it.
+    pub fn pipeline() -> Self {
+        ProducerTuning {
+            linger: Duration::from_millis(10),
+            batch_bytes: 1_000_000,
+            queue_messages: 100_000,
+            queue_kbytes: 64 * 1024,
+            message_timeout: Duration::from_secs(300),
+            compression: "lz4",
+        }
+    }
+
+    /// For a one-shot command: small batches, and give up after `timeout`.
+    pub fn command(timeout: Duration) -> Self {
+        ProducerTuning {
+            linger: Duration::from_millis(0),
+            batch_bytes: 64 * 1024,
+            queue_messages: 1_000,
+            queue_kbytes: 16 * 1024,
+            message_timeout: timeout,
+            compression: "lz4",
+        }
+    }
+}
+
+/// Builds an idempotent `acks=all` producer.
+pub fn producer(
+    settings: &KafkaSettings,
+    tuning: &ProducerTuning,
+) -> Result<FutureProducer, KafkaError> {
+    client_config(settings)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("compression.type", tuning.compression)
+        .set("linger.ms", tuning.linger.as_millis().to_string())
+        .set("batch.size", tuning.batch_bytes.to_string())
+        .set(
+            "queue.buffering.max.messages",
+            tuning.queue_messages.to_string(),
+        )
+        .set(
+            "queue.buffering.max.kbytes",
+            tuning.queue_kbytes.to_string(),
+        )
+        .set(
+            "message.timeout.ms",
+            tuning.message_timeout.as_millis().to_string(),
+        )
+        .create()
+        .map_err(|e| KafkaError::client("creating producer", e))
+}

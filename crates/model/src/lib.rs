@@ -1,0 +1,30 @@
+//! Domain model of pushservice.
+//!
+//! The MongoDB documents are those of the original Node.js service (mongoose models), read as
+//! they are and written so that service reads ours: field names are camelCase, ids are
+//! ObjectIds, timestamps are BSON dates, and a subscriber's `pushEndPoint` is a *JSON string*
+//! holding the browser's `PushSubscription`. Fields we add are optional so old documents load.
+//!
+//! # Layout
+//!
+//! - [`site`]: a website or app that owns subscribers and VAPID credentials.
+//! - [`push`]: one stored notification and its life cycle (`pending` → `processing` → `done`).
+//! - [`subscriber`]: one browser or device subscription, and parsing of `pushEndPoint`.
+//! - [`message`]: the messages that travel through Kafka between `pushctl`, parser and sender.
+//! - [`id`]: parsing of ids given by people (command line, Kafka keys) with clear errors.
+//! - [`lenient`]: serde helpers that accept the number types mongoose happens to store.
+
+pub mod id;
+pub mod lenient;
+pub mod message;
+pub mod push;
+pub mod site;
+pub mod subscriber;
+
+pub use bson::DateTime;
+pub use bson::oid::ObjectId;
+pub use id::{InvalidId, parse_object_id};
+pub use message::RawPushMessage;
+pub use push::{Notification, NotificationAction, Priority, Push, PushStatus};
+pub use site::Site;
+pub use subscriber::{Platform, PushSubscription, Subscriber, SubscriptionError};

@@ -1,0 +1,22 @@
+//! MongoDB store of pushservice.
+//!
+//! Uses the official `mongodb` driver against the original Node.js service's collections
+//! `sites`, `pushes` and `subscribers`, so a database that service wrote works unchanged.
+//! Documents are read as raw BSON and decoded by us, so a document that does not fit the model
+//! is reported with its collection and `_id` instead of a bare driver error.
+//!
+//! # Layout
+//!
+//! - [`store`]: connecting (bounded timeouts, a ping that names the address tried) and indexes.
+//! - [`sites`], [`pushes`], [`subscribers`]: the operations on each collection.
+//! - [`error`]: [`StoreError`].
+
+pub mod error;
+pub mod pushes;
+pub mod sites;
+pub mod store;
+pub mod subscribers;
+
+pub use error::StoreError;
+pub use pushes::Transition;
+pub use store::{PUSHES, SITES, SUBSCRIBERS, Store};

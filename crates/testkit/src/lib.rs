@@ -1,0 +1,115 @@
+//! Helpers for integration tests against the real Kafka and MongoDB-protocol server.
+//!
+//! Tests use the services `scripts/services up` starts on loopback, or the ones
+//! `KAFKA_BROKERS` and `MONGODB_URL` point at. Every test gets its own database and topic
+//! names, so tests run in parallel and never see each other's data.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use pushservice_config::{KafkaSettings, MongoSettings, TopicSpec, Topics};
+
+/// A name no other test run uses: `prefix`, the process id, a counter and the time.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    format!(
+        "{prefix}_{}_{n}_{}",
+        std::process::id(),
+        millis % 100_000_000
+    )
+}
+
+/// `MONGODB_URL` (default `mongodb://127.0.0.1:27017`) with its database replaced by `database`.
+pub fn mongo_url(database: &str) -> String {
+    let base = std::env::var("MONGODB_URL").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".into());
+    let (scheme, rest) = base.split_once("://").unwrap_or(("mongodb", base.as_str()));
+    let (authority, query) = match rest.split_once('/') {
+        Some((authority, path)) => (authority, path.split_once('?').map(|(_, q)| q)),
+        None => (rest, None),
+    };
+    match query {
+        Some(query) => format!("{scheme}://{authority}/{database}?{query}"),
+        None => format!("{scheme}://{authority}/{database}"),
+    }
+}
+
+/// Settings for a fresh, uniquely named database.
+pub fn mongo_settings() -> MongoSettings {
+    MongoSettings {
+        url: mongo_url(&unique_name("test")),
+        timeout: Duration::from_secs(10),
+        batch_size: 500,
+    }
+}
+
+/// `KAFKA_BROKERS` (default `127.0.0.1:9092`).
+pub fn brokers() -> String {
+    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// Settings for the test broker.
+pub fn kafka_settings() -> KafkaSettings {
+    KafkaSettings {
+        brokers: brokers(),
+        security: None,
+        timeout: Duration::from_secs(15),
+    }
+}
+
+/// Uniquely named topics with small partition counts (tests do not need 200).
+pub fn topics() -> Topics {
+    Topics {
+        raw_push: TopicSpec {
+            name: unique_name("raw-push"),
+            partitions: 2,
+            replication: 1,
+        },
+        push: TopicSpec {
+            name: unique_name("push"),
+            partitions: 8,
+            replication: 1,
+        },
+    }
+}
+
+/// The environment a spawned binary needs to use `mongo` and `kafka` with `topics`.
+pub fn env_for(
+    mongo: &MongoSettings,
+    kafka: &KafkaSettings,
+    topics: &Topics,
+) -> Vec<(String, String)> {
+    vec![
+        ("MONGODB_URL".into(), mongo.url.clone()),
+        ("KAFKA_BROKERS".into(), kafka.brokers.clone()),
+        ("TOPIC_RAW_PUSH".into(), topics.raw_push.name.clone()),
+        ("TOPIC_PUSH".into(), topics.push.name.clone()),
+        (
+            "TOPIC_RAW_PUSH_PARTITIONS".into(),
+            topics.raw_push.partitions.to_string(),
+        ),
+        (
+            "TOPIC_PUSH_PARTITIONS".into(),
+            topics.push.partitions.to_string(),
+        ),
+        // Keep a developer's .env out of the tests.
+        ("PUSHSERVICE_ENV_FILE".into(), "/dev/null".into()),
+    ]
+}
+
+/// Creates `topics` on the test broker.
+pub async fn create_topics(kafka: &KafkaSettings, topics: &Topics) {
+    pushservice_kafka::ensure_topics(kafka, &[topics.raw_push.clone(), topics.push.clone()])
+        .await
+        .unwrap_or_else(|e| panic!("creating test topics: {e}"));
+}
+
+/// Connects to a fresh database.
+pub async fn store(mongo: &MongoSettings) -> pushservice_store::Store {
+    pushservice_store::Store::connect(mongo)
+        .await
+        .unwrap_or_else(|e| panic!("MongoDB for tests: {e} (start it with `scripts/services up`)"))
+}
