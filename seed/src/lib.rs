@@ -13,9 +13,9 @@
 //!
 //! # Layout
 //!
-//! - [`keys`]: VAPID key pairs for sites, derived key material for subscribers.
-//! - [`generate`]: building sites, pushes and subscriber batches.
-//! - [`subscribers`]: the bounded-memory bulk insert pipeline with progress reporting.
+//! - [`keys`] — VAPID key pairs for sites, derived key material for subscribers.
+//! - [`generate`] — building sites, pushes and subscriber batches.
+//! - [`subscribers`] — the bounded-memory bulk insert pipeline with progress reporting.
 
 pub mod generate;
 pub mod keys;

@@ -115,6 +115,9 @@ pub struct TailArgs {
     /// Stop once nothing arrived for this many milliseconds.
     #[arg(long, default_value_t = 3_000)]
     pub idle_ms: u64,
+    /// Only print messages with this key (a push id on raw-push, a subscriber id on push).
+    #[arg(long)]
+    pub key: Option<String>,
     /// Kafka settings.
     #[command(flatten)]
     pub kafka: KafkaArgs,

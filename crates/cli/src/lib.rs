@@ -7,9 +7,9 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: flags and subcommands.
-//! - [`error`]: [`CommandError`] and exit codes.
-//! - [`commands`]: `send`, `status`, `topics`, `setup`, `tail`.
+//! - [`cli`] — flags and subcommands.
+//! - [`error`] — [`CommandError`] and exit codes.
+//! - [`commands`] — `send`, `status`, `topics`, `setup`, `tail`.
 
 pub mod cli;
 pub mod commands;

@@ -9,9 +9,9 @@
 //!
 //! # Layout
 //!
-//! - [`env`]: loading `.env`.
-//! - [`mongo`], [`kafka`], [`topics`]: one group of settings each.
-//! - [`logging`]: `tracing` set up from `LOG_FORMAT` and `RUST_LOG`.
+//! - [`env`] — loading `.env`.
+//! - [`mongo`], [`kafka`], [`topics`] — one group of settings each.
+//! - [`logging`] — `tracing` set up from `LOG_FORMAT` and `RUST_LOG`.
 
 pub mod env;
 pub mod kafka;

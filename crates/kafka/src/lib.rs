@@ -7,14 +7,14 @@
 //!
 //! # Layout
 //!
-//! - [`client`]: the connection settings every client shares (brokers, SASL/TLS, timeouts) and
+//! - [`client`] — the connection settings every client shares (brokers, SASL/TLS, timeouts) and
 //!   the reachability probe that turns "nothing answers" into an error naming the brokers.
-//! - [`producer`]: producers tuned for a high-volume pipeline (acks=all, idempotence, lz4
+//! - [`producer`] — producers tuned for a high-volume pipeline (acks=all, idempotence, lz4
 //!   batches) or for a one-shot command (short timeouts).
-//! - [`consumer`]: consumer-group members with automatic offset *storing* off, so offsets only
+//! - [`consumer`] — consumer-group members with automatic offset *storing* off, so offsets only
 //!   advance once the application says a message's outcome is final.
-//! - [`admin`]: idempotent topic creation and partition counts.
-//! - [`reader`]: reads a topic without joining a group (`pushctl tail`, tests).
+//! - [`admin`] — idempotent topic creation and partition counts.
+//! - [`reader`] — reads a topic without joining a group (`pushctl tail`, tests).
 
 pub mod admin;
 pub mod client;

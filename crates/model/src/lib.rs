@@ -7,12 +7,12 @@
 //!
 //! # Layout
 //!
-//! - [`site`]: a website or app that owns subscribers and VAPID credentials.
-//! - [`push`]: one stored notification and its life cycle (`pending` → `processing` → `done`).
-//! - [`subscriber`]: one browser or device subscription, and parsing of `pushEndPoint`.
-//! - [`message`]: the messages that travel through Kafka between `pushctl`, parser and sender.
-//! - [`id`]: parsing of ids given by people (command line, Kafka keys) with clear errors.
-//! - [`lenient`]: serde helpers that accept the number types mongoose happens to store.
+//! - [`site`] — a website or app that owns subscribers and VAPID credentials.
+//! - [`push`] — one stored notification and its life cycle (`pending` → `processing` → `done`).
+//! - [`subscriber`] — one browser or device subscription, and parsing of `pushEndPoint`.
+//! - [`message`] — the messages that travel through Kafka between `pushctl`, parser and sender.
+//! - [`id`] — parsing of ids given by people (command line, Kafka keys) with clear errors.
+//! - [`lenient`] — serde helpers that accept the number types mongoose happens to store.
 
 pub mod id;
 pub mod lenient;

@@ -33,7 +33,7 @@ pub enum StoreError {
         /// The document's `_id`.
         id: String,
         /// What did not fit.
-        source: bson::de::Error,
+        source: Box<bson::de::Error>,
     },
     /// A document could not be encoded (a bug: the model always encodes).
     #[error("cannot encode {what}: {source}")]
@@ -41,7 +41,7 @@ pub enum StoreError {
         /// What was being encoded.
         what: &'static str,
         /// The encoder's error.
-        source: bson::ser::Error,
+        source: Box<bson::ser::Error>,
     },
     /// A query or write failed.
     #[error("MongoDB {context}: {source}")]
@@ -59,6 +59,13 @@ impl StoreError {
         move |source| StoreError::Query { context, source }
     }
 
+    pub(crate) fn encode(what: &'static str) -> impl FnOnce(bson::ser::Error) -> Self {
+        move |source| StoreError::Encode {
+            what,
+            source: Box::new(source),
+        }
+    }
+
     pub(crate) fn decode(
         collection: &'static str,
         id: &ObjectId,
@@ -67,7 +74,7 @@ impl StoreError {
         move |source| StoreError::Decode {
             collection,
             id,
-            source,
+            source: Box::new(source),
         }
     }
 }

@@ -7,9 +7,9 @@
 //!
 //! # Layout
 //!
-//! - [`store`]: connecting (bounded timeouts, a ping that names the address tried) and indexes.
-//! - [`sites`], [`pushes`], [`subscribers`]: the operations on each collection.
-//! - [`error`]: [`StoreError`].
+//! - [`store`] — connecting (bounded timeouts, a ping that names the address tried) and indexes.
+//! - [`sites`], [`pushes`], [`subscribers`] — the operations on each collection.
+//! - [`error`] — [`StoreError`].
 
 pub mod error;
 pub mod pushes;

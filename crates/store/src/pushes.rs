@@ -20,10 +20,7 @@ pub enum Transition {
 impl Store {
     /// Inserts a new push.
     pub async fn insert_push(&self, push: &Push) -> Result<(), StoreError> {
-        let document = bson::to_document(push).map_err(|source| StoreError::Encode {
-            what: "push",
-            source,
-        })?;
+        let document = bson::to_document(push).map_err(StoreError::encode("push"))?;
         self.pushes
             .insert_one(document)
             .await

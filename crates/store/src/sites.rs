@@ -10,10 +10,7 @@ use crate::store::{SITES, Store};
 impl Store {
     /// Inserts a new site.
     pub async fn insert_site(&self, site: &Site) -> Result<(), StoreError> {
-        let document = bson::to_document(site).map_err(|source| StoreError::Encode {
-            what: "site",
-            source,
-        })?;
+        let document = bson::to_document(site).map_err(StoreError::encode("site"))?;
         self.sites
             .insert_one(document)
             .await

@@ -20,10 +20,7 @@ impl Store {
             .iter()
             .map(bson::to_document)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|source| StoreError::Encode {
-                what: "subscriber",
-                source,
-            })?;
+            .map_err(StoreError::encode("subscriber"))?;
         let result = self
             .subscribers
             .insert_many(documents)

@@ -113,3 +113,15 @@ pub async fn store(mongo: &MongoSettings) -> pushservice_store::Store {
         .await
         .unwrap_or_else(|e| panic!("MongoDB for tests: {e} (start it with `scripts/services up`)"))
 }
+
+/// Deletes test topics so a long-lived development broker does not pile up partitions.
+pub async fn delete_topics(kafka: &KafkaSettings, names: &[&str]) {
+    use pushservice_kafka::rdkafka::admin::{AdminClient, AdminOptions};
+    use pushservice_kafka::rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> =
+        match pushservice_kafka::client_config(kafka).create() {
+            Ok(admin) => admin,
+            Err(_) => return, // Best effort: a leftover topic only costs disk.
+        };
+    let _ = admin.delete_topics(names, &AdminOptions::new()).await;
+}

@@ -23,7 +23,11 @@ pub async fn run(args: TailArgs) -> Result<(), CommandError> {
     let messages = tokio::task::spawn_blocking(move || read_topic(&kafka, &topic, from, max, idle))
         .await
         .map_err(|e| anyhow::anyhow!("reader task failed: {e}"))??;
+    let wanted = args.key.as_deref().map(str::as_bytes);
     for message in messages {
+        if wanted.is_some_and(|key| message.key.as_deref() != Some(key)) {
+            continue;
+        }
         let text = |bytes: &Option<Vec<u8>>| {
             bytes
                 .as_deref()
