@@ -85,6 +85,7 @@ impl World {
         let names = [
             self.topics.raw_push.name.as_str(),
             self.topics.push.name.as_str(),
+            self.topics.dead_letter.name.as_str(),
         ];
         pushservice_testkit::delete_topics(&self.kafka, &names).await;
     }
@@ -301,11 +302,13 @@ async fn topics_create_is_safe_to_run_twice() {
     // Fresh names, so this run creates them.
     let fresh_raw = pushservice_testkit::unique_name("raw-push");
     let fresh_push = pushservice_testkit::unique_name("push");
+    let fresh_dlq = pushservice_testkit::unique_name("push-dlq");
     let env = [
         ("TOPIC_RAW_PUSH", fresh_raw.as_str()),
         ("TOPIC_PUSH", fresh_push.as_str()),
         ("TOPIC_RAW_PUSH_PARTITIONS", "4"),
         ("TOPIC_PUSH_PARTITIONS", "200"),
+        ("TOPIC_PUSH_DLQ", fresh_dlq.as_str()),
     ];
     let first = world.pushctl_with(&["topics", "create"], &env);
     assert!(first.status.success(), "{}", stderr(&first));
@@ -337,6 +340,6 @@ async fn topics_create_is_safe_to_run_twice() {
     );
     // The world's own topics are untouched.
     assert!(!text.contains(&raw) && !text.contains(&push));
-    pushservice_testkit::delete_topics(&world.kafka, &[&fresh_raw, &fresh_push]).await;
+    pushservice_testkit::delete_topics(&world.kafka, &[&fresh_raw, &fresh_push, &fresh_dlq]).await;
     world.finish().await;
 }

@@ -33,6 +33,22 @@ pub struct TopicArgs {
     )]
     pub topic_push_partitions: i32,
 
+    /// Dead-letter topic: deliveries that failed for good, with the reason in headers.
+    #[arg(
+        long = "topic-push-dlq",
+        env = "TOPIC_PUSH_DLQ",
+        default_value = "push-dlq"
+    )]
+    pub topic_push_dlq: String,
+
+    /// Partitions of the dead-letter topic.
+    #[arg(
+        long = "topic-push-dlq-partitions",
+        env = "TOPIC_PUSH_DLQ_PARTITIONS",
+        default_value_t = 4
+    )]
+    pub topic_push_dlq_partitions: i32,
+
     /// Replication factor of topics `pushctl topics create` makes (3 in production clusters).
     #[arg(
         long = "topic-replication-factor",
@@ -60,6 +76,19 @@ pub struct Topics {
     pub raw_push: TopicSpec,
     /// The push (delivery) topic.
     pub push: TopicSpec,
+    /// The dead-letter topic of failed deliveries.
+    pub dead_letter: TopicSpec,
+}
+
+impl Topics {
+    /// Every topic, in creation order.
+    pub fn all(&self) -> [TopicSpec; 3] {
+        [
+            self.raw_push.clone(),
+            self.push.clone(),
+            self.dead_letter.clone(),
+        ]
+    }
 }
 
 impl TopicArgs {
@@ -84,6 +113,14 @@ impl TopicArgs {
             push: TopicSpec {
                 name: topic_name("TOPIC_PUSH", &self.topic_push)?,
                 partitions: partitions("TOPIC_PUSH_PARTITIONS", self.topic_push_partitions)?,
+                replication,
+            },
+            dead_letter: TopicSpec {
+                name: topic_name("TOPIC_PUSH_DLQ", &self.topic_push_dlq)?,
+                partitions: partitions(
+                    "TOPIC_PUSH_DLQ_PARTITIONS",
+                    self.topic_push_dlq_partitions,
+                )?,
                 replication,
             },
         })
@@ -129,6 +166,8 @@ mod tests {
             topic_push: "push".into(),
             topic_raw_push_partitions: 4,
             topic_push_partitions: 200,
+            topic_push_dlq: "push-dlq".into(),
+            topic_push_dlq_partitions: 4,
             topic_replication_factor: 1,
         };
         let topics = args.settings().expect("defaults valid");

@@ -58,7 +58,8 @@ impl ConsumerContext for LoggingContext {
     }
 }
 
-fn describe(list: &TopicPartitionList) -> String {
+/// A short description of a partition list for logs: `topic/0,topic/3` or a summary.
+pub fn describe(list: &TopicPartitionList) -> String {
     let mut parts: Vec<String> = list
         .elements()
         .iter()
@@ -78,12 +79,14 @@ fn describe(list: &TopicPartitionList) -> String {
 }
 
 /// Builds a member of consumer group `group_id` with manual offset storing. Subscribing to
-/// topics is left to the caller.
-pub fn group_consumer(
+/// topics is left to the caller. `context` receives rebalance events ([`LoggingContext`]
+/// when logging them is all that is needed).
+pub fn group_consumer<C: ConsumerContext + 'static>(
     settings: &KafkaSettings,
     group_id: &str,
     tuning: &ConsumerTuning,
-) -> Result<StreamConsumer<LoggingContext>, KafkaError> {
+    context: C,
+) -> Result<StreamConsumer<C>, KafkaError> {
     client_config(settings)
         .set("group.id", group_id)
         .set("enable.auto.commit", "true")
@@ -106,6 +109,6 @@ pub fn group_consumer(
             "queued.max.messages.kbytes",
             tuning.queued_max_kbytes.to_string(),
         )
-        .create_with_context(LoggingContext)
+        .create_with_context(context)
         .map_err(|e| KafkaError::client(format!("creating consumer in group {group_id:?}"), e))
 }

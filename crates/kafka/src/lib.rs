@@ -24,7 +24,7 @@ pub mod reader;
 
 pub use admin::{TopicOutcome, ensure_topics, partition_count};
 pub use client::{KafkaError, check_reachable, client_config};
-pub use consumer::{ConsumerTuning, group_consumer};
+pub use consumer::{ConsumerTuning, LoggingContext, describe, group_consumer};
 pub use producer::{ProducerTuning, producer};
 pub use rdkafka;
 pub use reader::{ReadFrom, ReadMessage, read_topic};

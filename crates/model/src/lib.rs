@@ -10,10 +10,12 @@
 //! - [`site`] — a website or app that owns subscribers and VAPID credentials.
 //! - [`push`] — one stored notification and its life cycle (`pending` → `processing` → `done`).
 //! - [`subscriber`] — one browser or device subscription, and parsing of `pushEndPoint`.
+//! - [`delivery`] — the per-subscriber delivery message on the `push` topic.
 //! - [`message`] — the messages that travel through Kafka between `pushctl`, parser and sender.
 //! - [`id`] — parsing of ids given by people (command line, Kafka keys) with clear errors.
 //! - [`lenient`] — serde helpers that accept the number types mongoose happens to store.
 
+pub mod delivery;
 pub mod id;
 pub mod lenient;
 pub mod message;
@@ -23,8 +25,12 @@ pub mod subscriber;
 
 pub use bson::DateTime;
 pub use bson::oid::ObjectId;
+pub use delivery::{
+    DELIVERY_VERSION, DeliveryEnvelope, DeliveryMessage, NotificationPayload, Target, TargetRef,
+    Urgency,
+};
 pub use id::{InvalidId, parse_object_id};
 pub use message::RawPushMessage;
-pub use push::{Notification, NotificationAction, Priority, Push, PushStatus};
+pub use push::{FanoutProgress, Notification, NotificationAction, Priority, Push, PushStatus};
 pub use site::Site;
 pub use subscriber::{Platform, PushSubscription, Subscriber, SubscriptionError};

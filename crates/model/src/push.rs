@@ -152,6 +152,18 @@ pub struct Push {
     /// Closes reported by service workers.
     #[serde(default, deserialize_with = "lenient::i64_from_any")]
     pub total_close: i64,
+    /// Web Push / APNs / FCM requests the push services accepted (senders, `$inc`).
+    #[serde(default, deserialize_with = "lenient::i64_from_any")]
+    pub total_accepted: i64,
+    /// Subscribers found gone (404/410) and unsubscribed while sending (senders, `$inc`).
+    #[serde(default, deserialize_with = "lenient::i64_from_any")]
+    pub total_unsubscribed: i64,
+    /// Deliveries that failed for good: permanent errors and exhausted retries (senders).
+    #[serde(default, deserialize_with = "lenient::i64_from_any")]
+    pub total_failed: i64,
+    /// How far the parser got fanning the push out; resumes from here after a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fanout: Option<FanoutProgress>,
     /// Why the push failed, when `status` is `failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<String>,
@@ -164,6 +176,28 @@ pub struct Push {
     /// Mongoose's document version key.
     #[serde(rename = "__v", default)]
     pub version: i32,
+}
+
+/// The parser's checkpoint on a push document (field `fanout`).
+///
+/// Every subscriber up to and including `lastSubscriberId` (in `_id` order) has a delivery
+/// message acknowledged by Kafka; a parser that picks the push up again streams from the next
+/// one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FanoutProgress {
+    /// Last subscriber whose delivery message is durably on the `push` topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_subscriber_id: Option<ObjectId>,
+    /// Delivery messages produced so far.
+    #[serde(default, deserialize_with = "lenient::i64_from_any")]
+    pub produced: i64,
+    /// Subscribers skipped because their subscription could not be used.
+    #[serde(default, deserialize_with = "lenient::i64_from_any")]
+    pub skipped: i64,
+    /// When the checkpoint was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<DateTime>,
 }
 
 fn default_ttl() -> i64 {
@@ -187,6 +221,10 @@ impl Push {
             total_deliver: 0,
             total_click: 0,
             total_close: 0,
+            total_accepted: 0,
+            total_unsubscribed: 0,
+            total_failed: 0,
+            fanout: None,
             failure_reason: None,
             created_at: Some(now),
             updated_at: Some(now),

@@ -9,14 +9,17 @@
 //!
 //! - [`store`] — connecting (bounded timeouts, a ping that names the address tried) and indexes.
 //! - [`sites`], [`pushes`], [`subscribers`] — the operations on each collection.
+//! - [`audience`] — streaming a site's subscribed audience for the parser.
 //! - [`error`] — [`StoreError`].
 
+pub mod audience;
 pub mod error;
 pub mod pushes;
 pub mod sites;
 pub mod store;
 pub mod subscribers;
 
+pub use audience::{AudienceMember, AudienceRow};
 pub use error::StoreError;
 pub use pushes::Transition;
 pub use store::{PUSHES, SITES, SUBSCRIBERS, Store};

@@ -68,3 +68,126 @@ impl Store {
         }
     }
 }
+
+impl Store {
+    /// Moves push `id` from `from` to `processing` and forgets any fan-out checkpoint, so the
+    /// next parser fans it out from the first subscriber (`pushctl send --force`).
+    pub async fn restart_push(
+        &self,
+        id: ObjectId,
+        from: PushStatus,
+    ) -> Result<Transition, StoreError> {
+        let updated = self
+            .pushes
+            .find_one_and_update(
+                doc! { "_id": id, "status": from.as_str() },
+                doc! {
+                    "$set": { "status": PushStatus::Processing.as_str(), "updatedAt": DateTime::now() },
+                    "$unset": { "fanout": "", "failureReason": "" },
+                },
+            )
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(StoreError::query(format!("restarting push {id}")))?;
+        match updated {
+            Some(document) => {
+                let push =
+                    bson::from_document(document).map_err(StoreError::decode(PUSHES, &id))?;
+                Ok(Transition::Done(Box::new(push)))
+            }
+            None => Ok(Transition::Conflict(self.push(id).await?.map(|p| p.status))),
+        }
+    }
+
+    /// Records how far the fan-out of push `id` got (see [`FanoutProgress`]).
+    pub async fn checkpoint_fanout(
+        &self,
+        id: ObjectId,
+        last_subscriber_id: ObjectId,
+        produced: i64,
+        skipped: i64,
+    ) -> Result<(), StoreError> {
+        self.pushes
+            .update_one(
+                doc! { "_id": id, "status": PushStatus::Processing.as_str() },
+                doc! { "$set": {
+                    "fanout.lastSubscriberId": last_subscriber_id,
+                    "fanout.produced": produced,
+                    "fanout.skipped": skipped,
+                    "fanout.updatedAt": DateTime::now(),
+                } },
+            )
+            .await
+            .map_err(StoreError::query(format!("checkpointing push {id}")))?;
+        Ok(())
+    }
+
+    /// Marks push `id` `done` with `totalSent` once every subscriber has been fanned out.
+    /// Returns false when the push was no longer `processing` (canceled meanwhile).
+    pub async fn finish_fanout(
+        &self,
+        id: ObjectId,
+        produced: i64,
+        skipped: i64,
+    ) -> Result<bool, StoreError> {
+        let now = DateTime::now();
+        let result = self
+            .pushes
+            .update_one(
+                doc! { "_id": id, "status": PushStatus::Processing.as_str() },
+                doc! { "$set": {
+                    "status": PushStatus::Done.as_str(),
+                    "totalSent": produced,
+                    "fanout.produced": produced,
+                    "fanout.skipped": skipped,
+                    "fanout.updatedAt": now,
+                    "fanout.finishedAt": now,
+                    "updatedAt": now,
+                } },
+            )
+            .await
+            .map_err(StoreError::query(format!("finishing push {id}")))?;
+        Ok(result.matched_count == 1)
+    }
+
+    /// Marks push `id` `failed` with `reason`, from whatever non-final state it is in.
+    pub async fn fail_push(&self, id: ObjectId, reason: &str) -> Result<(), StoreError> {
+        self.pushes
+            .update_one(
+                doc! { "_id": id, "status": { "$in": [PushStatus::Pending.as_str(), PushStatus::Processing.as_str()] } },
+                doc! { "$set": {
+                    "status": PushStatus::Failed.as_str(),
+                    "failureReason": reason,
+                    "updatedAt": DateTime::now(),
+                } },
+            )
+            .await
+            .map_err(StoreError::query(format!("failing push {id}")))?;
+        Ok(())
+    }
+
+    /// Adds the senders' delivery counters to push `id` (`$inc`, so senders never overwrite
+    /// each other).
+    pub async fn add_delivery_counts(
+        &self,
+        id: ObjectId,
+        accepted: i64,
+        unsubscribed: i64,
+        failed: i64,
+    ) -> Result<(), StoreError> {
+        self.pushes
+            .update_one(
+                doc! { "_id": id },
+                doc! { "$inc": {
+                    "totalAccepted": accepted,
+                    "totalUnsubscribed": unsubscribed,
+                    "totalFailed": failed,
+                } },
+            )
+            .await
+            .map_err(StoreError::query(format!(
+                "adding delivery counts to push {id}"
+            )))?;
+        Ok(())
+    }
+}

@@ -57,3 +57,25 @@ impl Store {
         self.batch_size
     }
 }
+
+impl Store {
+    /// Marks subscribers `subscribed: false` (their push service said the subscription is
+    /// gone); returns how many changed. One write for the whole batch.
+    pub async fn unsubscribe(&self, ids: &[ObjectId]) -> Result<u64, StoreError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let result = self
+            .subscribers
+            .update_many(
+                doc! { "_id": { "$in": ids }, "subscribed": true },
+                doc! { "$set": { "subscribed": false, "updatedAt": bson::DateTime::now() } },
+            )
+            .await
+            .map_err(StoreError::query(format!(
+                "unsubscribing {} subscribers",
+                ids.len()
+            )))?;
+        Ok(result.modified_count)
+    }
+}

@@ -73,6 +73,11 @@ pub fn topics() -> Topics {
             partitions: 8,
             replication: 1,
         },
+        dead_letter: TopicSpec {
+            name: unique_name("push-dlq"),
+            partitions: 1,
+            replication: 1,
+        },
     }
 }
 
@@ -95,6 +100,11 @@ pub fn env_for(
             "TOPIC_PUSH_PARTITIONS".into(),
             topics.push.partitions.to_string(),
         ),
+        ("TOPIC_PUSH_DLQ".into(), topics.dead_letter.name.clone()),
+        (
+            "TOPIC_PUSH_DLQ_PARTITIONS".into(),
+            topics.dead_letter.partitions.to_string(),
+        ),
         // Keep a developer's .env out of the tests.
         ("PUSHSERVICE_ENV_FILE".into(), "/dev/null".into()),
     ]
@@ -102,7 +112,7 @@ pub fn env_for(
 
 /// Creates `topics` on the test broker.
 pub async fn create_topics(kafka: &KafkaSettings, topics: &Topics) {
-    pushservice_kafka::ensure_topics(kafka, &[topics.raw_push.clone(), topics.push.clone()])
+    pushservice_kafka::ensure_topics(kafka, &topics.all())
         .await
         .unwrap_or_else(|e| panic!("creating test topics: {e}"));
 }

@@ -54,10 +54,8 @@ pub async fn run(args: SendArgs) -> Result<(), CommandError> {
         .map_err(|e| anyhow::anyhow!("broker check task failed: {e}"))??;
     }
 
-    match store
-        .transition_push(push_id, previous, PushStatus::Processing)
-        .await?
-    {
+    // Also forgets any fan-out checkpoint, so a forced resend reaches everyone again.
+    match store.restart_push(push_id, previous).await? {
         Transition::Done(_) => {}
         Transition::Conflict(now) => {
             let now = now.map_or("gone".to_owned(), |s| s.to_string());

@@ -18,7 +18,7 @@ pub async fn run(args: TopicsArgs) -> Result<(), CommandError> {
 pub async fn create(args: &KafkaTopicArgs) -> Result<(), CommandError> {
     let kafka = args.kafka.settings()?;
     let topics = args.topics.settings()?;
-    for outcome in ensure_topics(&kafka, &[topics.raw_push, topics.push]).await? {
+    for outcome in ensure_topics(&kafka, &topics.all()).await? {
         println!("{outcome}");
     }
     Ok(())
@@ -36,7 +36,7 @@ async fn describe(args: &KafkaTopicArgs) -> Result<(), CommandError> {
                     source: e,
                 })?;
         let mut lines = Vec::new();
-        for spec in [topics.raw_push, topics.push] {
+        for spec in topics.all() {
             let line = match partition_count(client.client(), &kafka, &spec.name) {
                 Ok(n) => format!(
                     "{}: {n} partitions (configured {})",

@@ -1,0 +1,31 @@
+//! The parser daemon: turns one triggered push into one delivery message per subscriber.
+//!
+//! It consumes `raw-push` in a consumer group (`ParserGroup`), streams the push's site's
+//! subscribed audience out of MongoDB in `_id` order and produces one delivery message per
+//! subscriber onto the 200-partition `push` topic, keyed by subscriber id.
+//!
+//! Guarantees:
+//! - **Nothing missed**: the `raw-push` offset is stored only once the push is fully fanned
+//!   out (or failed for good); a checkpoint on the push document records the last subscriber
+//!   whose message Kafka acknowledged, and a parser that picks the push up again resumes after
+//!   it. Duplicates are bounded by one checkpoint interval.
+//! - **Flat memory**: subscribers are streamed in batches, messages encoded into one reused
+//!   buffer, and the producer's queue is bounded; a full queue makes the stream wait.
+//! - **One bad record never stops it**: an unreadable subscriber is skipped and counted, an
+//!   unknown push or malformed message is logged and skipped, a push whose site is missing is
+//!   marked `failed`. MongoDB or Kafka trouble retries the push after a delay.
+//!
+//! # Layout
+//!
+//! - [`config`] — flags and environment, validated into [`ParserConfig`].
+//! - [`fanout`] — the fan-out of one push, with checkpoints.
+//! - [`daemon`] — the consumer loop: one fan-out per partition at a time, offsets stored in
+//!   order, partitions paused while their push is being fanned out.
+
+pub mod config;
+pub mod daemon;
+pub mod fanout;
+
+pub use config::{ParserArgs, ParserConfig};
+pub use daemon::run;
+pub use fanout::{FanoutError, FanoutReport, Verdict};
