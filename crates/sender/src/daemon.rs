@@ -161,10 +161,11 @@ pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> an
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .complete(ticket);
-            if let Some(offset) = committable {
-                if let Err(e) = consumer.store_offset(&topic, source.partition, offset) {
-                    tracing::debug!(partition = source.partition, offset, error = %e, "offset not stored (revoked?)");
-                }
+            if let Some(offset) = committable
+                && let Err(e) = consumer.store_offset(&topic, source.partition, offset)
+            {
+                tracing::debug!(partition = source.partition, offset, error = %e,
+                    "offset not stored (revoked?)");
             }
         });
     }
