@@ -51,8 +51,18 @@ fi
 if [ $build -eq 1 ]; then
   command -v cargo >/dev/null || { echo "setup.sh: install Rust (rustup) first" >&2; exit 1; }
   cargo build --release --locked
-  for bin in target/release/pushctl target/release/seed target/release/parser target/release/sender; do
+  for bin in target/release/pushctl target/release/seed target/release/parser target/release/sender target/release/push-sink; do
     [ -x "$bin" ] && install -m 0755 "$bin" "$PREFIX/bin/"
   done
   echo "installed binaries to $PREFIX/bin"
+  # systemd units: one parser, N senders (systemctl enable --now pushservice-sender@{1..4}).
+  if [ -d /etc/systemd/system ]; then
+    id pushservice >/dev/null 2>&1 || useradd --system --no-create-home pushservice
+    install -d -m 0750 -o root -g pushservice /etc/pushservice
+    [ -f /etc/pushservice/.env ] || install -m 0640 -g pushservice .env.example /etc/pushservice/.env
+    install -m 0644 deploy/systemd/*.service /etc/systemd/system/
+    systemctl daemon-reload 2>/dev/null || true
+    echo "installed systemd units; edit /etc/pushservice/.env, then:"
+    echo "  systemctl enable --now pushservice-parser pushservice-sender@1 pushservice-sender@2"
+  fi
 fi
