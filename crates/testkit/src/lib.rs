@@ -135,3 +135,38 @@ pub async fn delete_topics(kafka: &KafkaSettings, names: &[&str]) {
         };
     let _ = admin.delete_topics(names, &AdminOptions::new()).await;
 }
+
+/// The flags form of `mongo`, for calling a command's library entry point directly.
+pub fn mongo_args(mongo: &MongoSettings) -> pushservice_config::MongoArgs {
+    pushservice_config::MongoArgs {
+        mongodb_url: mongo.url.clone(),
+        mongodb_timeout_ms: u64::try_from(mongo.timeout.as_millis()).unwrap_or(10_000),
+        query_batch_size: mongo.batch_size,
+    }
+}
+
+/// The flags form of `kafka` (plaintext).
+pub fn kafka_args(kafka: &KafkaSettings) -> pushservice_config::KafkaArgs {
+    pushservice_config::KafkaArgs {
+        kafka_brokers: kafka.brokers.clone(),
+        kafka_security_enabled: false,
+        kafka_username: None,
+        kafka_password: None,
+        kafka_sasl_mechanism: "SCRAM-SHA-256".into(),
+        kafka_ca_location: None,
+        kafka_timeout_ms: u64::try_from(kafka.timeout.as_millis()).unwrap_or(10_000),
+    }
+}
+
+/// The flags form of `topics`.
+pub fn topic_args(topics: &Topics) -> pushservice_config::TopicArgs {
+    pushservice_config::TopicArgs {
+        topic_raw_push: topics.raw_push.name.clone(),
+        topic_push: topics.push.name.clone(),
+        topic_raw_push_partitions: topics.raw_push.partitions,
+        topic_push_partitions: topics.push.partitions,
+        topic_push_dlq: topics.dead_letter.name.clone(),
+        topic_push_dlq_partitions: topics.dead_letter.partitions,
+        topic_replication_factor: 1,
+    }
+}

@@ -1,0 +1,359 @@
+//! The Web Push client: one pooled HTTP/2 client, the VAPID cache and per-origin limits, and
+//! [`WebPushClient::send`], which turns one subscription and payload into a
+//! [`DeliveryOutcome`].
+//!
+//! One `reqwest::Client` is shared by every task: its pool keeps one HTTP/2 connection per push
+//! service (ALPN on TLS picks h2; endpoints that only speak HTTP/1.1 get keep-alive HTTP/1.1),
+//! and all requests to that service are streams on it. TLS is rustls on aws-lc-rs, verifying
+//! against the platform's roots plus any configured extra roots.
+
+use std::time::{Duration, Instant};
+
+use pushservice_model::Urgency;
+use pushservice_provider::DeliveryOutcome;
+use reqwest::header::{
+    AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER,
+};
+
+use crate::classify::classify;
+use crate::ece;
+use crate::endpoint::{self, is_valid_topic};
+use crate::limiter::OriginLimiter;
+use crate::vapid::{VapidCache, VapidKey};
+
+/// How the client talks to push services. `Default` suits production.
+#[derive(Debug, Clone)]
+pub struct WebPushConfig {
+    /// Whole-request limit: connect, send, and read the response (default 30 s).
+    pub request_timeout: Duration,
+    /// TCP + TLS connect limit (default 10 s).
+    pub connect_timeout: Duration,
+    /// Response bytes read at most; push services answer with empty or short bodies, so
+    /// anything past this is not read (default 64 KiB).
+    pub max_response_bytes: usize,
+    /// Requests in flight per push service origin (default 256). HTTP/2 servers also cap
+    /// streams per connection (often 100); requests beyond that wait inside the client.
+    pub per_origin_concurrency: usize,
+    /// Idle pooled connections are closed after this (default 90 s).
+    pub pool_idle_timeout: Duration,
+    /// Extra trusted roots, PEM (one or more certificates each), added to the platform's:
+    /// for simulators and tests with their own CA.
+    pub extra_root_certificates: Vec<Vec<u8>>,
+    /// Speak HTTP/2 without TLS (h2c) from the first byte: for cleartext simulators only, as
+    /// it breaks HTTP/1.1-only endpoints.
+    pub http2_prior_knowledge: bool,
+    /// Lifetime of VAPID JWTs (default 12 h, at most 24 h).
+    pub vapid_validity: Duration,
+}
+
+impl Default for WebPushConfig {
+    fn default() -> Self {
+        WebPushConfig {
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            max_response_bytes: 64 * 1024,
+            per_origin_concurrency: 256,
+            pool_idle_timeout: Duration::from_secs(90),
+            extra_root_certificates: Vec::new(),
+            http2_prior_knowledge: false,
+            vapid_validity: Duration::from_secs(12 * 3600),
+        }
+    }
+}
+
+/// Why a [`WebPushClient`] could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// A setting is out of range.
+    #[error("invalid Web Push configuration: {0}")]
+    InvalidConfig(&'static str),
+    /// An entry of `extra_root_certificates` is not PEM certificates.
+    #[error("extra root certificate #{index} is not a PEM certificate: {source}")]
+    InvalidCertificate {
+        /// Position in `extra_root_certificates`.
+        index: usize,
+        /// The parse error.
+        source: reqwest::Error,
+    },
+    /// The HTTP client could not be built (for example, no usable TLS roots).
+    #[error("building the HTTP client failed: {0}")]
+    Http(#[source] reqwest::Error),
+}
+
+/// One delivery: where, to whom (the subscription's keys), what, and as which site.
+#[derive(Clone, Copy)]
+pub struct WebPushRequest<'a> {
+    /// The subscription's push endpoint (a capability: never logged whole).
+    pub endpoint: &'a str,
+    /// The subscription's `p256dh` key (see [`crate::decode_p256dh`]).
+    pub p256dh: &'a [u8; 65],
+    /// The subscription's `auth` secret (see [`crate::decode_auth`]).
+    pub auth: &'a [u8; 16],
+    /// Plaintext for the service worker, at most [`ece::MAX_PLAINTEXT`] bytes.
+    pub payload: &'a [u8],
+    /// Seconds the push service may hold the message for an offline browser.
+    pub ttl: u32,
+    /// RFC 8030 `Urgency`.
+    pub urgency: Urgency,
+    /// RFC 8030 `Topic`; an invalid one is dropped (logged at debug), not fatal.
+    pub topic: Option<&'a str>,
+    /// The site's VAPID key pair.
+    pub vapid_key: &'a VapidKey,
+    /// The site's VAPID contact, `mailto:` or `https://`.
+    pub subject: &'a str,
+    /// Cache key for the site's signed VAPID headers: the site id.
+    pub site_key: &'a str,
+}
+
+impl std::fmt::Debug for WebPushRequest<'_> {
+    // The endpoint is a capability and the keys are secrets: show the origin and sizes only.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebPushRequest")
+            .field(
+                "origin",
+                &endpoint::origin(self.endpoint).unwrap_or("(invalid endpoint)"),
+            )
+            .field("payload_len", &self.payload.len())
+            .field("ttl", &self.ttl)
+            .field("urgency", &self.urgency)
+            .field("topic", &self.topic)
+            .field("vapid_key", &self.vapid_key)
+            .field("subject", &self.subject)
+            .field("site_key", &self.site_key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Sends Web Push messages. Build one per process and share it (`Send + Sync`; methods take
+/// `&self`).
+#[derive(Debug)]
+pub struct WebPushClient {
+    http: reqwest::Client,
+    vapid: VapidCache,
+    limiter: OriginLimiter,
+    max_response_bytes: usize,
+}
+
+impl WebPushClient {
+    /// Builds the client from `config`, loading the platform's TLS roots plus the extra ones.
+    pub fn new(config: WebPushConfig) -> Result<Self, ClientError> {
+        if config.per_origin_concurrency == 0 {
+            return Err(ClientError::InvalidConfig(
+                "per_origin_concurrency must be at least 1",
+            ));
+        }
+        if config.request_timeout.is_zero() || config.connect_timeout.is_zero() {
+            return Err(ClientError::InvalidConfig(
+                "timeouts must be greater than zero",
+            ));
+        }
+        let mut roots = Vec::new();
+        for (index, pem) in config.extra_root_certificates.iter().enumerate() {
+            let certificates = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|source| ClientError::InvalidCertificate { index, source })?;
+            if certificates.is_empty() {
+                let source = reqwest::Certificate::from_pem(pem)
+                    .err()
+                    .ok_or(ClientError::InvalidConfig("empty extra root certificate"))?;
+                return Err(ClientError::InvalidCertificate { index, source });
+            }
+            roots.extend(certificates);
+        }
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("pushservice-webpush/", env!("CARGO_PKG_VERSION")))
+            .timeout(config.request_timeout)
+            .connect_timeout(config.connect_timeout)
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .tcp_nodelay(true)
+            // Push services do not redirect; following one would send a capability URL's
+            // payload somewhere we did not choose.
+            .redirect(reqwest::redirect::Policy::none())
+            // Windows sized for many small concurrent streams rather than one bulk download.
+            .http2_adaptive_window(true)
+            // Detects a dead pooled connection before requests pile up on it.
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .http2_keep_alive_timeout(Duration::from_secs(10))
+            .tls_certs_merge(roots);
+        if config.http2_prior_knowledge {
+            builder = builder.http2_prior_knowledge();
+        }
+        Ok(WebPushClient {
+            http: builder.build().map_err(ClientError::Http)?,
+            vapid: VapidCache::new(config.vapid_validity),
+            limiter: OriginLimiter::new(config.per_origin_concurrency),
+            max_response_bytes: config.max_response_bytes,
+        })
+    }
+
+    /// The client's VAPID header cache (shared with any other use of the same sites' keys).
+    pub fn vapid_cache(&self) -> &VapidCache {
+        &self.vapid
+    }
+
+    /// Delivers one message and says what became of it. Never panics and never returns an
+    /// error: every failure is an outcome the sender acts on.
+    pub async fn send(&self, request: &WebPushRequest<'_>) -> DeliveryOutcome {
+        let started = Instant::now();
+        // 1. Origin: the VAPID audience, the concurrency key, and all we ever log.
+        let origin = match endpoint::origin(request.endpoint) {
+            Ok(origin) => origin,
+            Err(err) => {
+                return self.finish("(invalid endpoint)", started, permanent(err.to_string()));
+            }
+        };
+        // 2. A slot among this origin's in-flight requests, held until the response is read.
+        let _permit = match self.limiter.acquire(origin).await {
+            Ok(permit) => permit,
+            // The semaphores are never closed; kept as an outcome so the sender never panics.
+            Err(_) => return transient(format!("concurrency limiter for {origin} closed")),
+        };
+        // 3. The site's signed VAPID header for this origin (cached, rarely signed).
+        let authorization = match self.vapid.authorization(
+            request.site_key,
+            request.vapid_key,
+            request.subject,
+            origin,
+        ) {
+            Ok(header) => header,
+            Err(err) => return self.finish(origin, started, permanent(err.to_string())),
+        };
+        // 4. Encrypt for this subscriber: the ~60 µs of crypto a message costs.
+        let body = match ece::encrypt(request.p256dh, request.auth, request.payload) {
+            Ok(body) => body,
+            Err(err) => return self.finish(origin, started, permanent(err.to_string())),
+        };
+        // 5. POST it.
+        let mut http_request = self
+            .http
+            .post(request.endpoint)
+            .header(HeaderName::from_static("ttl"), request.ttl)
+            .header(
+                HeaderName::from_static("urgency"),
+                HeaderValue::from_static(request.urgency.as_str()),
+            )
+            .header(CONTENT_ENCODING, HeaderValue::from_static("aes128gcm"))
+            .header(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            )
+            .header(AUTHORIZATION, authorization)
+            .body(body);
+        match request.topic {
+            Some(topic) if is_valid_topic(topic) => {
+                http_request = http_request.header(HeaderName::from_static("topic"), topic)
+            }
+            Some(topic) => tracing::debug!(
+                origin,
+                topic_len = topic.len(),
+                "dropping invalid Topic (RFC 8030: at most 32 base64url characters)"
+            ),
+            None => {}
+        }
+        // 6. Read the (capped) response and classify it.
+        let outcome = match http_request.send().await {
+            Ok(response) => self.read_response(origin, response).await,
+            Err(err) => transient_from_error(origin, err),
+        };
+        self.finish(origin, started, outcome)
+    }
+
+    async fn read_response(
+        &self,
+        origin: &str,
+        mut response: reqwest::Response,
+    ) -> DeliveryOutcome {
+        let status = response.status().as_u16();
+        // Cloned (a refcount) so the body can be read while we hold it.
+        let retry_after = response.headers().get(RETRY_AFTER).cloned();
+        let mut body = Vec::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    let room = self.max_response_bytes - body.len();
+                    body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                    if chunk.len() >= room {
+                        // Dropping the response resets the stream (h2) or the connection (h1)
+                        // instead of reading an unbounded body.
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                // The status is what counts: a 201 whose body was cut off is still accepted.
+                Err(err) => {
+                    tracing::debug!(origin, status, error = %err.without_url(), "reading push service response body failed");
+                    break;
+                }
+            }
+        }
+        classify(
+            status,
+            retry_after.as_ref().and_then(|v| v.to_str().ok()),
+            &body,
+        )
+    }
+
+    fn finish(&self, origin: &str, started: Instant, outcome: DeliveryOutcome) -> DeliveryOutcome {
+        let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        match &outcome {
+            DeliveryOutcome::Accepted => {
+                tracing::trace!(origin, elapsed_us, outcome = "accepted", "web push sent");
+            }
+            DeliveryOutcome::SubscriptionGone { status } => {
+                tracing::debug!(
+                    origin,
+                    elapsed_us,
+                    status,
+                    outcome = "gone",
+                    "web push sent"
+                );
+            }
+            DeliveryOutcome::Permanent { status, reason } => {
+                tracing::debug!(origin, elapsed_us, ?status, %reason, outcome = "permanent", "web push failed");
+            }
+            DeliveryOutcome::Transient {
+                status,
+                retry_after,
+                reason,
+            } => {
+                tracing::debug!(origin, elapsed_us, ?status, ?retry_after, %reason, outcome = "transient", "web push failed");
+            }
+        }
+        outcome
+    }
+}
+
+fn permanent(reason: String) -> DeliveryOutcome {
+    DeliveryOutcome::Permanent {
+        status: None,
+        reason,
+    }
+}
+
+fn transient(reason: String) -> DeliveryOutcome {
+    DeliveryOutcome::Transient {
+        status: None,
+        retry_after: None,
+        reason,
+    }
+}
+
+/// A request that got no response: always worth retrying. The reason names the origin and
+/// the cause chain, never the endpoint (reqwest puts the URL in its errors; it is stripped).
+fn transient_from_error(origin: &str, err: reqwest::Error) -> DeliveryOutcome {
+    let what = if err.is_timeout() {
+        "timed out"
+    } else if err.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    let err = err.without_url();
+    let mut reason = format!("{what} talking to {origin}");
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        reason.push_str(": ");
+        reason.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    transient(reason)
+}

@@ -1,0 +1,350 @@
+//! `WebPushClient` against an in-process push service: HTTP/2 over TLS with ALPN, HTTP/1.1
+//! and h2c in cleartext, every response class, unreachable and slow services, and the
+//! per-origin concurrency bound. What the server received is decrypted with `ece` and its
+//! VAPID header verified with `p256`, independently of this crate.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::{Protocol, PushServer, Subscriber, verify_vapid};
+use hyper::Version;
+use pushservice_model::Urgency;
+use pushservice_provider::DeliveryOutcome;
+use pushservice_webpush::{MAX_PLAINTEXT, VapidKey, WebPushClient, WebPushConfig, WebPushRequest};
+
+const SUBJECT: &str = "mailto:ops@example.com";
+const PAYLOAD: &[u8] = br#"{"title":"Sale","options":{"body":"50% off"}}"#;
+
+fn client_for(server: &PushServer, config: WebPushConfig) -> WebPushClient {
+    let extra_root_certificates = server
+        .ca_pem
+        .iter()
+        .map(|pem| pem.as_bytes().to_vec())
+        .collect();
+    WebPushClient::new(WebPushConfig {
+        extra_root_certificates,
+        ..config
+    })
+    .expect("client")
+}
+
+/// A request for `subscriber` to `endpoint`, signed by `key`, topic "sale", urgency high.
+fn request<'a>(
+    endpoint: &'a str,
+    subscriber: &'a Subscriber,
+    key: &'a VapidKey,
+) -> WebPushRequest<'a> {
+    WebPushRequest {
+        endpoint,
+        p256dh: &subscriber.p256dh,
+        auth: &subscriber.auth,
+        payload: PAYLOAD,
+        ttl: 3600,
+        urgency: Urgency::High,
+        topic: Some("sale"),
+        vapid_key: key,
+        subject: SUBJECT,
+        site_key: "site-1",
+    }
+}
+
+fn header<'a>(recorded: &'a common::Recorded, name: &str) -> Option<&'a str> {
+    recorded
+        .headers
+        .get(name)
+        .map(|v| v.to_str().expect("ASCII header"))
+}
+
+#[tokio::test]
+async fn delivers_over_http2_tls_and_the_push_service_can_decrypt_and_verify() {
+    let server = PushServer::start(Protocol::Tls).await;
+    let client = client_for(&server, WebPushConfig::default());
+    let (subscriber, key) = (Subscriber::new(), VapidKey::generate().expect("VAPID key"));
+    let endpoint = format!("https://localhost:{}/wp/abc", server.addr.port());
+
+    let outcome = client.send(&request(&endpoint, &subscriber, &key)).await;
+    assert_eq!(outcome, DeliveryOutcome::Accepted);
+
+    let mut invalid_topic = request(&endpoint, &subscriber, &key);
+    invalid_topic.topic = Some("not a valid topic!");
+    invalid_topic.urgency = Urgency::VeryLow;
+    invalid_topic.payload = b"";
+    assert_eq!(client.send(&invalid_topic).await, DeliveryOutcome::Accepted);
+
+    let shown = format!("{:?}", request(&endpoint, &subscriber, &key));
+    assert!(
+        shown.contains("origin: \"https://localhost:") && !shown.contains("/wp/abc"),
+        "{shown}"
+    );
+
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    let first = &requests[0];
+    assert_eq!(first.version, Version::HTTP_2, "ALPN must select h2");
+    assert_eq!(first.path, "/wp/abc");
+    assert_eq!(header(first, "ttl"), Some("3600"));
+    assert_eq!(header(first, "urgency"), Some("high"));
+    assert_eq!(header(first, "topic"), Some("sale"));
+    assert_eq!(header(first, "content-encoding"), Some("aes128gcm"));
+    assert_eq!(
+        header(first, "content-type"),
+        Some("application/octet-stream")
+    );
+    assert_eq!(subscriber.decrypt(&first.body), PAYLOAD);
+
+    let authorization = header(first, "authorization").expect("Authorization header");
+    let claims = verify_vapid(authorization, key.public_key_base64());
+    let origin = format!("https://localhost:{}", server.addr.port());
+    assert_eq!(claims["aud"], origin.as_str());
+    assert_eq!(claims["sub"], SUBJECT);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    let exp = claims["exp"].as_u64().expect("numeric exp");
+    assert!(exp > now && exp <= now + 24 * 3600, "exp {exp}, now {now}");
+
+    let second = &requests[1];
+    assert_eq!(header(second, "topic"), None, "an invalid Topic is dropped");
+    assert_eq!(header(second, "urgency"), Some("very-low"));
+    assert_eq!(subscriber.decrypt(&second.body), b"");
+    assert_eq!(
+        header(second, "authorization"),
+        Some(authorization),
+        "VAPID header reused"
+    );
+    assert_eq!(
+        server.stats.connections.load(Ordering::SeqCst),
+        1,
+        "one pooled connection"
+    );
+}
+
+#[tokio::test]
+async fn maps_push_service_answers_to_outcomes() {
+    let server = PushServer::start(Protocol::Tls).await;
+    let client = client_for(&server, WebPushConfig::default());
+    let (subscriber, key) = (Subscriber::new(), VapidKey::generate().expect("VAPID key"));
+    let base = format!("https://localhost:{}/wp", server.addr.port());
+    let send = |path: &str| {
+        let endpoint = format!("{base}/{path}");
+        let client = &client;
+        let (subscriber, key) = (&subscriber, &key);
+        async move { client.send(&request(&endpoint, subscriber, key)).await }
+    };
+
+    assert_eq!(
+        send("gone").await,
+        DeliveryOutcome::SubscriptionGone { status: 410 }
+    );
+    match send("busy").await {
+        DeliveryOutcome::Transient {
+            status,
+            retry_after,
+            ..
+        } => {
+            assert_eq!(status, Some(429));
+            assert_eq!(retry_after, Some(Duration::from_secs(7)));
+        }
+        other => panic!("429 gave {other:?}"),
+    }
+    match send("error").await {
+        DeliveryOutcome::Transient { status, reason, .. } => {
+            assert_eq!(status, Some(500));
+            assert!(reason.contains("internal error"), "{reason}");
+        }
+        other => panic!("500 gave {other:?}"),
+    }
+    match send("big").await {
+        DeliveryOutcome::Permanent { status, reason } => {
+            assert_eq!(status, Some(413));
+            assert!(reason.contains("payload too large"), "{reason}");
+        }
+        other => panic!("413 gave {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn unreachable_and_slow_push_services_are_transient() {
+    let (subscriber, key) = (Subscriber::new(), VapidKey::generate().expect("VAPID key"));
+
+    // A port that was just free: nothing listens there.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let client = WebPushClient::new(WebPushConfig::default()).expect("client");
+    let endpoint = format!("http://127.0.0.1:{port}/wp/secret-token");
+    match client.send(&request(&endpoint, &subscriber, &key)).await {
+        DeliveryOutcome::Transient {
+            status: None,
+            reason,
+            ..
+        } => {
+            assert!(
+                reason.contains(&format!("http://127.0.0.1:{port}")),
+                "{reason}"
+            );
+            assert!(
+                !reason.contains("secret-token"),
+                "endpoint leaked into {reason}"
+            );
+        }
+        other => panic!("closed port gave {other:?}"),
+    }
+
+    let server = PushServer::start(Protocol::Tls).await;
+    let config = WebPushConfig {
+        request_timeout: Duration::from_millis(300),
+        ..WebPushConfig::default()
+    };
+    let client = client_for(&server, config);
+    let endpoint = format!("https://localhost:{}/wp/slow", server.addr.port());
+    let started = std::time::Instant::now();
+    match client.send(&request(&endpoint, &subscriber, &key)).await {
+        DeliveryOutcome::Transient {
+            status: None,
+            reason,
+            ..
+        } => {
+            assert!(
+                reason.starts_with("timed out talking to https://localhost:"),
+                "{reason}"
+            );
+            assert!(
+                !reason.contains("/wp/slow"),
+                "endpoint leaked into {reason}"
+            );
+        }
+        other => panic!("slow server gave {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "timeout not applied"
+    );
+}
+
+#[tokio::test]
+async fn speaks_http1_and_h2c_to_cleartext_endpoints() {
+    let (subscriber, key) = (Subscriber::new(), VapidKey::generate().expect("VAPID key"));
+    for (protocol, prior_knowledge, version) in [
+        (Protocol::Http1, false, Version::HTTP_11),
+        (Protocol::H2c, true, Version::HTTP_2),
+    ] {
+        let server = PushServer::start(protocol).await;
+        let config = WebPushConfig {
+            http2_prior_knowledge: prior_knowledge,
+            ..WebPushConfig::default()
+        };
+        let client = client_for(&server, config);
+        let endpoint = format!("http://127.0.0.1:{}/wp/abc", server.addr.port());
+        for _ in 0..2 {
+            let outcome = client.send(&request(&endpoint, &subscriber, &key)).await;
+            assert_eq!(outcome, DeliveryOutcome::Accepted, "{protocol:?}");
+        }
+        let requests = server.requests();
+        assert_eq!(requests.len(), 2);
+        assert_eq!(requests[0].version, version, "{protocol:?}");
+        assert_eq!(subscriber.decrypt(&requests[1].body), PAYLOAD);
+        let claims = verify_vapid(
+            header(&requests[0], "authorization").expect("Authorization"),
+            key.public_key_base64(),
+        );
+        assert_eq!(
+            claims["aud"],
+            format!("http://127.0.0.1:{}", server.addr.port()).as_str()
+        );
+        assert_eq!(
+            server.stats.connections.load(Ordering::SeqCst),
+            1,
+            "{protocol:?} keep-alive"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounds_concurrent_requests_per_origin() {
+    let server = PushServer::start(Protocol::Tls).await;
+    let config = WebPushConfig {
+        per_origin_concurrency: 4,
+        ..WebPushConfig::default()
+    };
+    let client = Arc::new(client_for(&server, config));
+    let subscriber = Arc::new(Subscriber::new());
+    let key = Arc::new(VapidKey::generate().expect("VAPID key"));
+    let endpoint = Arc::new(format!("https://localhost:{}/wp/hold", server.addr.port()));
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..40 {
+        let (client, subscriber, key, endpoint) = (
+            client.clone(),
+            subscriber.clone(),
+            key.clone(),
+            endpoint.clone(),
+        );
+        tasks.spawn(async move { client.send(&request(&endpoint, &subscriber, &key)).await });
+    }
+    while let Some(outcome) = tasks.join_next().await {
+        assert_eq!(outcome.expect("task"), DeliveryOutcome::Accepted);
+    }
+    assert_eq!(server.requests().len(), 40);
+    let max = server.stats.max_in_flight.load(Ordering::SeqCst);
+    assert_eq!(
+        max, 4,
+        "expected the bound (4) to be reached and never exceeded, saw {max}"
+    );
+}
+
+#[tokio::test]
+async fn bad_subscriptions_and_settings_fail_permanently_without_a_request() {
+    let server = PushServer::start(Protocol::Tls).await;
+    let client = client_for(&server, WebPushConfig::default());
+    let (subscriber, key) = (Subscriber::new(), VapidKey::generate().expect("VAPID key"));
+    let endpoint = format!("https://localhost:{}/wp/abc", server.addr.port());
+    let permanent_reason = |outcome| match outcome {
+        DeliveryOutcome::Permanent {
+            status: None,
+            reason,
+        } => reason,
+        other => panic!("expected a permanent failure, got {other:?}"),
+    };
+
+    let too_large = vec![b'x'; MAX_PLAINTEXT + 1];
+    let mut req = request(&endpoint, &subscriber, &key);
+    req.payload = &too_large;
+    let reason = permanent_reason(client.send(&req).await);
+    assert_eq!(
+        reason,
+        "payload too large: 3994 bytes, the limit is 3993 bytes"
+    );
+
+    let mut off_curve = subscriber.p256dh;
+    off_curve[40] ^= 0xff;
+    let mut req = request(&endpoint, &subscriber, &key);
+    req.p256dh = &off_curve;
+    assert!(permanent_reason(client.send(&req).await).contains("p256dh"));
+
+    let mut req = request(&endpoint, &subscriber, &key);
+    req.subject = "ops@example.com";
+    assert!(permanent_reason(client.send(&req).await).contains("VAPID subject"));
+
+    let req = request("wss://localhost/wp/abc", &subscriber, &key);
+    assert!(permanent_reason(client.send(&req).await).contains("not an http(s) URL"));
+
+    assert!(
+        server.requests().is_empty(),
+        "nothing may be sent for a failed message"
+    );
+    let config = WebPushConfig {
+        per_origin_concurrency: 0,
+        ..WebPushConfig::default()
+    };
+    assert!(WebPushClient::new(config).is_err());
+    let config = WebPushConfig {
+        extra_root_certificates: vec![b"not a certificate".to_vec()],
+        ..WebPushConfig::default()
+    };
+    assert!(WebPushClient::new(config).is_err());
+}
