@@ -31,6 +31,24 @@ pub enum Command {
     Setup(SetupArgs),
     /// Print messages of a topic as JSON lines (like `kcat -C`).
     Tail(TailArgs),
+    /// Follow a push's progress until every delivery has an outcome.
+    Watch(WatchArgs),
+}
+
+/// `pushctl watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Id of the push.
+    pub push_id: String,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    pub timeout_secs: u64,
+    /// Poll interval, milliseconds.
+    #[arg(long, default_value_t = 1_000)]
+    pub interval_ms: u64,
+    /// MongoDB settings.
+    #[command(flatten)]
+    pub mongo: MongoArgs,
 }
 
 /// `pushctl send`.

@@ -9,7 +9,7 @@
 //!
 //! - [`cli`] — flags and subcommands.
 //! - [`error`] — [`CommandError`] and exit codes.
-//! - [`commands`] — `send`, `status`, `topics`, `setup`, `tail`.
+//! - [`commands`] — `send`, `status`, `watch`, `topics`, `setup`, `tail`.
 
 pub mod cli;
 pub mod commands;
@@ -26,5 +26,6 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
         Command::Topics(args) => commands::topics::run(args).await,
         Command::Setup(args) => commands::setup::run(args).await,
         Command::Tail(args) => commands::tail::run(args).await,
+        Command::Watch(args) => commands::watch::run(args).await,
     }
 }

@@ -5,3 +5,4 @@ pub mod setup;
 pub mod status;
 pub mod tail;
 pub mod topics;
+pub mod watch;

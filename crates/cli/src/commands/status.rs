@@ -23,6 +23,14 @@ pub async fn run(args: StatusArgs) -> Result<(), CommandError> {
         "totalDeliver": push.total_deliver,
         "totalClick": push.total_click,
         "totalClose": push.total_close,
+        "totalAccepted": push.total_accepted,
+        "totalUnsubscribed": push.total_unsubscribed,
+        "totalFailed": push.total_failed,
+        "fanout": push.fanout.as_ref().map(|f| serde_json::json!({
+            "produced": f.produced,
+            "skipped": f.skipped,
+            "lastSubscriberId": f.last_subscriber_id.map(|id| id.to_hex()),
+        })),
         "failureReason": push.failure_reason,
     });
     println!("{summary:#}");
