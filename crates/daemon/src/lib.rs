@@ -1,36 +1,23 @@
 //! Plumbing shared by the pushservice daemons (parser, sender).
 //!
 //! Daemons take their shutdown trigger as a future (`run(config, shutdown)`), so tests stop
-//! them the same way SIGTERM does in production.
+//! them the same way SIGTERM does in production. They count what they do in a [`Registry`]
+//! that an operator scrapes at `METRICS_ADDR` (`/metrics`, Prometheus text format), next to
+//! `/healthz` (the process runs) and `/readyz` (it is connected and consuming).
+//!
+//! The metrics are a few dozen relaxed atomics rendered on demand: cheaper on the hot path
+//! than a general-purpose metrics library, and all we need.
 //!
 //! # Layout
 //!
-//! - [`shutdown_signal`] — resolves on SIGINT or SIGTERM.
+//! - [`signal`] — [`shutdown_signal`]: SIGINT or SIGTERM.
+//! - [`metrics`] — [`Registry`], [`Counter`], [`Gauge`] and the text exposition format.
+//! - [`http`] — the `/metrics`, `/healthz`, `/readyz` endpoint and [`TelemetryArgs`].
 
-/// Resolves when the process receives SIGINT (Ctrl-C) or SIGTERM (systemd, pm2, docker stop).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::warn!(error = %e, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("SIGINT received, shutting down"),
-        () = terminate => tracing::info!("SIGTERM received, shutting down"),
-    }
-}
+pub mod http;
+pub mod metrics;
+pub mod signal;
+
+pub use http::{Health, TelemetryArgs, serve_telemetry};
+pub use metrics::{Counter, Gauge, Registry};
+pub use signal::shutdown_signal;

@@ -23,6 +23,9 @@ pub struct ParserArgs {
     /// Topics.
     #[command(flatten)]
     pub topics: TopicArgs,
+    /// Metrics and health endpoint.
+    #[command(flatten)]
+    pub telemetry: pushservice_daemon::TelemetryArgs,
     /// Consumer group the parsers share (the original service's name).
     #[arg(
         long = "parser-group",
@@ -73,6 +76,8 @@ pub struct ParserConfig {
     pub retry_delay: Duration,
     /// `max.poll.interval.ms` of the consumer.
     pub max_poll_interval: Duration,
+    /// Where to serve `/metrics`, `/healthz`, `/readyz`.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl ParserArgs {
@@ -106,6 +111,7 @@ impl ParserArgs {
             checkpoint_every: self.checkpoint_every,
             retry_delay: Duration::from_millis(self.retry_delay_ms.max(10)),
             max_poll_interval: Duration::from_secs(self.max_poll_interval_secs),
+            metrics_addr: self.telemetry.addr(),
         })
     }
 }

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
+use pushservice_daemon::{Health, Registry, serve_telemetry};
 use pushservice_kafka::rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance,
 };
@@ -27,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ParserConfig;
 use crate::fanout::{Fanout, FanoutError, Verdict};
+use crate::metrics::ParserMetrics;
 
 /// Cancellation tokens of running fan-outs by partition, shared with the rebalance callback.
 type Running = Arc<Mutex<HashMap<i32, CancellationToken>>>;
@@ -68,6 +70,14 @@ struct TaskEnd {
 /// Runs the parser until `shutdown` resolves, then stops fan-outs at their next subscriber,
 /// checkpoints them, commits and returns.
 pub async fn run(config: ParserConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let registry = Arc::new(Registry::default());
+    let health = Arc::new(Health::default());
+    if let Some(addr) = config.metrics_addr {
+        serve_telemetry(addr, Arc::clone(&registry), Arc::clone(&health))
+            .await
+            .map_err(|e| anyhow::anyhow!("METRICS_ADDR {addr}: {e}"))?;
+    }
+    let metrics = Arc::new(ParserMetrics::new(&registry));
     let store = Store::connect(&config.mongo).await?;
     store.ensure_indexes().await?;
     let producer = producer(&config.kafka, &ProducerTuning::pipeline())?;
@@ -92,7 +102,9 @@ pub async fn run(config: ParserConfig, shutdown: impl Future<Output = ()>) -> an
         producer: producer.clone(),
         topic: config.push_topic.clone(),
         checkpoint_every: config.checkpoint_every,
+        metrics: Arc::clone(&metrics),
     };
+    health.set_ready(true);
     tracing::info!(group = %config.group, raw_push = %config.raw_push_topic, push = %config.push_topic,
         brokers = %config.kafka.brokers, "parser started");
 
@@ -125,6 +137,7 @@ pub async fn run(config: ParserConfig, shutdown: impl Future<Output = ()>) -> an
                     }
                 };
                 pause(&consumer, topic, partition, offset);
+                metrics.running.add(1);
                 let token = CancellationToken::new();
                 running.lock().unwrap_or_else(|p| p.into_inner()).insert(partition, token.clone());
                 spawn(&mut tasks, fanout.clone(), partition, offset, raw, token, None);
@@ -142,6 +155,8 @@ pub async fn run(config: ParserConfig, shutdown: impl Future<Output = ()>) -> an
                 let push_id = message.push_id.clone();
                 match result {
                     Ok(verdict) => {
+                        metrics.running.add(-1);
+                        metrics.finished(&verdict);
                         match &verdict {
                             Verdict::Done(report) => tracing::info!(push_id, produced = report.produced,
                                 skipped = report.skipped, seconds = report.elapsed.as_secs_f64(),
@@ -155,6 +170,7 @@ pub async fn run(config: ParserConfig, shutdown: impl Future<Output = ()>) -> an
                         resume(&consumer, topic, partition);
                     }
                     Err(FanoutError::Cancelled { produced }) => {
+                        metrics.running.add(-1);
                         tracing::info!(push_id, produced, "fan-out stopped; it resumes from its checkpoint");
                         running.lock().unwrap_or_else(|p| p.into_inner()).remove(&partition);
                     }
@@ -169,6 +185,8 @@ pub async fn run(config: ParserConfig, shutdown: impl Future<Output = ()>) -> an
             }
         }
     }
+
+    health.set_ready(false);
 
     tracing::info!(
         running = tasks.len(),

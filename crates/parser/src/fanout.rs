@@ -7,6 +7,7 @@
 //! acknowledged) and its last subscriber id is written as the checkpoint. Settling one window
 //! behind keeps the producer busy while checkpoints never claim an unacknowledged message.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
@@ -18,6 +19,8 @@ use pushservice_model::{
 };
 use pushservice_store::{AudienceMember, AudienceRow, Store, StoreError};
 use tokio_util::sync::CancellationToken;
+
+use crate::metrics::ParserMetrics;
 
 /// Longest TTL we pass on: push services cap it at four weeks anyway.
 const MAX_TTL: i64 = 28 * 24 * 3600;
@@ -81,6 +84,8 @@ pub struct Fanout {
     pub topic: String,
     /// Subscribers per checkpoint window.
     pub checkpoint_every: u32,
+    /// Counters.
+    pub metrics: Arc<ParserMetrics>,
 }
 
 /// Messages of one checkpoint window awaiting acknowledgement.
@@ -173,6 +178,7 @@ impl Fanout {
                     tracing::warn!(push_id = %push_id, subscriber_id = ?id.map(|i| i.to_hex()), %reason,
                         "subscriber skipped: unreadable document");
                     skipped += 1;
+                    self.metrics.skipped.inc();
                     window.rows += 1;
                     window.last = id.or(window.last);
                     continue;
@@ -200,6 +206,7 @@ impl Fanout {
                         tracing::warn!(push_id = %push_id, subscriber_id = %subscriber_hex, reason = %e,
                             "subscriber skipped: unusable pushEndPoint");
                         skipped += 1;
+                        self.metrics.skipped.inc();
                         continue;
                     }
                 },
@@ -207,6 +214,7 @@ impl Fanout {
                     tracing::warn!(push_id = %push_id, subscriber_id = %subscriber_hex, %reason,
                         "subscriber skipped");
                     skipped += 1;
+                    self.metrics.skipped.inc();
                     continue;
                 }
             };
@@ -226,6 +234,7 @@ impl Fanout {
             let ack = self.produce(&subscriber_hex, &buffer, cancel).await?;
             window.acks.push(ack);
             produced += 1;
+            self.metrics.produced.inc();
 
             if window.rows >= self.checkpoint_every {
                 (window.produced, window.skipped) = (produced, skipped);

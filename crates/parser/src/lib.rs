@@ -19,12 +19,14 @@
 //!
 //! - [`config`] — flags and environment, validated into [`ParserConfig`].
 //! - [`fanout`] — the fan-out of one push, with checkpoints.
+//! - [`metrics`] — pushes by verdict, messages produced, subscribers skipped.
 //! - [`daemon`] — the consumer loop: one fan-out per partition at a time, offsets stored in
 //!   order, partitions paused while their push is being fanned out.
 
 pub mod config;
 pub mod daemon;
 pub mod fanout;
+pub mod metrics;
 
 pub use config::{ParserArgs, ParserConfig};
 pub use daemon::run;

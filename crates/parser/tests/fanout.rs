@@ -50,6 +50,7 @@ impl World {
             checkpoint_every,
             retry_delay: Duration::from_millis(200),
             max_poll_interval: Duration::from_secs(300),
+            metrics_addr: None,
         }
     }
 

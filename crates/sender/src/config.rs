@@ -7,6 +7,7 @@ use clap::builder::BoolishValueParser;
 use pushservice_config::{
     ConfigError, KafkaArgs, KafkaSettings, LogArgs, MongoArgs, MongoSettings, TopicArgs,
 };
+use pushservice_daemon::TelemetryArgs;
 use pushservice_webpush::WebPushConfig;
 
 use crate::retry::RetryPolicy;
@@ -28,6 +29,9 @@ pub struct SenderArgs {
     /// Topics.
     #[command(flatten)]
     pub topics: TopicArgs,
+    /// Metrics and health endpoint.
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
     /// Consumer group the senders share (the original service's name).
     #[arg(
         long = "sender-group",
@@ -154,6 +158,8 @@ pub struct SenderConfig {
     pub site_cache: Duration,
     /// Shutdown grace period.
     pub shutdown_grace: Duration,
+    /// Where to serve `/metrics`, `/healthz`, `/readyz`.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl SenderArgs {
@@ -227,6 +233,7 @@ impl SenderArgs {
             counter_flush: Duration::from_millis(self.counter_flush_ms.max(50)),
             site_cache: Duration::from_secs(self.site_cache_secs),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            metrics_addr: self.telemetry.addr(),
         })
     }
 }

@@ -7,9 +7,9 @@
 //! "at least", like deliveries).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
+use pushservice_daemon::{Counter, Registry};
 use pushservice_model::ObjectId;
 use pushservice_store::{Store, StoreError};
 
@@ -31,13 +31,14 @@ struct Counts {
     failed: i64,
 }
 
-/// Counters of every push this sender delivered for since the last flush, plus process totals.
-#[derive(Debug, Default)]
+/// Counters of every push this sender delivered for since the last flush, plus process totals
+/// (which are the `pushservice_sender_deliveries_total` metric).
+#[derive(Debug)]
 pub struct PushCounters {
     pending: Mutex<HashMap<ObjectId, Counts>>,
-    accepted: AtomicU64,
-    unsubscribed: AtomicU64,
-    failed: AtomicU64,
+    accepted: Arc<Counter>,
+    unsubscribed: Arc<Counter>,
+    failed: Arc<Counter>,
 }
 
 /// Process-lifetime totals.
@@ -59,6 +60,23 @@ impl Totals {
 }
 
 impl PushCounters {
+    /// Counters whose totals are registered in `registry`.
+    pub fn new(registry: &Registry) -> Self {
+        let outcome = |label| {
+            registry.counter(
+                "pushservice_sender_deliveries_total",
+                "Deliveries with a final outcome.",
+                &[("outcome", label)],
+            )
+        };
+        PushCounters {
+            pending: Mutex::default(),
+            accepted: outcome("accepted"),
+            unsubscribed: outcome("unsubscribed"),
+            failed: outcome("failed"),
+        }
+    }
+
     /// Counts one final outcome for `push_id`.
     pub fn add(&self, push_id: ObjectId, outcome: Counted) {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
@@ -77,15 +95,15 @@ impl PushCounters {
                 &self.failed
             }
         };
-        total.fetch_add(1, Ordering::Relaxed);
+        total.inc();
     }
 
     /// Totals since start.
     pub fn totals(&self) -> Totals {
         Totals {
-            accepted: self.accepted.load(Ordering::Relaxed),
-            unsubscribed: self.unsubscribed.load(Ordering::Relaxed),
-            failed: self.failed.load(Ordering::Relaxed),
+            accepted: self.accepted.get(),
+            unsubscribed: self.unsubscribed.get(),
+            failed: self.failed.get(),
         }
     }
 
@@ -126,7 +144,7 @@ mod tests {
 
     #[test]
     fn aggregates_per_push_and_in_totals() {
-        let counters = PushCounters::default();
+        let counters = PushCounters::new(&Registry::default());
         let (a, b) = (ObjectId::new(), ObjectId::new());
         counters.add(a, Counted::Accepted);
         counters.add(a, Counted::Accepted);

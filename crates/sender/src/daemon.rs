@@ -16,6 +16,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use pushservice_daemon::{Health, Registry, serve_telemetry};
 use pushservice_kafka::rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
 };
@@ -31,6 +32,7 @@ use crate::counters::PushCounters;
 use crate::credentials::CredentialCache;
 use crate::deadletter::DeadLetter;
 use crate::deliver::{Deliverer, Source};
+use crate::metrics::SenderMetrics;
 use crate::tracker::OffsetTracker;
 use crate::unsubscribe::Unsubscriber;
 
@@ -71,11 +73,20 @@ impl ConsumerContext for SenderContext {
 
 /// Runs the sender until `shutdown` resolves.
 pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let registry = Arc::new(Registry::default());
+    let health = Arc::new(Health::default());
+    if let Some(addr) = config.metrics_addr {
+        serve_telemetry(addr, Arc::clone(&registry), Arc::clone(&health))
+            .await
+            .map_err(|e| anyhow::anyhow!("METRICS_ADDR {addr}: {e}"))?;
+    }
     let store = Store::connect(&config.mongo).await?;
     let web = WebPushClient::new(config.web_push.clone())?;
     let (unsubscriber, unsubscribe_task) =
         Unsubscriber::start(store.clone(), 500, Duration::from_millis(100));
-    let counters = Arc::new(PushCounters::default());
+    let counters = Arc::new(PushCounters::new(&registry));
+    let metrics = SenderMetrics::new(&registry);
+    let pending_gauge = Arc::clone(&metrics.pending);
     let dead_letter = DeadLetter::new(
         producer(&config.kafka, &ProducerTuning::pipeline())?,
         config.dead_letter_topic.clone(),
@@ -90,6 +101,7 @@ pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> an
         retry: config.retry,
         active: Arc::new(Semaphore::new(config.concurrency)),
         stop: stop.clone(),
+        metrics,
     });
 
     let tracker: Tracker = Arc::default();
@@ -104,6 +116,7 @@ pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> an
     consumer
         .subscribe(&[&config.push_topic])
         .map_err(|e| anyhow::anyhow!("subscribing to {:?}: {e}", config.push_topic))?;
+    health.set_ready(true);
     tracing::info!(group = %config.group, topic = %config.push_topic, brokers = %config.kafka.brokers,
         concurrency = config.concurrency, max_pending = config.max_pending, "sender started");
 
@@ -146,6 +159,8 @@ pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> an
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .begin(source.partition, source.offset);
+        pending_gauge.add(1);
+        let pending_gauge = Arc::clone(&pending_gauge);
         let (deliverer, tracker, consumer, topic) = (
             Arc::clone(&deliverer),
             Arc::clone(&tracker),
@@ -154,7 +169,9 @@ pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> an
         );
         tokio::spawn(async move {
             let _permit = permit;
-            if !deliverer.process(&payload, source).await {
+            let finished = deliverer.process(&payload, source).await;
+            pending_gauge.add(-1);
+            if !finished {
                 return;
             }
             let committable = tracker
@@ -170,6 +187,7 @@ pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> an
         });
     }
 
+    health.set_ready(false);
     let in_flight = config.max_pending - pending.available_permits();
     tracing::info!(in_flight, grace = ?config.shutdown_grace, "stopping: finishing requests in flight");
     // Deliveries waiting for a retry stop now; requests on the wire get the grace period.

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::counters::{Counted, PushCounters};
 use crate::credentials::CredentialCache;
 use crate::deadletter::{DeadLetter, DeadLetterInfo};
+use crate::metrics::SenderMetrics;
 use crate::retry::RetryPolicy;
 use crate::unsubscribe::Unsubscriber;
 
@@ -39,6 +40,8 @@ pub struct Deliverer {
     pub active: Arc<Semaphore>,
     /// Cancelled at shutdown: deliveries waiting for a retry give up (not final, redelivered).
     pub stop: CancellationToken,
+    /// Attempts, retries, dead letters.
+    pub metrics: SenderMetrics,
 }
 
 /// Where a message came from, for logs and dead letters.
@@ -57,6 +60,7 @@ impl Deliverer {
         let message = match DeliveryMessage::from_json(raw) {
             Ok(message) => message,
             Err(e) => {
+                self.metrics.malformed.inc();
                 let reason = format!("malformed delivery message: {e}");
                 tracing::error!(partition = source.partition, offset = source.offset, %reason,
                     "message dead-lettered");
@@ -79,6 +83,7 @@ impl Deliverer {
                 };
                 self.attempt(&message).await
             };
+            self.metrics.attempt(&outcome);
             match outcome {
                 DeliveryOutcome::Accepted => {
                     self.counters.add(push_id, Counted::Accepted);
@@ -122,6 +127,7 @@ impl Deliverer {
                             .await;
                         return true;
                     };
+                    self.metrics.retries.inc();
                     tracing::debug!(push_id = %push_id, subscriber_id = %message.subscriber_id,
                         status, attempt, ?delay, %reason, "delivery will be retried");
                     tokio::select! {
@@ -211,6 +217,7 @@ impl Deliverer {
             attempts,
             reason,
         };
+        self.metrics.dead_letters.inc();
         self.dead_letter.write(raw, info).await;
     }
 }

@@ -12,6 +12,7 @@
 //! - [`daemon`] — the consumer loop, rebalances and shutdown.
 //! - [`deliver`] — one delivery from message to final outcome, with retries.
 //! - [`tracker`] — per-partition committable offsets.
+//! - [`metrics`] — attempts, retries, dead letters, pending messages.
 //! - [`retry`] — exponential backoff with full jitter, `Retry-After` as a floor.
 //! - [`credentials`] — site VAPID credentials from MongoDB, cached.
 //! - [`counters`] — per-push counters flushed with `$inc`.
@@ -24,6 +25,7 @@ pub mod credentials;
 pub mod daemon;
 pub mod deadletter;
 pub mod deliver;
+pub mod metrics;
 pub mod retry;
 pub mod tracker;
 pub mod unsubscribe;

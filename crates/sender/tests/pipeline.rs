@@ -107,6 +107,7 @@ impl World {
             checkpoint_every: 1_000,
             retry_delay: Duration::from_millis(200),
             max_poll_interval: Duration::from_secs(300),
+            metrics_addr: None,
         };
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(pushservice_parser::run(config, async {

@@ -1,0 +1,72 @@
+//! What a sender counts beyond final outcomes (those are in [`crate::counters`]).
+
+use std::sync::Arc;
+
+use pushservice_daemon::{Counter, Gauge, Registry};
+use pushservice_provider::DeliveryOutcome;
+
+/// Sender metrics, registered once at start.
+#[derive(Debug)]
+pub struct SenderMetrics {
+    attempts: [Arc<Counter>; 4],
+    /// Deliveries scheduled for another attempt.
+    pub retries: Arc<Counter>,
+    /// Records written to the dead-letter topic.
+    pub dead_letters: Arc<Counter>,
+    /// Kafka messages that were not delivery messages.
+    pub malformed: Arc<Counter>,
+    /// Messages taken from Kafka and not final yet.
+    pub pending: Arc<Gauge>,
+}
+
+impl SenderMetrics {
+    /// Registers the sender's metrics.
+    pub fn new(registry: &Registry) -> Self {
+        let attempt = |label| {
+            registry.counter(
+                "pushservice_sender_attempts_total",
+                "Requests to push services by how they were answered.",
+                &[("result", label)],
+            )
+        };
+        SenderMetrics {
+            attempts: [
+                attempt("accepted"),
+                attempt("gone"),
+                attempt("permanent"),
+                attempt("transient"),
+            ],
+            retries: registry.counter(
+                "pushservice_sender_retries_total",
+                "Deliveries scheduled for another attempt.",
+                &[],
+            ),
+            dead_letters: registry.counter(
+                "pushservice_sender_dead_letters_total",
+                "Records written to the dead-letter topic.",
+                &[],
+            ),
+            malformed: registry.counter(
+                "pushservice_sender_malformed_messages_total",
+                "Kafka messages that were not delivery messages.",
+                &[],
+            ),
+            pending: registry.gauge(
+                "pushservice_sender_pending_messages",
+                "Messages taken from Kafka whose outcome is not final yet.",
+                &[],
+            ),
+        }
+    }
+
+    /// Counts one attempt's answer.
+    pub fn attempt(&self, outcome: &DeliveryOutcome) {
+        let index = match outcome {
+            DeliveryOutcome::Accepted => 0,
+            DeliveryOutcome::SubscriptionGone { .. } => 1,
+            DeliveryOutcome::Permanent { .. } => 2,
+            DeliveryOutcome::Transient { .. } => 3,
+        };
+        self.attempts[index].inc();
+    }
+}
