@@ -26,7 +26,8 @@ struct PartitionState {
     pending: BTreeSet<i64>,
     /// Highest offset whose outcome is final.
     highest_done: Option<i64>,
-    /// Last offset reported as committable (stored).
+    /// Last offset reported as committable (stored); starts just below the first offset taken
+    /// in this generation, so nothing below it (never seen here) is ever reported.
     stored: Option<i64>,
 }
 
@@ -68,6 +69,9 @@ impl OffsetTracker {
             self.assign(partition);
         }
         let state = self.partitions.get_mut(&partition).map(|s| {
+            if s.stored.is_none() && s.pending.is_empty() && s.highest_done.is_none() {
+                s.stored = Some(offset - 1);
+            }
             s.pending.insert(offset);
             s.generation
         });
