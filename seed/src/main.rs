@@ -111,62 +111,67 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let mongo = cli.mongo.settings()?;
     let store = Store::connect(&mongo).await?;
-    store.ensure_indexes().await?;
-    match cli.command {
-        Command::Site { subject } => {
-            let site = new_site(&subject)?;
-            store.insert_site(&site).await?;
-            println!("{}", site.id.to_hex());
-        }
-        Command::Push(args) => {
-            let site_id = parse_object_id("site", &args.site)?;
-            store.site(site_id).await?.with_context(|| {
-                format!("site {site_id} does not exist; create one with `seed site`")
-            })?;
-            let template = PushTemplate {
-                title: args.title,
-                body: args.body,
-                icon: args.icon,
-                launch_url: args.launch_url,
-                priority: if args.priority == "high" {
-                    Priority::High
-                } else {
-                    Priority::Normal
-                },
-                time_to_live: args.ttl,
-            };
-            let push = new_push(site_id, &template);
-            store.insert_push(&push).await?;
-            println!("{}", push.id.to_hex());
-        }
-        Command::Subscribers(args) => {
-            let site_id = parse_object_id("site", &args.site)?;
-            store.site(site_id).await?.with_context(|| {
-                format!("site {site_id} does not exist; create one with `seed site`")
-            })?;
-            let seed = SubscriberSeed {
-                site_id,
-                count: args.count,
-                endpoint_base: args.endpoint_base,
-                key_seed: args.key_seed.into_bytes(),
-                batch_size: mongo.batch_size as usize,
-            };
-            let bar = ProgressBar::new(args.count).with_style(
+    let result: anyhow::Result<()> = async {
+        store.ensure_indexes().await?;
+        match cli.command {
+            Command::Site { subject } => {
+                let site = new_site(&subject)?;
+                store.insert_site(&site).await?;
+                println!("{}", site.id.to_hex());
+            }
+            Command::Push(args) => {
+                let site_id = parse_object_id("site", &args.site)?;
+                store.site(site_id).await?.with_context(|| {
+                    format!("site {site_id} does not exist; create one with `seed site`")
+                })?;
+                let template = PushTemplate {
+                    title: args.title,
+                    body: args.body,
+                    icon: args.icon,
+                    launch_url: args.launch_url,
+                    priority: if args.priority == "high" {
+                        Priority::High
+                    } else {
+                        Priority::Normal
+                    },
+                    time_to_live: args.ttl,
+                };
+                let push = new_push(site_id, &template);
+                store.insert_push(&push).await?;
+                println!("{}", push.id.to_hex());
+            }
+            Command::Subscribers(args) => {
+                let site_id = parse_object_id("site", &args.site)?;
+                store.site(site_id).await?.with_context(|| {
+                    format!("site {site_id} does not exist; create one with `seed site`")
+                })?;
+                let seed = SubscriberSeed {
+                    site_id,
+                    count: args.count,
+                    endpoint_base: args.endpoint_base,
+                    key_seed: args.key_seed.into_bytes(),
+                    batch_size: mongo.batch_size as usize,
+                };
+                let bar = ProgressBar::new(args.count).with_style(
                 ProgressStyle::with_template(
                     "{spinner} {bar:40} {human_pos}/{human_len} subscribers {per_sec} eta {eta}",
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
-            let report = seed_subscribers(&store, &seed, |n| bar.set_position(n)).await?;
-            bar.finish_and_clear();
-            eprintln!(
-                "inserted {} subscribers for site {site_id} in {:.1}s ({:.0}/s)",
-                report.inserted,
-                report.elapsed.as_secs_f64(),
-                report.rate()
-            );
-            println!("{}", report.inserted);
+                let report = seed_subscribers(&store, &seed, |n| bar.set_position(n)).await?;
+                bar.finish_and_clear();
+                eprintln!(
+                    "inserted {} subscribers for site {site_id} in {:.1}s ({:.0}/s)",
+                    report.inserted,
+                    report.elapsed.as_secs_f64(),
+                    report.rate()
+                );
+                println!("{}", report.inserted);
+            }
         }
+        Ok(())
     }
-    Ok(())
+    .await;
+    store.close().await;
+    result
 }

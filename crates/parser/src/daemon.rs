@@ -210,6 +210,7 @@ pub async fn run(config: ParserConfig, shutdown: impl Future<Output = ()>) -> an
         // Nothing stored since the last commit is also reported as an error; harmless.
         tracing::debug!(error = %e, "final commit");
     }
+    fanout.store.close().await;
     tracing::info!("parser stopped");
     Ok(())
 }

@@ -47,11 +47,11 @@ pub struct SenderArgs {
     )]
     pub concurrency: usize,
     /// Messages taken from Kafka and not final yet (in flight or waiting for a retry); when
-    /// reached, the sender stops fetching until some finish.
+    /// reached, the sender stops fetching until some finish. Each costs a few KiB of memory.
     #[arg(
         long = "sender-max-pending",
         env = "SENDER_MAX_PENDING",
-        default_value_t = 20_000
+        default_value_t = 4_096
     )]
     pub max_pending: usize,
     /// Requests in flight to one push service origin at once.

@@ -216,6 +216,7 @@ pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> an
         failed = totals.failed,
         "sender stopped"
     );
+    store.close().await;
     Ok(())
 }
 

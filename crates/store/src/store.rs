@@ -69,6 +69,18 @@ impl Store {
         })
     }
 
+    /// Closes the connection pool and ends the driver's background tasks. Call it before a
+    /// process exits: otherwise the driver's clean-up races the runtime's shutdown and can
+    /// report a (harmless but alarming) panic from one of its tasks.
+    pub async fn close(&self) {
+        self.database
+            .client()
+            .clone()
+            .shutdown()
+            .immediate(true)
+            .await;
+    }
+
     /// The database, for tools and tests that need raw access.
     pub fn database(&self) -> &Database {
         &self.database

@@ -24,6 +24,7 @@ pub async fn run(args: SendArgs) -> Result<(), CommandError> {
     let topic = args.topics.settings()?.raw_push.name;
 
     let store = Store::connect(&mongo).await?;
+    let result: Result<(), CommandError> = async {
     let push = store.push(push_id).await?.ok_or_else(|| {
         CommandError::NotFound(format!(
             "push {push_id} does not exist in {}; check the id (pushes are created by your \
@@ -104,6 +105,10 @@ pub async fn run(args: SendArgs) -> Result<(), CommandError> {
             ))
         }
     }
+    }
+    .await;
+    store.close().await;
+    result
 }
 
 fn now_millis() -> i64 {

@@ -9,7 +9,12 @@ use crate::error::CommandError;
 pub async fn run(args: SetupArgs) -> Result<(), CommandError> {
     let mongo = args.mongo.settings()?;
     let store = Store::connect(&mongo).await?;
-    store.ensure_indexes().await?;
-    println!("indexes ready in {}", mongo.redacted_url());
-    super::topics::create(&args.kafka).await
+    let result: Result<(), CommandError> = async {
+        store.ensure_indexes().await?;
+        println!("indexes ready in {}", mongo.redacted_url());
+        super::topics::create(&args.kafka).await
+    }
+    .await;
+    store.close().await;
+    result
 }

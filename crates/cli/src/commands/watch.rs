@@ -16,6 +16,7 @@ use crate::error::CommandError;
 pub async fn run(args: WatchArgs) -> Result<(), CommandError> {
     let push_id = parse_object_id("push", &args.push_id)?;
     let store = Store::connect(&args.mongo.settings()?).await?;
+    let result: Result<(), CommandError> = async {
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.timeout_secs);
     let mut last_line = String::new();
@@ -71,4 +72,8 @@ pub async fn run(args: WatchArgs) -> Result<(), CommandError> {
         }
         tokio::time::sleep(Duration::from_millis(args.interval_ms)).await;
     }
+    }
+    .await;
+    store.close().await;
+    result
 }
