@@ -1,17 +1,26 @@
-//! Per-push delivery counters, aggregated in memory and flushed with `$inc`.
+//! Per-push delivery counters, aggregated in memory and flushed about once a second.
 //!
 //! Writing a counter per delivery would be one MongoDB write per message; instead the sender
-//! adds up outcomes per push and flushes them about once a second, one `$inc` per push. A
-//! failed flush puts its counts back to be retried with the next one. A crash loses at most
-//! one interval of counts (their messages are redelivered and counted again, so counts are
-//! "at least", like deliveries).
+//! adds up outcomes per push and flushes them once per interval: an `$inc` on this sender's
+//! own counter document of the push, then the push's totals set to the sum over all senders
+//! (see `pushservice_store::delivery_stats` for why not `$inc` on the push itself). Totals
+//! of a push are recomputed for a few seconds after this sender last counted for it, so they
+//! settle on the exact sum even when two senders' recomputations race.
+//!
+//! A failed flush puts its counts back for the next one. A crash loses at most one interval
+//! of counts; their messages are redelivered and counted again, so counts are "at least",
+//! like deliveries.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use pushservice_daemon::{Counter, Registry};
 use pushservice_model::ObjectId;
-use pushservice_store::{Store, StoreError};
+use pushservice_store::{DeliveryCounts, Store, StoreError};
+
+/// How long after its last count a push's totals keep being recomputed.
+const RESYNC_FOR: Duration = Duration::from_secs(5);
 
 /// Final outcome of one delivery, as counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,18 +33,14 @@ pub enum Counted {
     Failed,
 }
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct Counts {
-    accepted: i64,
-    unsubscribed: i64,
-    failed: i64,
-}
-
 /// Counters of every push this sender delivered for since the last flush, plus process totals
 /// (which are the `pushservice_sender_deliveries_total` metric).
 #[derive(Debug)]
 pub struct PushCounters {
-    pending: Mutex<HashMap<ObjectId, Counts>>,
+    sender_id: String,
+    pending: Mutex<HashMap<ObjectId, DeliveryCounts>>,
+    /// Pushes this sender counted for recently, and when.
+    recent: Mutex<HashMap<ObjectId, Instant>>,
     accepted: Arc<Counter>,
     unsubscribed: Arc<Counter>,
     failed: Arc<Counter>,
@@ -60,8 +65,8 @@ impl Totals {
 }
 
 impl PushCounters {
-    /// Counters whose totals are registered in `registry`.
-    pub fn new(registry: &Registry) -> Self {
+    /// Counters of sender instance `sender_id`, with totals registered in `registry`.
+    pub fn new(sender_id: String, registry: &Registry) -> Self {
         let outcome = |label| {
             registry.counter(
                 "pushservice_sender_deliveries_total",
@@ -70,7 +75,9 @@ impl PushCounters {
             )
         };
         PushCounters {
+            sender_id,
             pending: Mutex::default(),
+            recent: Mutex::default(),
             accepted: outcome("accepted"),
             unsubscribed: outcome("unsubscribed"),
             failed: outcome("failed"),
@@ -107,34 +114,52 @@ impl PushCounters {
         }
     }
 
-    /// Writes the counts gathered since the last flush to their push documents.
+    /// Writes the counts gathered since the last flush, then refreshes the totals of the
+    /// pushes counted for recently.
     pub async fn flush(&self, store: &Store) -> Result<(), StoreError> {
         let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
-        let mut unwritten: Vec<(ObjectId, Counts)> = Vec::new();
+        let mut unwritten: Vec<(ObjectId, DeliveryCounts)> = Vec::new();
         let mut first_error = None;
         for (push_id, counts) in batch {
             if first_error.is_some() {
                 unwritten.push((push_id, counts));
                 continue;
             }
-            if let Err(e) = store
-                .add_delivery_counts(push_id, counts.accepted, counts.unsubscribed, counts.failed)
+            match store
+                .add_sender_counts(push_id, &self.sender_id, counts)
                 .await
             {
-                unwritten.push((push_id, counts));
-                first_error = Some(e);
+                Ok(()) => {
+                    self.recent
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(push_id, Instant::now());
+                }
+                Err(e) => {
+                    unwritten.push((push_id, counts));
+                    first_error = Some(e);
+                }
             }
         }
         if !unwritten.is_empty() {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             for (push_id, counts) in unwritten {
-                let merged = pending.entry(push_id).or_default();
-                merged.accepted += counts.accepted;
-                merged.unsubscribed += counts.unsubscribed;
-                merged.failed += counts.failed;
+                pending.entry(push_id).or_default().merge(counts);
             }
         }
-        first_error.map_or(Ok(()), Err)
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        let recent: Vec<ObjectId> = {
+            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            recent.retain(|_, at| at.elapsed() < RESYNC_FOR);
+            recent.keys().copied().collect()
+        };
+        for push_id in recent {
+            let totals = store.delivery_counts(push_id).await?;
+            store.set_delivery_totals(push_id, totals).await?;
+        }
+        Ok(())
     }
 }
 
@@ -144,7 +169,7 @@ mod tests {
 
     #[test]
     fn aggregates_per_push_and_in_totals() {
-        let counters = PushCounters::new(&Registry::default());
+        let counters = PushCounters::new("s1".into(), &Registry::default());
         let (a, b) = (ObjectId::new(), ObjectId::new());
         counters.add(a, Counted::Accepted);
         counters.add(a, Counted::Accepted);
@@ -153,7 +178,7 @@ mod tests {
         let pending = counters.pending.lock().expect("lock");
         assert_eq!(
             pending[&a],
-            Counts {
+            DeliveryCounts {
                 accepted: 2,
                 unsubscribed: 0,
                 failed: 0
@@ -161,7 +186,7 @@ mod tests {
         );
         assert_eq!(
             pending[&b],
-            Counts {
+            DeliveryCounts {
                 accepted: 0,
                 unsubscribed: 1,
                 failed: 1

@@ -81,10 +81,13 @@ pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> an
             .map_err(|e| anyhow::anyhow!("METRICS_ADDR {addr}: {e}"))?;
     }
     let store = Store::connect(&config.mongo).await?;
+    store.ensure_indexes().await?;
     let web = WebPushClient::new(config.web_push.clone())?;
     let (unsubscriber, unsubscribe_task) =
         Unsubscriber::start(store.clone(), 500, Duration::from_millis(100));
-    let counters = Arc::new(PushCounters::new(&registry));
+    // Names this instance's counter documents; unique per process start.
+    let sender_id = pushservice_model::ObjectId::new().to_hex();
+    let counters = Arc::new(PushCounters::new(sender_id.clone(), &registry));
     let metrics = SenderMetrics::new(&registry);
     let pending_gauge = Arc::clone(&metrics.pending);
     let dead_letter = DeadLetter::new(
@@ -118,7 +121,7 @@ pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> an
         .map_err(|e| anyhow::anyhow!("subscribing to {:?}: {e}", config.push_topic))?;
     health.set_ready(true);
     tracing::info!(group = %config.group, topic = %config.push_topic, brokers = %config.kafka.brokers,
-        concurrency = config.concurrency, max_pending = config.max_pending, "sender started");
+        concurrency = config.concurrency, sender_id = %sender_id, max_pending = config.max_pending, "sender started");
 
     let flusher = tokio::spawn(flush_counters(
         store.clone(),

@@ -10,9 +10,11 @@
 //! - [`store`] — connecting (bounded timeouts, a ping that names the address tried) and indexes.
 //! - [`sites`], [`pushes`], [`subscribers`] — the operations on each collection.
 //! - [`audience`] — streaming a site's subscribed audience for the parser.
+//! - [`delivery_stats`] — per-sender delivery counters and the push's totals.
 //! - [`error`] — [`StoreError`].
 
 pub mod audience;
+pub mod delivery_stats;
 pub mod error;
 pub mod pushes;
 pub mod sites;
@@ -20,6 +22,7 @@ pub mod store;
 pub mod subscribers;
 
 pub use audience::{AudienceMember, AudienceRow};
+pub use delivery_stats::{DELIVERY_STATS, DeliveryCounts};
 pub use error::StoreError;
 pub use pushes::Transition;
 pub use store::{PUSHES, SITES, SUBSCRIBERS, Store};

@@ -165,29 +165,4 @@ impl Store {
             .map_err(StoreError::query(format!("failing push {id}")))?;
         Ok(())
     }
-
-    /// Adds the senders' delivery counters to push `id` (`$inc`, so senders never overwrite
-    /// each other).
-    pub async fn add_delivery_counts(
-        &self,
-        id: ObjectId,
-        accepted: i64,
-        unsubscribed: i64,
-        failed: i64,
-    ) -> Result<(), StoreError> {
-        self.pushes
-            .update_one(
-                doc! { "_id": id },
-                doc! { "$inc": {
-                    "totalAccepted": accepted,
-                    "totalUnsubscribed": unsubscribed,
-                    "totalFailed": failed,
-                } },
-            )
-            .await
-            .map_err(StoreError::query(format!(
-                "adding delivery counts to push {id}"
-            )))?;
-        Ok(())
-    }
 }

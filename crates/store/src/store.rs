@@ -24,6 +24,7 @@ pub struct Store {
     pub(crate) sites: Collection<Document>,
     pub(crate) pushes: Collection<Document>,
     pub(crate) subscribers: Collection<Document>,
+    pub(crate) delivery_stats: Collection<Document>,
     pub(crate) batch_size: u32,
 }
 
@@ -64,6 +65,7 @@ impl Store {
             sites: database.collection(SITES),
             pushes: database.collection(PUSHES),
             subscribers: database.collection(SUBSCRIBERS),
+            delivery_stats: database.collection(crate::delivery_stats::DELIVERY_STATS),
             database,
             batch_size: settings.batch_size,
         })
@@ -117,6 +119,16 @@ impl Store {
             .create_index(by_site)
             .await
             .map_err(StoreError::query("creating pushes index {siteId, status}"))?;
+        let by_push = IndexModel::builder()
+            .keys(doc! { "pushId": 1 })
+            .options(IndexOptions::builder().name("pushId_1".to_owned()).build())
+            .build();
+        self.delivery_stats
+            .create_index(by_push)
+            .await
+            .map_err(StoreError::query(
+                "creating pushDeliveryStats index {pushId}",
+            ))?;
         Ok(())
     }
 }

@@ -7,7 +7,9 @@ use bson::oid::ObjectId;
 use bson::{Bson, DateTime, Document, doc};
 use pushservice_config::MongoSettings;
 use pushservice_model::{Notification, Push, PushStatus, PushSubscription, Site, Subscriber};
-use pushservice_store::{PUSHES, SITES, SUBSCRIBERS, Store, StoreError, Transition};
+use pushservice_store::{
+    DeliveryCounts, PUSHES, SITES, SUBSCRIBERS, Store, StoreError, Transition,
+};
 use pushservice_testkit::{mongo_settings, store};
 
 const P256DH: &str =
@@ -216,4 +218,52 @@ async fn unreachable_server_is_named_in_the_error() {
         "{text}"
     );
     assert!(!text.contains("secret"), "password leaked: {text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_from_concurrent_senders_add_up_exactly() {
+    // Three senders flush counters for the same push at the same moments. (A plain $inc on
+    // the push document loses increments on FerretDB; per-sender documents must not.)
+    let settings = mongo_settings();
+    let store = store(&settings).await;
+    store.ensure_indexes().await.expect("indexes");
+    let push = Push::new(ObjectId::new(), "Counted".into(), Notification::default());
+    store.insert_push(&push).await.expect("push");
+    let bump = |store: Store, sender: &'static str| async move {
+        for _ in 0..100 {
+            let counts = DeliveryCounts {
+                accepted: 2,
+                unsubscribed: 1,
+                failed: 0,
+            };
+            store
+                .add_sender_counts(push.id, sender, counts)
+                .await
+                .expect("inc");
+        }
+    };
+    let (a, b, c) = tokio::join!(
+        tokio::spawn(bump(store.clone(), "a")),
+        tokio::spawn(bump(store.clone(), "b")),
+        tokio::spawn(bump(store.clone(), "c")),
+    );
+    (a.expect("a"), b.expect("b"), c.expect("c"));
+    let total = store.delivery_counts(push.id).await.expect("sum");
+    assert_eq!(
+        total,
+        DeliveryCounts {
+            accepted: 600,
+            unsubscribed: 300,
+            failed: 0
+        }
+    );
+    store
+        .set_delivery_totals(push.id, total)
+        .await
+        .expect("set");
+    let stored = store.push(push.id).await.expect("query").expect("push");
+    assert_eq!(
+        (stored.total_accepted, stored.total_unsubscribed),
+        (600, 300)
+    );
 }

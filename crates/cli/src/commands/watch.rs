@@ -1,6 +1,6 @@
 //! `pushctl watch <pushId>`: follow a push until every delivery has an outcome.
 //!
-//! Prints one progress line a second (fanned out, accepted, unsubscribed, failed, rate) and
+//! Prints a progress line whenever the counts move, at most once per poll (fanned out, accepted, unsubscribed, failed, rate) and
 //! returns once the parser is done and the senders' counters account for every delivery
 //! message, or when the push failed, or after `--timeout-secs`.
 
@@ -19,7 +19,8 @@ pub async fn run(args: WatchArgs) -> Result<(), CommandError> {
     let result: Result<(), CommandError> = async {
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.timeout_secs);
-    let mut last_line = String::new();
+    let mut last_counts = None;
+    let mut last_print = Instant::now();
     loop {
         let push = store
             .push(push_id)
@@ -38,9 +39,11 @@ pub async fn run(args: WatchArgs) -> Result<(), CommandError> {
             push.total_failed,
             outcomes as f64 / seconds,
         );
-        if line != last_line {
+        let counts = (push.status, fanned_out, outcomes);
+        if last_counts != Some(counts) || last_print.elapsed() >= Duration::from_secs(10) {
             println!("{line}");
-            last_line = line;
+            last_counts = Some(counts);
+            last_print = Instant::now();
         }
         match push.status {
             PushStatus::Done if outcomes >= push.total_sent => {
