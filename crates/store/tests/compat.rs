@@ -247,7 +247,9 @@ async fn counts_from_concurrent_senders_add_up_exactly() {
         tokio::spawn(bump(store.clone(), "b")),
         tokio::spawn(bump(store.clone(), "c")),
     );
-    (a.expect("a"), b.expect("b"), c.expect("c"));
+    for joined in [a, b, c] {
+        joined.expect("sender task");
+    }
     let total = store.delivery_counts(push.id).await.expect("sum");
     assert_eq!(
         total,
