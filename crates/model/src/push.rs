@@ -161,6 +161,10 @@ pub struct Push {
     /// Deliveries that failed for good: permanent errors and exhausted retries (senders).
     #[serde(default, deserialize_with = "lenient::i64_from_any")]
     pub total_failed: i64,
+    /// How many times the push was triggered (`pushctl send`, `--force` included); each
+    /// trigger claims its number once, so two racing sends cannot both publish.
+    #[serde(default, deserialize_with = "lenient::i64_from_any")]
+    pub trigger_count: i64,
     /// How far the parser got fanning the push out; resumes from here after a restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fanout: Option<FanoutProgress>,
@@ -224,6 +228,7 @@ impl Push {
             total_accepted: 0,
             total_unsubscribed: 0,
             total_failed: 0,
+            trigger_count: 0,
             fanout: None,
             failure_reason: None,
             created_at: Some(now),

@@ -70,19 +70,51 @@ impl Store {
 }
 
 impl Store {
-    /// Moves push `id` from `from` to `processing` and forgets any fan-out checkpoint, so the
-    /// next parser fans it out from the first subscriber (`pushctl send --force`).
+    /// Triggers push `id`: moves it from `from` to `processing`, counts the trigger and
+    /// forgets any fan-out checkpoint, so the next parser starts from the first subscriber.
+    ///
+    /// Exactly one of several racing callers gets [`Transition::Done`]: each trigger first
+    /// claims its number by inserting `"<push id>:<n>"` into `pushTriggers`, and a unique
+    /// `_id` is enforced atomically by every MongoDB-protocol server, whereas a conditional
+    /// update is not (FerretDB 1.x applies updates as read-modify-write; two racing
+    /// `findOneAndUpdate` calls both "won" in a test).
     pub async fn restart_push(
         &self,
         id: ObjectId,
         from: PushStatus,
     ) -> Result<Transition, StoreError> {
+        let Some(push) = self.push(id).await? else {
+            return Ok(Transition::Conflict(None));
+        };
+        if push.status != from {
+            return Ok(Transition::Conflict(Some(push.status)));
+        }
+        let trigger = push.trigger_count + 1;
+        let claim = doc! {
+            "_id": format!("{}:{trigger}", id.to_hex()),
+            "pushId": id,
+            "from": from.as_str(),
+            "at": DateTime::now(),
+        };
+        if let Err(e) = self.triggers.insert_one(claim).await {
+            if is_duplicate_key(&e) {
+                return Ok(Transition::Conflict(self.push(id).await?.map(|p| p.status)));
+            }
+            return Err(StoreError::Query {
+                context: format!("claiming trigger {trigger} of push {id}"),
+                source: e,
+            });
+        }
         let updated = self
             .pushes
             .find_one_and_update(
-                doc! { "_id": id, "status": from.as_str() },
+                doc! { "_id": id },
                 doc! {
-                    "$set": { "status": PushStatus::Processing.as_str(), "updatedAt": DateTime::now() },
+                    "$set": {
+                        "status": PushStatus::Processing.as_str(),
+                        "triggerCount": trigger,
+                        "updatedAt": DateTime::now(),
+                    },
                     "$unset": { "fanout": "", "failureReason": "" },
                 },
             )
@@ -95,7 +127,7 @@ impl Store {
                     bson::from_document(document).map_err(StoreError::decode(PUSHES, &id))?;
                 Ok(Transition::Done(Box::new(push)))
             }
-            None => Ok(Transition::Conflict(self.push(id).await?.map(|p| p.status))),
+            None => Ok(Transition::Conflict(None)),
         }
     }
 
@@ -164,5 +196,15 @@ impl Store {
             .await
             .map_err(StoreError::query(format!("failing push {id}")))?;
         Ok(())
+    }
+}
+
+/// Whether `error` is a duplicate-key (E11000) write error.
+fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    match error.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == 11000,
+        ErrorKind::InsertMany(e) => e.write_errors.iter().flatten().any(|w| w.code == 11000),
+        _ => false,
     }
 }

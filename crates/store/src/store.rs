@@ -14,6 +14,9 @@ pub const PUSHES: &str = "pushes";
 /// Collection of subscribers.
 pub const SUBSCRIBERS: &str = "subscribers";
 
+/// Claims of push triggers (see `Store::restart_push`).
+pub const PUSH_TRIGGERS: &str = "pushTriggers";
+
 /// Database used when `MONGODB_URL` names none.
 const DEFAULT_DATABASE: &str = "pushservice";
 
@@ -25,6 +28,7 @@ pub struct Store {
     pub(crate) pushes: Collection<Document>,
     pub(crate) subscribers: Collection<Document>,
     pub(crate) delivery_stats: Collection<Document>,
+    pub(crate) triggers: Collection<Document>,
     pub(crate) batch_size: u32,
 }
 
@@ -66,6 +70,7 @@ impl Store {
             pushes: database.collection(PUSHES),
             subscribers: database.collection(SUBSCRIBERS),
             delivery_stats: database.collection(crate::delivery_stats::DELIVERY_STATS),
+            triggers: database.collection(PUSH_TRIGGERS),
             database,
             batch_size: settings.batch_size,
         })

@@ -163,22 +163,30 @@ async fn creates_the_audience_index() {
     );
 }
 
-#[tokio::test]
-async fn only_one_of_two_racing_transitions_wins() {
-    let store = store(&mongo_settings()).await;
-    let push = Push::new(ObjectId::new(), "Race".into(), Notification::default());
-    store.insert_push(&push).await.expect("push");
-    let (a, b) = tokio::join!(
-        store.transition_push(push.id, PushStatus::Pending, PushStatus::Processing),
-        store.transition_push(push.id, PushStatus::Pending, PushStatus::Processing),
-    );
-    let outcomes = [a.expect("a"), b.expect("b")];
-    let wins = outcomes
-        .iter()
-        .filter(|o| matches!(o, Transition::Done(_)))
-        .count();
-    assert_eq!(wins, 1, "{outcomes:?}");
-    assert!(outcomes.contains(&Transition::Conflict(Some(PushStatus::Processing))));
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_one_of_two_racing_triggers_wins() {
+    // Two `pushctl send` at the same moment, from two connections, twenty times over.
+    let settings = mongo_settings();
+    let (first, second) = (store(&settings).await, store(&settings).await);
+    for _ in 0..20 {
+        let push = Push::new(ObjectId::new(), "Race".into(), Notification::default());
+        first.insert_push(&push).await.expect("push");
+        let (a, b) = tokio::join!(
+            first.restart_push(push.id, PushStatus::Pending),
+            second.restart_push(push.id, PushStatus::Pending),
+        );
+        let outcomes = [a.expect("a"), b.expect("b")];
+        let wins = outcomes
+            .iter()
+            .filter(|o| matches!(o, Transition::Done(_)))
+            .count();
+        assert_eq!(wins, 1, "{outcomes:?}");
+        let stored = first.push(push.id).await.expect("query").expect("push");
+        assert_eq!(
+            (stored.status, stored.trigger_count),
+            (PushStatus::Processing, 1)
+        );
+    }
 }
 
 #[tokio::test]
