@@ -1,0 +1,378 @@
+//! What a benchmark run is asked to do: flags and environment, then a validated [`BenchConfig`].
+//!
+//! Two steps, as everywhere in the workspace: clap parses [`BenchArgs`] (every flag also has
+//! an environment key where that is useful), and [`BenchArgs::settings`] checks them and
+//! derives the per-run names (database URL, output directory, topics, consumer groups) in one
+//! place, so the rest of the benchmark never invents a name of its own.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use crate::clock::utc_stamp;
+
+use clap::ArgAction;
+use clap::builder::BoolishValueParser;
+use pushservice_config::{KafkaArgs, KafkaSettings};
+use pushservice_push_sink::{Latency, Protocol};
+
+/// End-to-end benchmark of pushservice: seeds (or reuses) N subscribers whose endpoints point at
+/// a push-service simulator, starts the simulator, a parser and K senders as processes, sends
+/// one push with `pushctl send` and measures until the simulator has accepted every delivery.
+/// Writes `result.json` and `throughput.svg` to the output directory.
+#[derive(Debug, clap::Parser)]
+#[command(name = "pushbench", version)]
+pub struct BenchArgs {
+    /// Subscribers in the audience (one delivery each).
+    #[arg(long, env = "PUSHBENCH_SUBSCRIBERS", default_value_t = 1_000_000)]
+    pub subscribers: u64,
+    /// Sender processes sharing the push topic.
+    #[arg(long, env = "PUSHBENCH_SENDERS", default_value_t = 2)]
+    pub senders: u32,
+    /// Directory holding the release binaries `push-sink`, `pushctl`, `seed`, `parser`,
+    /// `sender`; default: the directory of this executable.
+    #[arg(long, env = "PUSHBENCH_BIN_DIR")]
+    pub bin_dir: Option<PathBuf>,
+    /// Where results, logs and the simulator's certificate go; default
+    /// `target/bench/<UTC timestamp>/`.
+    #[arg(long, env = "PUSHBENCH_OUT_DIR")]
+    pub out_dir: Option<PathBuf>,
+    /// MongoDB server; its database part is replaced by `--database`.
+    #[arg(
+        long = "mongodb-url",
+        env = "MONGODB_URL",
+        default_value = "mongodb://127.0.0.1:27017",
+        hide_env_values = true
+    )]
+    pub mongodb_url: String,
+    /// Database holding the benchmark's site, pushes and audience; default `pushbench_<N>`.
+    #[arg(long, env = "PUSHBENCH_DATABASE")]
+    pub database: Option<String>,
+    /// Reuse the audience a previous run seeded in the database when its marker matches (N
+    /// subscribers, endpoints at this simulator, same key seed, none unsubscribed since);
+    /// otherwise drop the database and seed. Pass false if anything else changed the database.
+    #[arg(
+        long,
+        env = "PUSHBENCH_REUSE",
+        default_value = "true",
+        action = ArgAction::Set,
+        value_parser = BoolishValueParser::new()
+    )]
+    pub reuse: bool,
+    /// Simulator protocol: `tls` (HTTP/2 over TLS, as real push services), `h2c` (cleartext
+    /// HTTP/2; senders get SENDER_HTTP2_PRIOR_KNOWLEDGE=true) or `h1`.
+    #[arg(long, env = "PUSHBENCH_SINK_PROTOCOL", default_value = "tls")]
+    pub sink_protocol: Protocol,
+    /// Simulator port on 127.0.0.1.
+    #[arg(long, env = "PUSHBENCH_SINK_PORT", default_value_t = 9445)]
+    pub sink_port: u16,
+    /// Let the simulator verify VAPID and decrypt every payload (costs it CPU); off: it only
+    /// counts, so the machine's cores go to the pipeline.
+    #[arg(
+        long,
+        env = "PUSHBENCH_SINK_VERIFY",
+        default_value = "false",
+        action = ArgAction::Set,
+        value_parser = BoolishValueParser::new()
+    )]
+    pub sink_verify: bool,
+    /// Subscribers (per mille) the simulator answers 410 Gone.
+    #[arg(long, default_value_t = 0)]
+    pub sink_gone_per_mille: u32,
+    /// Subscribers (per mille) the simulator answers 429 on the first attempt.
+    #[arg(long, default_value_t = 0)]
+    pub sink_throttle_per_mille: u32,
+    /// Simulator answer delay, milliseconds: `0`, `20` or a range `10-50`.
+    #[arg(long, default_value = "0", value_parser = parse_latency)]
+    pub sink_latency_ms: String,
+    /// Give up waiting for the deliveries after this many seconds (partial report, exit 1).
+    #[arg(long, env = "PUSHBENCH_TIMEOUT_SECS", default_value_t = 900)]
+    pub timeout_secs: u64,
+    /// Sampling interval of counters, CPU and memory, milliseconds.
+    #[arg(long, env = "PUSHBENCH_SAMPLE_MS", default_value_t = 250)]
+    pub sample_ms: u64,
+    /// Partitions of the per-run push topic.
+    #[arg(long, default_value_t = 200)]
+    pub push_partitions: i32,
+    /// Seed the subscribers' keys derive from (shared with the simulator for `--sink-verify`).
+    #[arg(
+        long,
+        env = "SEED_KEY_SEED",
+        default_value = "pushservice-bench",
+        hide_env_values = true
+    )]
+    pub key_seed: String,
+    /// Give each daemon a `METRICS_ADDR` and wait for its `/readyz` too (readiness is
+    /// otherwise judged by its consumer group alone).
+    #[arg(
+        long,
+        env = "PUSHBENCH_DAEMON_METRICS",
+        default_value = "false",
+        action = ArgAction::Set,
+        value_parser = BoolishValueParser::new()
+    )]
+    pub daemon_metrics: bool,
+    /// Log filter for the daemons (their logs go to the output directory).
+    #[arg(long, env = "PUSHBENCH_LOG_LEVEL", default_value = "warn")]
+    pub log_level: String,
+    /// Kafka.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+}
+
+fn parse_latency(text: &str) -> Result<String, String> {
+    text.parse::<Latency>().map(|_| text.trim().to_owned())
+}
+
+/// A validated run description, with every per-run name decided.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// Subscribers.
+    pub subscribers: u64,
+    /// Sender processes.
+    pub senders: u32,
+    /// Where the binaries are.
+    pub bin_dir: PathBuf,
+    /// Where results go (created).
+    pub out_dir: PathBuf,
+    /// `MONGODB_URL` of the benchmark database.
+    pub mongodb_url: String,
+    /// Its database name.
+    pub database: String,
+    /// Reuse a matching audience.
+    pub reuse: bool,
+    /// Simulator protocol.
+    pub sink_protocol: Protocol,
+    /// Simulator port.
+    pub sink_port: u16,
+    /// Simulator verification.
+    pub sink_verify: bool,
+    /// Gone band, per mille.
+    pub sink_gone_per_mille: u32,
+    /// Throttle band, per mille.
+    pub sink_throttle_per_mille: u32,
+    /// Answer delay, as the simulator parses it.
+    pub sink_latency_ms: String,
+    /// Deadline of the delivery phase.
+    pub timeout: Duration,
+    /// Sampling interval.
+    pub sample: Duration,
+    /// Push topic partitions.
+    pub push_partitions: i32,
+    /// Subscriber key seed.
+    pub key_seed: String,
+    /// Daemon log filter.
+    pub log_level: String,
+    /// Serve and poll the daemons' health endpoints.
+    pub daemon_metrics: bool,
+    /// Kafka connection.
+    pub kafka: KafkaSettings,
+    /// The Kafka flags as given, re-exported to the child processes.
+    pub kafka_args: KafkaArgs,
+    /// UTC timestamp naming this run (`20250102T030405Z`).
+    pub stamp: String,
+}
+
+impl BenchConfig {
+    /// Base URL clients use for the simulator (what `push-sink` itself announces for a
+    /// loopback listener: `localhost` under TLS because its certificate names it).
+    pub fn sink_base_url(&self) -> String {
+        match self.sink_protocol {
+            Protocol::Tls => format!("https://localhost:{}", self.sink_port),
+            other => format!("{}://127.0.0.1:{}", other.scheme(), self.sink_port),
+        }
+    }
+
+    /// Endpoint base the audience is seeded with: `{base}/wp`, so endpoints are
+    /// `{base}/wp/{subscriber id}` as the simulator expects.
+    pub fn endpoint_base(&self) -> String {
+        format!("{}/wp", self.sink_base_url())
+    }
+
+    /// Whether the simulator will answer 404/410 to some subscribers, so that the senders
+    /// unsubscribe them (`--sink-gone-per-mille`, or an inherited
+    /// `PUSH_SINK_NOT_FOUND_PER_MILLE`).
+    pub fn may_unsubscribe(&self) -> bool {
+        let not_found = std::env::var("PUSH_SINK_NOT_FOUND_PER_MILLE")
+            .ok()
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .unwrap_or(0);
+        self.sink_gone_per_mille > 0 || not_found > 0
+    }
+
+    /// Per-run Kafka topic names: raw-push, push, dead letters.
+    pub fn topics(&self) -> [String; 3] {
+        let s = self.stamp.to_ascii_lowercase();
+        [
+            format!("bench-raw-{s}"),
+            format!("bench-push-{s}"),
+            format!("bench-dlq-{s}"),
+        ]
+    }
+
+    /// Per-run consumer groups: parser, sender.
+    pub fn groups(&self) -> [String; 2] {
+        let s = self.stamp.to_ascii_lowercase();
+        [
+            format!("pushbench-parser-{s}"),
+            format!("pushbench-sender-{s}"),
+        ]
+    }
+}
+
+impl BenchArgs {
+    /// Checks the flags and decides the run's names; `exe_dir` is the directory of the running
+    /// executable (the default `--bin-dir`).
+    pub fn settings(&self, exe_dir: Option<PathBuf>) -> anyhow::Result<BenchConfig> {
+        anyhow::ensure!(self.subscribers > 0, "--subscribers must be at least 1");
+        anyhow::ensure!(
+            (1..=64).contains(&self.senders),
+            "--senders must be between 1 and 64"
+        );
+        anyhow::ensure!(
+            (10..=10_000).contains(&self.sample_ms),
+            "--sample-ms must be between 10 and 10000"
+        );
+        anyhow::ensure!(self.timeout_secs > 0, "--timeout-secs must be at least 1");
+        anyhow::ensure!(
+            self.sink_gone_per_mille + self.sink_throttle_per_mille <= 1000,
+            "--sink-gone-per-mille plus --sink-throttle-per-mille must not exceed 1000"
+        );
+        anyhow::ensure!(
+            (1..=10_000).contains(&self.push_partitions),
+            "--push-partitions must be between 1 and 10000"
+        );
+        let bin_dir = match (&self.bin_dir, exe_dir) {
+            (Some(dir), _) => dir.clone(),
+            (None, Some(dir)) => dir,
+            (None, None) => anyhow::bail!("cannot tell where pushbench runs from; pass --bin-dir"),
+        };
+        let stamp = utc_stamp(SystemTime::now());
+        let database = match &self.database {
+            Some(name) => name.trim().to_owned(),
+            None => format!("pushbench_{}", self.subscribers),
+        };
+        anyhow::ensure!(
+            !database.is_empty()
+                && database.len() <= 63
+                && database
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
+            "--database {database:?}: use 1-63 of a-z A-Z 0-9 _ -"
+        );
+        let mongodb_url = with_database(&self.mongodb_url, &database)?;
+        let out_dir = self
+            .out_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("target/bench").join(&stamp));
+        Ok(BenchConfig {
+            subscribers: self.subscribers,
+            senders: self.senders,
+            bin_dir,
+            out_dir,
+            mongodb_url,
+            database,
+            reuse: self.reuse,
+            sink_protocol: self.sink_protocol,
+            sink_port: self.sink_port,
+            sink_verify: self.sink_verify,
+            sink_gone_per_mille: self.sink_gone_per_mille,
+            sink_throttle_per_mille: self.sink_throttle_per_mille,
+            sink_latency_ms: self.sink_latency_ms.clone(),
+            timeout: Duration::from_secs(self.timeout_secs),
+            sample: Duration::from_millis(self.sample_ms),
+            push_partitions: self.push_partitions,
+            key_seed: self.key_seed.clone(),
+            log_level: self.log_level.clone(),
+            daemon_metrics: self.daemon_metrics,
+            kafka: self.kafka.settings()?,
+            kafka_args: self.kafka.clone(),
+            stamp,
+        })
+    }
+}
+
+/// `url` with its database path replaced by `database`, options kept:
+/// `mongodb://u:p@h1,h2/old?x=1` → `mongodb://u:p@h1,h2/new?x=1`.
+pub fn with_database(url: &str, database: &str) -> anyhow::Result<String> {
+    let url = url.trim();
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        anyhow::bail!("MONGODB_URL is not a mongodb:// connection string");
+    };
+    anyhow::ensure!(
+        url.starts_with("mongodb://") || url.starts_with("mongodb+srv://"),
+        "MONGODB_URL is not a mongodb:// connection string"
+    );
+    let rest = &url[scheme_end..];
+    let hosts_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (hosts, tail) = rest.split_at(hosts_end);
+    let options = tail.find('?').map_or("", |i| &tail[i..]);
+    Ok(format!("{}{hosts}/{database}{options}", &url[..scheme_end]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[test]
+    fn database_replaces_the_path_and_keeps_options() {
+        let cases = [
+            ("mongodb://127.0.0.1:27017", "mongodb://127.0.0.1:27017/b"),
+            ("mongodb://127.0.0.1:27017/", "mongodb://127.0.0.1:27017/b"),
+            ("mongodb://h/pushservice", "mongodb://h/b"),
+            (
+                "mongodb://u:p@h1,h2/old?x=1&y=2",
+                "mongodb://u:p@h1,h2/b?x=1&y=2",
+            ),
+            ("mongodb://h?x=1", "mongodb://h/b?x=1"),
+        ];
+        for (url, expected) in cases {
+            assert_eq!(with_database(url, "b").expect("valid"), expected, "{url}");
+        }
+        assert!(with_database("postgres://h/db", "b").is_err());
+    }
+
+    #[test]
+    fn defaults_name_the_run() {
+        let args =
+            BenchArgs::try_parse_from(["pushbench", "--subscribers", "1000"]).expect("valid flags");
+        let config = args
+            .settings(Some(PathBuf::from("/opt/bin")))
+            .expect("valid settings");
+        assert_eq!(config.database, "pushbench_1000");
+        assert!(
+            config.mongodb_url.ends_with("/pushbench_1000"),
+            "{}",
+            config.mongodb_url
+        );
+        assert_eq!(config.bin_dir, PathBuf::from("/opt/bin"));
+        assert_eq!(config.endpoint_base(), "https://localhost:9445/wp");
+        let [raw, push, dlq] = config.topics();
+        assert!(
+            raw.starts_with("bench-raw-") && push.starts_with("bench-push-"),
+            "{raw} {push}"
+        );
+        assert!(dlq.starts_with("bench-dlq-"));
+        assert!(config.out_dir.starts_with("target/bench"));
+    }
+
+    #[test]
+    fn bad_flags_are_refused() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["pushbench"];
+            argv.extend_from_slice(extra);
+            BenchArgs::try_parse_from(argv)
+                .map_err(|e| e.to_string())
+                .and_then(|a| {
+                    a.settings(Some(PathBuf::from(".")))
+                        .map_err(|e| e.to_string())
+                })
+        };
+        assert!(parse(&["--subscribers", "0"]).is_err());
+        assert!(parse(&["--senders", "0"]).is_err());
+        assert!(parse(&["--sink-protocol", "h3"]).is_err());
+        assert!(parse(&["--sink-latency-ms", "fast"]).is_err());
+        assert!(parse(&["--database", "a.b"]).is_err());
+        assert!(parse(&["--sink-protocol", "h2c"]).is_ok());
+    }
+}
