@@ -25,23 +25,30 @@ pub struct TelemetryArgs {
     /// Serve Prometheus metrics and health checks on this address (for example
     /// 127.0.0.1:9101); off when empty.
     #[arg(long = "metrics-addr", env = "METRICS_ADDR", value_parser = parse_addr)]
-    pub metrics_addr: Option<Option<SocketAddr>>,
+    pub metrics_addr: Option<MetricsAddr>,
 }
 
-fn parse_addr(text: &str) -> Result<Option<SocketAddr>, String> {
+/// A parsed `METRICS_ADDR`: an address, or off when the value is empty.
+///
+/// A newtype because clap reads `Option<Option<T>>` as "a flag with an optional value", not
+/// as "a value that may say off" (that mismatch made the daemons panic at start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsAddr(pub Option<SocketAddr>);
+
+fn parse_addr(text: &str) -> Result<MetricsAddr, String> {
     if text.trim().is_empty() {
-        return Ok(None);
+        return Ok(MetricsAddr(None));
     }
     text.trim()
         .parse()
-        .map(Some)
+        .map(|addr| MetricsAddr(Some(addr)))
         .map_err(|e| format!("{text:?} is not host:port ({e}), e.g. 127.0.0.1:9101"))
 }
 
 impl TelemetryArgs {
     /// The address to serve on, if any.
     pub fn addr(&self) -> Option<SocketAddr> {
-        self.metrics_addr.flatten()
+        self.metrics_addr.and_then(|a| a.0)
     }
 }
 
@@ -155,11 +162,25 @@ mod tests {
 
     #[test]
     fn empty_address_means_off() {
-        assert_eq!(parse_addr(" "), Ok(None));
+        assert_eq!(parse_addr(" "), Ok(MetricsAddr(None)));
         assert!(parse_addr("localhost").is_err());
-        assert_eq!(
-            parse_addr("127.0.0.1:9101").map(|a| a.map(|a| a.port())),
-            Ok(Some(9101))
-        );
+        let parsed = parse_addr("127.0.0.1:9101").map(|a| a.0.map(|a| a.port()));
+        assert_eq!(parsed, Ok(Some(9101)));
+    }
+
+    #[test]
+    fn clap_accepts_the_flag_and_the_empty_value() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            telemetry: TelemetryArgs,
+        }
+        let cli = Cli::try_parse_from(["t", "--metrics-addr", "127.0.0.1:9101"]).expect("parses");
+        assert_eq!(cli.telemetry.addr().map(|a| a.port()), Some(9101));
+        let cli = Cli::try_parse_from(["t", "--metrics-addr", ""]).expect("parses");
+        assert_eq!(cli.telemetry.addr(), None);
+        let cli = Cli::try_parse_from(["t"]).expect("parses");
+        assert_eq!(cli.telemetry.addr(), None);
     }
 }
