@@ -166,15 +166,6 @@ pub fn partition_count<C: rdkafka::ClientContext>(
     settings: &KafkaSettings,
     topic: &str,
 ) -> Result<i32, KafkaError> {
-    check_reachable(client, settings, Some(topic))?;
-    let metadata = client
-        .fetch_metadata(Some(topic), settings.timeout)
-        .map_err(|e| KafkaError::client(format!("metadata of topic {topic:?}"), e))?;
-    let partitions = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .map(|t| t.partitions().len())
-        .unwrap_or(0);
+    let partitions = check_reachable(client, settings, Some(topic))?;
     Ok(i32::try_from(partitions).unwrap_or(i32::MAX))
 }

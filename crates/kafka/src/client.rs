@@ -75,7 +75,8 @@ pub fn client_config(settings: &KafkaSettings) -> ClientConfig {
     config
 }
 
-/// Asks the cluster for metadata (of `topic`, when given) within the settings' timeout.
+/// Asks the cluster for metadata (of `topic`, when given) within the settings' timeout and
+/// returns the topic's partition count (0 when no topic was asked about).
 ///
 /// Fails with [`KafkaError::Unreachable`] when no broker answers and with
 /// [`KafkaError::UnknownTopic`] when the topic is missing. Blocking: call it from
@@ -84,7 +85,7 @@ pub fn check_reachable<C: rdkafka::ClientContext>(
     client: &Client<C>,
     settings: &KafkaSettings,
     topic: Option<&str>,
-) -> Result<(), KafkaError> {
+) -> Result<usize, KafkaError> {
     let metadata = client
         .fetch_metadata(topic, settings.timeout)
         .map_err(|source| KafkaError::Unreachable {
@@ -92,28 +93,24 @@ pub fn check_reachable<C: rdkafka::ClientContext>(
             timeout: settings.timeout,
             source,
         })?;
-    if let Some(topic) = topic {
-        let found = metadata.topics().iter().find(|t| t.name() == topic);
-        match found {
-            Some(t) if t.error().is_none() && !t.partitions().is_empty() => {}
-            Some(t)
-                if t.error().is_some_and(|e| {
-                    RDKafkaErrorCode::from(e) != RDKafkaErrorCode::UnknownTopicOrPartition
-                }) =>
-            {
-                let code = t.error().map(RDKafkaErrorCode::from);
-                return Err(KafkaError::client(
-                    format!("metadata of topic {topic:?}"),
-                    RdKafkaError::MetadataFetch(code.unwrap_or(RDKafkaErrorCode::Unknown)),
-                ));
-            }
-            _ => {
-                return Err(KafkaError::UnknownTopic {
-                    topic: topic.to_owned(),
-                    brokers: settings.brokers.clone(),
-                });
-            }
+    let Some(topic) = topic else { return Ok(0) };
+    let found = metadata.topics().iter().find(|t| t.name() == topic);
+    match found {
+        Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(t.partitions().len()),
+        Some(t)
+            if t.error().is_some_and(|e| {
+                RDKafkaErrorCode::from(e) != RDKafkaErrorCode::UnknownTopicOrPartition
+            }) =>
+        {
+            let code = t.error().map(RDKafkaErrorCode::from);
+            Err(KafkaError::client(
+                format!("metadata of topic {topic:?}"),
+                RdKafkaError::MetadataFetch(code.unwrap_or(RDKafkaErrorCode::Unknown)),
+            ))
         }
+        _ => Err(KafkaError::UnknownTopic {
+            topic: topic.to_owned(),
+            brokers: settings.brokers.clone(),
+        }),
     }
-    Ok(())
 }

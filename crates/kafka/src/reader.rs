@@ -6,7 +6,7 @@ use pushservice_config::KafkaSettings;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use crate::client::{KafkaError, check_reachable, client_config};
+use crate::client::{KafkaError, client_config};
 
 /// Where reading starts in every partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +49,6 @@ pub fn read_topic(
         .create()
         .map_err(|e| KafkaError::client("creating reader", e))?;
     let partitions = crate::admin::partition_count(consumer.client(), settings, topic)?;
-    check_reachable(consumer.client(), settings, Some(topic))?;
     let offset = match from {
         ReadFrom::Beginning => Offset::Beginning,
         ReadFrom::End => Offset::End,
