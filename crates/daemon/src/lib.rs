@@ -10,14 +10,17 @@
 //!
 //! # Layout
 //!
+//! - [`main_entry`] — [`daemon_main`], the `main` every daemon shares.
 //! - [`signal`] — [`shutdown_signal`]: SIGINT or SIGTERM.
 //! - [`metrics`] — [`Registry`], [`Counter`], [`Gauge`] and the text exposition format.
 //! - [`http`] — the `/metrics`, `/healthz`, `/readyz` endpoint and [`TelemetryArgs`].
 
 pub mod http;
+pub mod main_entry;
 pub mod metrics;
 pub mod signal;
 
 pub use http::{Health, TelemetryArgs, serve_telemetry};
+pub use main_entry::daemon_main;
 pub use metrics::{Counter, Gauge, Registry};
 pub use signal::shutdown_signal;
