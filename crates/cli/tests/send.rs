@@ -81,13 +81,7 @@ impl World {
     /// Drops the test's database and topics (not reached when a test fails, which keeps the
     /// evidence).
     async fn finish(self) {
-        let _ = self.store.database().drop().await;
-        let names = [
-            self.topics.raw_push.name.as_str(),
-            self.topics.push.name.as_str(),
-            self.topics.dead_letter.name.as_str(),
-        ];
-        pushservice_testkit::delete_topics(&self.kafka, &names).await;
+        pushservice_testkit::remove_test_data(&self.store, &self.kafka, &self.topics).await;
     }
 
     async fn status(&self, push_id: ObjectId) -> PushStatus {

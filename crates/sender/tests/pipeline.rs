@@ -189,10 +189,7 @@ impl World {
     }
 
     async fn finish(self) {
-        let _ = self.store.database().drop().await;
-        let names: Vec<String> = self.topics.all().into_iter().map(|t| t.name).collect();
-        let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        pushservice_testkit::delete_topics(&self.kafka, &names).await;
+        pushservice_testkit::remove_test_data(&self.store, &self.kafka, &self.topics).await;
         let _ = std::fs::remove_file(&self.cert);
         self.sink.shutdown().await;
     }

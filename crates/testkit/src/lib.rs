@@ -170,3 +170,15 @@ pub fn topic_args(topics: &Topics) -> pushservice_config::TopicArgs {
         topic_replication_factor: 1,
     }
 }
+
+/// Drops a test's database and deletes its topics (best effort: leftovers only cost disk).
+pub async fn remove_test_data(
+    store: &pushservice_store::Store,
+    kafka: &KafkaSettings,
+    topics: &Topics,
+) {
+    let _ = store.database().drop().await;
+    let names: Vec<String> = topics.all().into_iter().map(|t| t.name).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    delete_topics(kafka, &names).await;
+}
