@@ -4,9 +4,9 @@
 //! and `concurrency` requests in flight. When a task's outcome is final it reports to the
 //! [`OffsetTracker`], and the partition's committable offset (everything before it final) is
 //! stored; librdkafka commits stored offsets every second. On a rebalance the revoked
-//! partitions' stored offsets are committed synchronously before they move, and their
-//! in-flight deliveries are redelivered to the new owner (duplicates bounded by the in-flight
-//! window, never a loss).
+//! partitions' stored offsets are committed synchronously before they move, their deliveries
+//! in progress stop, and the new owner redelivers them (duplicates bounded by the requests
+//! already on the wire, never a loss).
 //!
 //! Shutdown: stop fetching, let requests in flight finish within the grace period (deliveries
 //! waiting for a retry give up at once: they are not final and will be redelivered), flush
@@ -158,7 +158,7 @@ pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> an
         };
         let payload = message.payload().map(<[u8]>::to_vec).unwrap_or_default();
         drop(message);
-        let ticket = tracker
+        let (ticket, revoked) = tracker
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .begin(source.partition, source.offset);
@@ -172,7 +172,7 @@ pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> an
         );
         tokio::spawn(async move {
             let _permit = permit;
-            let finished = deliverer.process(&payload, source).await;
+            let finished = deliverer.process(&payload, source, &revoked).await;
             pending_gauge.add(-1);
             if !finished {
                 return;

@@ -55,8 +55,24 @@ pub struct Source {
 
 impl Deliverer {
     /// Delivers one raw message. Returns true when its outcome is final (its offset may be
-    /// committed), false when shutdown interrupted it.
-    pub async fn process(&self, raw: &[u8], source: Source) -> bool {
+    /// committed), false when shutdown or `revoked` interrupted it.
+    ///
+    /// `revoked` is cancelled when the message's partition moves to another sender, which
+    /// redelivers it from the last committed offset: the delivery stops wherever it is
+    /// (waiting for a request slot, on the wire, or waiting for a retry) rather than
+    /// delivering a second copy and counting it twice.
+    pub async fn process(&self, raw: &[u8], source: Source, revoked: &CancellationToken) -> bool {
+        tokio::select! {
+            biased;
+            finished = self.deliver(raw, source) => finished,
+            () = revoked.cancelled() => {
+                self.metrics.handed_over.inc();
+                false
+            }
+        }
+    }
+
+    async fn deliver(&self, raw: &[u8], source: Source) -> bool {
         let message = match DeliveryMessage::from_json(raw) {
             Ok(message) => message,
             Err(e) => {

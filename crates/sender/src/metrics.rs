@@ -15,6 +15,8 @@ pub struct SenderMetrics {
     pub dead_letters: Arc<Counter>,
     /// Kafka messages that were not delivery messages.
     pub malformed: Arc<Counter>,
+    /// Deliveries dropped unfinished because their partition moved to another sender.
+    pub handed_over: Arc<Counter>,
     /// Messages taken from Kafka and not final yet.
     pub pending: Arc<Gauge>,
 }
@@ -49,6 +51,11 @@ impl SenderMetrics {
             malformed: registry.counter(
                 "pushservice_sender_malformed_messages_total",
                 "Kafka messages that were not delivery messages.",
+                &[],
+            ),
+            handed_over: registry.counter(
+                "pushservice_sender_handed_over_total",
+                "Deliveries dropped unfinished because their partition moved to another sender.",
                 &[],
             ),
             pending: registry.gauge(

@@ -9,9 +9,13 @@
 //!
 //! A partition's tracker is replaced when the partition is assigned again; completions carry
 //! the generation they started in, and those of an older generation are ignored (their
-//! partition may be someone else's by now).
+//! partition may be someone else's by now). Each generation also has a cancellation token,
+//! cancelled when the partition is revoked, so that deliveries of a partition that moved stop
+//! instead of racing the new owner, which redelivers them anyway.
 
 use std::collections::{BTreeSet, HashMap};
+
+use tokio_util::sync::CancellationToken;
 
 /// The offset tracker of every partition this member owns.
 #[derive(Debug, Default)]
@@ -23,6 +27,8 @@ pub struct OffsetTracker {
 #[derive(Debug)]
 struct PartitionState {
     generation: u64,
+    /// Cancelled when this generation's assignment ends.
+    revoked: CancellationToken,
     pending: BTreeSet<i64>,
     /// Highest offset whose outcome is final.
     highest_done: Option<i64>,
@@ -43,43 +49,52 @@ pub struct Ticket {
 }
 
 impl OffsetTracker {
-    /// Starts tracking `partition` afresh (it was just assigned).
+    /// Starts tracking `partition` (it was just assigned). A partition tracked already keeps
+    /// its state: its first message raced the assignment and is pending in it.
     pub fn assign(&mut self, partition: i32) {
-        self.next_generation += 1;
-        self.partitions.insert(
-            partition,
-            PartitionState {
-                generation: self.next_generation,
+        let generation = self.next_generation + 1;
+        let state = self
+            .partitions
+            .entry(partition)
+            .or_insert_with(|| PartitionState {
+                generation,
+                revoked: CancellationToken::new(),
                 pending: BTreeSet::new(),
                 highest_done: None,
                 stored: None,
-            },
-        );
-    }
-
-    /// Stops tracking `partition` (revoked); late completions for it are ignored.
-    pub fn revoke(&mut self, partition: i32) {
-        self.partitions.remove(&partition);
-    }
-
-    /// Records that `offset` of `partition` was taken; returns its ticket. A partition that
-    /// was never assigned explicitly (assignment raced the first message) is assigned now.
-    pub fn begin(&mut self, partition: i32, offset: i64) -> Ticket {
-        if !self.partitions.contains_key(&partition) {
-            self.assign(partition);
+            });
+        if state.generation == generation {
+            self.next_generation = generation;
         }
-        let state = self.partitions.get_mut(&partition).map(|s| {
-            if s.stored.is_none() && s.pending.is_empty() && s.highest_done.is_none() {
-                s.stored = Some(offset - 1);
-            }
-            s.pending.insert(offset);
-            s.generation
-        });
-        Ticket {
+    }
+
+    /// Stops tracking `partition` (revoked): its deliveries in progress are told to stop, and
+    /// late completions for it are ignored.
+    pub fn revoke(&mut self, partition: i32) {
+        if let Some(state) = self.partitions.remove(&partition) {
+            state.revoked.cancel();
+        }
+    }
+
+    /// Records that `offset` of `partition` was taken; returns its ticket and the token that
+    /// is cancelled if the partition is revoked before the delivery ends. A partition that
+    /// was never assigned explicitly (assignment raced the first message) is assigned now.
+    pub fn begin(&mut self, partition: i32, offset: i64) -> (Ticket, CancellationToken) {
+        self.assign(partition);
+        let state = self
+            .partitions
+            .get_mut(&partition)
+            .expect("assign tracks the partition");
+        if state.stored.is_none() && state.pending.is_empty() && state.highest_done.is_none() {
+            state.stored = Some(offset - 1);
+        }
+        state.pending.insert(offset);
+        let ticket = Ticket {
             partition,
             offset,
-            generation: state.unwrap_or_default(),
-        }
+            generation: state.generation,
+        };
+        (ticket, state.revoked.clone())
     }
 
     /// Records that the ticket's outcome is final. Returns the offset that may now be stored
@@ -119,7 +134,7 @@ mod tests {
     fn commits_only_below_the_oldest_pending_offset() {
         let mut tracker = OffsetTracker::default();
         tracker.assign(0);
-        let tickets: Vec<Ticket> = (10..15).map(|o| tracker.begin(0, o)).collect();
+        let tickets: Vec<Ticket> = (10..15).map(|o| tracker.begin(0, o).0).collect();
         // 11 and 12 finish first: 10 is still pending, nothing may be committed.
         assert_eq!(tracker.complete(tickets[1]), None);
         assert_eq!(tracker.complete(tickets[2]), None);
@@ -133,9 +148,9 @@ mod tests {
     #[test]
     fn partitions_are_independent() {
         let mut tracker = OffsetTracker::default();
-        let a = tracker.begin(1, 100);
-        let b = tracker.begin(2, 5);
-        let b2 = tracker.begin(2, 6);
+        let (a, _) = tracker.begin(1, 100);
+        let (b, _) = tracker.begin(2, 5);
+        let (b2, _) = tracker.begin(2, 6);
         assert_eq!(tracker.complete(b2), None);
         assert_eq!(tracker.complete(a), Some(100));
         assert_eq!(tracker.complete(b), Some(6));
@@ -144,11 +159,17 @@ mod tests {
     #[test]
     fn completions_from_an_earlier_assignment_are_ignored() {
         let mut tracker = OffsetTracker::default();
-        let old = tracker.begin(3, 7);
+        let (old, old_revoked) = tracker.begin(3, 7);
+        assert!(!old_revoked.is_cancelled());
         tracker.revoke(3);
+        assert!(
+            old_revoked.is_cancelled(),
+            "revoking tells deliveries to stop"
+        );
         assert_eq!(tracker.complete(old), None);
         tracker.assign(3);
-        let new = tracker.begin(3, 7);
+        let (new, new_revoked) = tracker.begin(3, 7);
+        assert!(!new_revoked.is_cancelled());
         assert_eq!(
             tracker.complete(old),
             None,
@@ -159,9 +180,19 @@ mod tests {
     }
 
     #[test]
+    fn an_assignment_racing_the_first_message_keeps_it_pending() {
+        let mut tracker = OffsetTracker::default();
+        let (first, _) = tracker.begin(4, 20);
+        tracker.assign(4);
+        let (second, _) = tracker.begin(4, 21);
+        assert_eq!(tracker.complete(second), None, "20 is still pending");
+        assert_eq!(tracker.complete(first), Some(21));
+    }
+
+    #[test]
     fn a_ticket_completes_once() {
         let mut tracker = OffsetTracker::default();
-        let t = tracker.begin(0, 0);
+        let (t, _) = tracker.begin(0, 0);
         assert_eq!(tracker.complete(t), Some(0));
         assert_eq!(tracker.complete(t), None);
     }

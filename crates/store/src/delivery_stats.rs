@@ -11,10 +11,19 @@
 //! survived). With one writer per document nothing is lost on any server; the totals on the
 //! push are a sum that any sender may recompute, and senders recompute it for a few seconds
 //! after their last change, so the totals settle on the exact sum once deliveries stop.
+//!
+//! The same read-modify-write decides *when* senders may write the push document at all.
+//! While a push is `processing` its parser writes it (checkpoints, then `done`); a sender
+//! writing totals then would write back the whole document it read, and could undo the
+//! parser's `done` (seen in CI: every delivery counted, the push stuck in `processing`). So
+//! senders set totals only once the push has left `processing`; the parser's `done` carries
+//! the sum as of that moment, and [`Store::push_with_live_totals`] gives live totals before then
+//! (`pushctl status` and `watch` use it).
 
 use bson::oid::ObjectId;
 use bson::{DateTime, doc};
 use futures::TryStreamExt as _;
+use pushservice_model::{Push, PushStatus};
 
 use crate::error::StoreError;
 use crate::store::Store;
@@ -97,15 +106,39 @@ impl Store {
         Ok(total)
     }
 
-    /// Sets the push document's delivery totals.
+    /// Push `push_id` with live delivery totals: the larger of the push document's totals and
+    /// the senders' current sum, per outcome (the document's totals stand still while the push
+    /// is `processing`, and lag by up to a flush interval after). `None` when there is no such push.
+    pub async fn push_with_live_totals(
+        &self,
+        push_id: ObjectId,
+    ) -> Result<Option<Push>, StoreError> {
+        let Some(mut push) = self.push(push_id).await? else {
+            return Ok(None);
+        };
+        let live = self.delivery_counts(push_id).await?;
+        push.total_accepted = push.total_accepted.max(live.accepted);
+        push.total_unsubscribed = push.total_unsubscribed.max(live.unsubscribed);
+        push.total_failed = push.total_failed.max(live.failed);
+        Ok(Some(push))
+    }
+
+    /// Sets the push document's delivery totals, if the push is past its fan-out (`done`,
+    /// `failed` or `canceled`): while it is `pending` or `processing` the parser owns the
+    /// document (see the module documentation). Returns whether the totals were written.
     pub async fn set_delivery_totals(
         &self,
         push_id: ObjectId,
         counts: DeliveryCounts,
-    ) -> Result<(), StoreError> {
-        self.pushes
+    ) -> Result<bool, StoreError> {
+        let owned_by_parser = [
+            PushStatus::Pending.as_str(),
+            PushStatus::Processing.as_str(),
+        ];
+        let result = self
+            .pushes
             .update_one(
-                doc! { "_id": push_id },
+                doc! { "_id": push_id, "status": { "$nin": owned_by_parser.as_slice() } },
                 doc! { "$set": {
                     "totalAccepted": counts.accepted,
                     "totalUnsubscribed": counts.unsubscribed,
@@ -116,6 +149,6 @@ impl Store {
             .map_err(StoreError::query(format!(
                 "setting delivery totals of push {push_id}"
             )))?;
-        Ok(())
+        Ok(result.matched_count == 1)
     }
 }

@@ -154,14 +154,17 @@ impl Store {
         Ok(())
     }
 
-    /// Marks push `id` `done` with `totalSent` once every subscriber has been fanned out.
-    /// Returns false when the push was no longer `processing` (canceled meanwhile).
+    /// Marks push `id` `done` with `totalSent` once every subscriber has been fanned out, and
+    /// sets its delivery totals to the senders' sum so far (senders keep them up to date from
+    /// then on; see `delivery_stats`). Returns false when the push was no longer `processing`
+    /// (canceled meanwhile).
     pub async fn finish_fanout(
         &self,
         id: ObjectId,
         produced: i64,
         skipped: i64,
     ) -> Result<bool, StoreError> {
+        let delivered = self.delivery_counts(id).await?;
         let now = DateTime::now();
         let result = self
             .pushes
@@ -170,6 +173,9 @@ impl Store {
                 doc! { "$set": {
                     "status": PushStatus::Done.as_str(),
                     "totalSent": produced,
+                    "totalAccepted": delivered.accepted,
+                    "totalUnsubscribed": delivered.unsubscribed,
+                    "totalFailed": delivered.failed,
                     "fanout.produced": produced,
                     "fanout.skipped": skipped,
                     "fanout.updatedAt": now,

@@ -267,13 +267,95 @@ async fn counts_from_concurrent_senders_add_up_exactly() {
             failed: 0
         }
     );
+    assert!(
+        !store
+            .set_delivery_totals(push.id, total)
+            .await
+            .expect("set"),
+        "a pending push belongs to its parser; senders leave it alone"
+    );
     store
-        .set_delivery_totals(push.id, total)
+        .transition_push(push.id, PushStatus::Pending, PushStatus::Processing)
         .await
-        .expect("set");
+        .expect("processing");
+    assert!(store.finish_fanout(push.id, 900, 0).await.expect("done"));
     let stored = store.push(push.id).await.expect("query").expect("push");
     assert_eq!(
         (stored.total_accepted, stored.total_unsubscribed),
-        (600, 300)
+        (600, 300),
+        "done carries the senders' sum"
     );
+    let later = DeliveryCounts {
+        accepted: 601,
+        ..total
+    };
+    assert!(
+        store
+            .set_delivery_totals(push.id, later)
+            .await
+            .expect("set")
+    );
+    let stored = store.push(push.id).await.expect("query").expect("push");
+    assert_eq!(
+        (stored.status, stored.total_accepted),
+        (PushStatus::Done, 601)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sender_totals_never_undo_the_parsers_done() {
+    // FerretDB applies an update as read-modify-write of the whole document: a sender setting
+    // totals while the parser marks the push done used to write `processing` back.
+    let settings = mongo_settings();
+    let store = store(&settings).await;
+    for round in 0..20 {
+        let push = Push::new(
+            ObjectId::new(),
+            format!("Race {round}"),
+            Notification::default(),
+        );
+        store.insert_push(&push).await.expect("push");
+        store
+            .transition_push(push.id, PushStatus::Pending, PushStatus::Processing)
+            .await
+            .expect("processing");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flusher = {
+            let (store, stop) = (store.clone(), std::sync::Arc::clone(&stop));
+            tokio::spawn(async move {
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    n += 1;
+                    let counts = DeliveryCounts {
+                        accepted: n,
+                        ..DeliveryCounts::default()
+                    };
+                    store
+                        .set_delivery_totals(push.id, counts)
+                        .await
+                        .expect("set");
+                }
+            })
+        };
+        let last = ObjectId::new();
+        for produced in 1..=5 {
+            store
+                .checkpoint_fanout(push.id, last, produced * 100, 0)
+                .await
+                .expect("checkpoint");
+        }
+        assert!(store.finish_fanout(push.id, 500, 0).await.expect("done"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        flusher.await.expect("flusher");
+        let stored = store.push(push.id).await.expect("query").expect("push");
+        assert_eq!(stored.status, PushStatus::Done, "round {round}");
+        assert_eq!(stored.total_sent, 500, "round {round}");
+        let fanout = stored.fanout.expect("checkpoint kept");
+        assert_eq!(
+            (fanout.last_subscriber_id, fanout.produced),
+            (Some(last), 500),
+            "round {round}"
+        );
+    }
 }

@@ -9,6 +9,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pushservice_config::{KafkaSettings, MongoSettings, TopicSpec, Topics};
 
+/// Shows what daemons running inside the test process log (warnings and errors by default,
+/// `TEST_LOG` sets another filter), through the test harness's capture, so a failing test's
+/// output says what the parser or sender saw. Safe to call from every test.
+pub fn show_daemon_logs() {
+    let filter = std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".to_owned());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_test_writer()
+        .try_init();
+}
+
 /// A name no other test run uses: `prefix`, the process id, a counter and the time.
 pub fn unique_name(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);

@@ -12,7 +12,7 @@ pub async fn run(args: StatusArgs) -> Result<(), CommandError> {
     let store = Store::connect(&args.mongo.settings()?).await?;
     let result: Result<(), CommandError> = async {
         let push = store
-            .push(push_id)
+            .push_with_live_totals(push_id)
             .await?
             .ok_or_else(|| CommandError::NotFound(format!("push {push_id} does not exist")))?;
         let summary = serde_json::json!({

@@ -23,7 +23,7 @@ pub async fn run(args: WatchArgs) -> Result<(), CommandError> {
     let mut last_print = Instant::now();
     loop {
         let push = store
-            .push(push_id)
+            .push_with_live_totals(push_id)
             .await?
             .ok_or_else(|| CommandError::NotFound(format!("push {push_id} does not exist")))?;
         let fanned_out = push.fanout.as_ref().map_or(0, |f| f.produced);
