@@ -22,8 +22,15 @@ pub struct ConsumerTuning {
     pub session_timeout: Duration,
     /// Longest gap between polls before the member is considered stuck.
     pub max_poll_interval: Duration,
-    /// Prefetch bound per partition, KiB.
+    /// Bound of the prefetched messages waiting in the consumer's queue, KiB (librdkafka's
+    /// `queued.max.messages.kbytes`; one queue for all partitions of a group member).
     pub queued_max_kbytes: u32,
+    /// Largest fetch response, bytes. librdkafka keeps a whole response in memory until its
+    /// last message is consumed and may overshoot the queue bound by one response, so this
+    /// bounds memory as much as `queued_max_kbytes` does.
+    pub fetch_max_bytes: u32,
+    /// Largest share of one partition in a fetch response, bytes.
+    pub partition_fetch_max_bytes: u32,
 }
 
 impl Default for ConsumerTuning {
@@ -32,7 +39,13 @@ impl Default for ConsumerTuning {
             commit_interval: Duration::from_secs(1),
             session_timeout: Duration::from_secs(30),
             max_poll_interval: Duration::from_secs(300),
-            queued_max_kbytes: 16 * 1024,
+            // Measured on a sender draining a 300,000-message backlog (1 KiB messages): peak
+            // RSS 180 MB with a 16 MiB queue and librdkafka's default fetches (50 MiB, 1 MiB
+            // per partition), 87 MB with these, at the same CPU per message and rate. 8 MiB is still ~0.4 s of work at
+            // 20,000 messages/s.
+            queued_max_kbytes: 8 * 1024,
+            fetch_max_bytes: 4 * 1024 * 1024,
+            partition_fetch_max_bytes: 256 * 1024,
         }
     }
 }
@@ -108,6 +121,11 @@ pub fn group_consumer<C: ConsumerContext + 'static>(
         .set(
             "queued.max.messages.kbytes",
             tuning.queued_max_kbytes.to_string(),
+        )
+        .set("fetch.max.bytes", tuning.fetch_max_bytes.to_string())
+        .set(
+            "max.partition.fetch.bytes",
+            tuning.partition_fetch_max_bytes.to_string(),
         )
         .create_with_context(context)
         .map_err(|e| KafkaError::client(format!("creating consumer in group {group_id:?}"), e))
