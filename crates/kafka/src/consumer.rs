@@ -41,8 +41,8 @@ impl Default for ConsumerTuning {
             max_poll_interval: Duration::from_secs(300),
             // Measured on a sender draining a 300,000-message backlog (1 KiB messages): peak
             // RSS 180 MB with a 16 MiB queue and librdkafka's default fetches (50 MiB, 1 MiB
-            // per partition), 87 MB with these, at the same CPU per message and rate. 8 MiB is still ~0.4 s of work at
-            // 20,000 messages/s.
+            // per partition), 87 MB with these, at the same CPU per message and rate. 8 MiB is
+            // still ~0.4 s of work at 20,000 messages/s.
             queued_max_kbytes: 8 * 1024,
             fetch_max_bytes: 4 * 1024 * 1024,
             partition_fetch_max_bytes: 256 * 1024,

@@ -5,9 +5,9 @@
 //! own counter document of the push, then the push's totals set to the sum over all senders
 //! (see `pushservice_store::delivery_stats` for why not `$inc` on the push itself). Totals
 //! of a push are recomputed for a few seconds after this sender last counted for it, so they
-//! settle on the exact sum even when two senders' recomputations race. They reach the push
-//! document only once its fan-out is over (the parser owns it until then and writes the sum
-//! as of its end); `pushctl status` shows live sums meanwhile.
+//! settle on the exact sum even when two senders' recomputations race. Senders write them
+//! onto the push document only once its fan-out is over (until then the parser owns it and
+//! writes the sum at each checkpoint); `pushctl status` shows live sums at any time.
 //!
 //! A failed flush puts its counts back for the next one. A crash loses at most one interval
 //! of counts; their messages are redelivered and counted again, so counts are "at least",

@@ -5,8 +5,9 @@
 //! [`OffsetTracker`], and the partition's committable offset (everything before it final) is
 //! stored; librdkafka commits stored offsets every second. On a rebalance the revoked
 //! partitions' stored offsets are committed synchronously before they move, their deliveries
-//! in progress stop, and the new owner redelivers them (duplicates bounded by the requests
-//! already on the wire, never a loss).
+//! in progress stop, and the new owner redelivers from the committed offset: never a loss;
+//! duplicates are the messages after the oldest one not yet final (a delivery waiting for a
+//! retry holds the commit point back) plus requests that were already on the wire.
 //!
 //! Shutdown: stop fetching, let requests in flight finish within the grace period (deliveries
 //! waiting for a retry give up at once: they are not final and will be redelivered), flush

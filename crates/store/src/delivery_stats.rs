@@ -16,9 +16,9 @@
 //! While a push is `processing` its parser writes it (checkpoints, then `done`); a sender
 //! writing totals then would write back the whole document it read, and could undo the
 //! parser's `done` (seen in CI: every delivery counted, the push stuck in `processing`). So
-//! senders set totals only once the push has left `processing`; the parser's `done` carries
-//! the sum as of that moment, and [`Store::push_with_live_totals`] gives live totals before then
-//! (`pushctl status` and `watch` use it).
+//! senders set totals only once the push has left `processing`; the parser's checkpoints and
+//! its `done` carry the sum as of that moment, and [`Store::push_with_live_totals`] gives
+//! live totals at any time (`pushctl status` and `watch` use it).
 
 use bson::oid::ObjectId;
 use bson::{DateTime, doc};
@@ -107,8 +107,9 @@ impl Store {
     }
 
     /// Push `push_id` with live delivery totals: the larger of the push document's totals and
-    /// the senders' current sum, per outcome (the document's totals stand still while the push
-    /// is `processing`, and lag by up to a flush interval after). `None` when there is no such push.
+    /// the senders' current sum, per outcome (the document's totals move at the parser's
+    /// checkpoints while the push is `processing`, and lag by up to a flush interval after).
+    /// `None` when there is no such push.
     pub async fn push_with_live_totals(
         &self,
         push_id: ObjectId,

@@ -131,7 +131,9 @@ impl Store {
         }
     }
 
-    /// Records how far the fan-out of push `id` got (see [`FanoutProgress`]).
+    /// Records how far the fan-out of push `id` got (see [`FanoutProgress`]), and brings its
+    /// delivery totals up to the senders' sum: while the push is `processing` its parser is
+    /// the only writer of the document (see `delivery_stats`).
     pub async fn checkpoint_fanout(
         &self,
         id: ObjectId,
@@ -139,6 +141,7 @@ impl Store {
         produced: i64,
         skipped: i64,
     ) -> Result<(), StoreError> {
+        let delivered = self.delivery_counts(id).await?;
         self.pushes
             .update_one(
                 doc! { "_id": id, "status": PushStatus::Processing.as_str() },
@@ -147,6 +150,9 @@ impl Store {
                     "fanout.produced": produced,
                     "fanout.skipped": skipped,
                     "fanout.updatedAt": DateTime::now(),
+                    "totalAccepted": delivered.accepted,
+                    "totalUnsubscribed": delivered.unsubscribed,
+                    "totalFailed": delivered.failed,
                 } },
             )
             .await

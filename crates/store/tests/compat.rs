@@ -278,15 +278,33 @@ async fn counts_from_concurrent_senders_add_up_exactly() {
         .transition_push(push.id, PushStatus::Pending, PushStatus::Processing)
         .await
         .expect("processing");
-    assert!(store.finish_fanout(push.id, 900, 0).await.expect("done"));
+    store
+        .checkpoint_fanout(push.id, ObjectId::new(), 450, 0)
+        .await
+        .expect("checkpoint");
     let stored = store.push(push.id).await.expect("query").expect("push");
     assert_eq!(
         (stored.total_accepted, stored.total_unsubscribed),
         (600, 300),
+        "a checkpoint carries the senders' sum"
+    );
+    let more = DeliveryCounts {
+        accepted: 1,
+        ..DeliveryCounts::default()
+    };
+    store
+        .add_sender_counts(push.id, "a", more)
+        .await
+        .expect("inc");
+    assert!(store.finish_fanout(push.id, 900, 0).await.expect("done"));
+    let stored = store.push(push.id).await.expect("query").expect("push");
+    assert_eq!(
+        (stored.total_accepted, stored.total_unsubscribed),
+        (601, 300),
         "done carries the senders' sum"
     );
     let later = DeliveryCounts {
-        accepted: 601,
+        accepted: 602,
         ..total
     };
     assert!(
@@ -298,7 +316,7 @@ async fn counts_from_concurrent_senders_add_up_exactly() {
     let stored = store.push(push.id).await.expect("query").expect("push");
     assert_eq!(
         (stored.status, stored.total_accepted),
-        (PushStatus::Done, 601)
+        (PushStatus::Done, 602)
     );
 }
 
