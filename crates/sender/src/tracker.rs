@@ -52,20 +52,20 @@ impl OffsetTracker {
     /// Starts tracking `partition` (it was just assigned). A partition tracked already keeps
     /// its state: its first message raced the assignment and is pending in it.
     pub fn assign(&mut self, partition: i32) {
-        let generation = self.next_generation + 1;
-        let state = self
-            .partitions
-            .entry(partition)
-            .or_insert_with(|| PartitionState {
-                generation,
+        if self.partitions.contains_key(&partition) {
+            return;
+        }
+        self.next_generation += 1;
+        self.partitions.insert(
+            partition,
+            PartitionState {
+                generation: self.next_generation,
                 revoked: CancellationToken::new(),
                 pending: BTreeSet::new(),
                 highest_done: None,
                 stored: None,
-            });
-        if state.generation == generation {
-            self.next_generation = generation;
-        }
+            },
+        );
     }
 
     /// Stops tracking `partition` (revoked): its deliveries in progress are told to stop, and

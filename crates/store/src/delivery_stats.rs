@@ -49,6 +49,15 @@ impl DeliveryCounts {
         self.unsubscribed += other.unsubscribed;
         self.failed += other.failed;
     }
+
+    /// These counts as the push document's total fields, for a `$set`.
+    pub(crate) fn push_totals(&self) -> bson::Document {
+        doc! {
+            "totalAccepted": self.accepted,
+            "totalUnsubscribed": self.unsubscribed,
+            "totalFailed": self.failed,
+        }
+    }
 }
 
 impl Store {
@@ -140,11 +149,7 @@ impl Store {
             .pushes
             .update_one(
                 doc! { "_id": push_id, "status": { "$nin": owned_by_parser.as_slice() } },
-                doc! { "$set": {
-                    "totalAccepted": counts.accepted,
-                    "totalUnsubscribed": counts.unsubscribed,
-                    "totalFailed": counts.failed,
-                } },
+                doc! { "$set": counts.push_totals() },
             )
             .await
             .map_err(StoreError::query(format!(

@@ -141,19 +141,17 @@ impl Store {
         produced: i64,
         skipped: i64,
     ) -> Result<(), StoreError> {
-        let delivered = self.delivery_counts(id).await?;
+        let mut set = doc! {
+            "fanout.lastSubscriberId": last_subscriber_id,
+            "fanout.produced": produced,
+            "fanout.skipped": skipped,
+            "fanout.updatedAt": DateTime::now(),
+        };
+        set.extend(self.delivery_counts(id).await?.push_totals());
         self.pushes
             .update_one(
                 doc! { "_id": id, "status": PushStatus::Processing.as_str() },
-                doc! { "$set": {
-                    "fanout.lastSubscriberId": last_subscriber_id,
-                    "fanout.produced": produced,
-                    "fanout.skipped": skipped,
-                    "fanout.updatedAt": DateTime::now(),
-                    "totalAccepted": delivered.accepted,
-                    "totalUnsubscribed": delivered.unsubscribed,
-                    "totalFailed": delivered.failed,
-                } },
+                doc! { "$set": set },
             )
             .await
             .map_err(StoreError::query(format!("checkpointing push {id}")))?;
@@ -170,24 +168,22 @@ impl Store {
         produced: i64,
         skipped: i64,
     ) -> Result<bool, StoreError> {
-        let delivered = self.delivery_counts(id).await?;
         let now = DateTime::now();
+        let mut set = doc! {
+            "status": PushStatus::Done.as_str(),
+            "totalSent": produced,
+            "fanout.produced": produced,
+            "fanout.skipped": skipped,
+            "fanout.updatedAt": now,
+            "fanout.finishedAt": now,
+            "updatedAt": now,
+        };
+        set.extend(self.delivery_counts(id).await?.push_totals());
         let result = self
             .pushes
             .update_one(
                 doc! { "_id": id, "status": PushStatus::Processing.as_str() },
-                doc! { "$set": {
-                    "status": PushStatus::Done.as_str(),
-                    "totalSent": produced,
-                    "totalAccepted": delivered.accepted,
-                    "totalUnsubscribed": delivered.unsubscribed,
-                    "totalFailed": delivered.failed,
-                    "fanout.produced": produced,
-                    "fanout.skipped": skipped,
-                    "fanout.updatedAt": now,
-                    "fanout.finishedAt": now,
-                    "updatedAt": now,
-                } },
+                doc! { "$set": set },
             )
             .await
             .map_err(StoreError::query(format!("finishing push {id}")))?;

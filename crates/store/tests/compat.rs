@@ -228,6 +228,12 @@ async fn unreachable_server_is_named_in_the_error() {
     assert!(!text.contains("secret"), "password leaked: {text}");
 }
 
+/// The push's `totalAccepted` and `totalUnsubscribed` as stored.
+async fn accepted_and_unsubscribed(store: &Store, push_id: ObjectId) -> (i64, i64) {
+    let stored = store.push(push_id).await.expect("query").expect("push");
+    (stored.total_accepted, stored.total_unsubscribed)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counts_from_concurrent_senders_add_up_exactly() {
     // Three senders flush counters for the same push at the same moments. (A plain $inc on
@@ -282,9 +288,8 @@ async fn counts_from_concurrent_senders_add_up_exactly() {
         .checkpoint_fanout(push.id, ObjectId::new(), 450, 0)
         .await
         .expect("checkpoint");
-    let stored = store.push(push.id).await.expect("query").expect("push");
     assert_eq!(
-        (stored.total_accepted, stored.total_unsubscribed),
+        accepted_and_unsubscribed(&store, push.id).await,
         (600, 300),
         "a checkpoint carries the senders' sum"
     );
@@ -297,9 +302,8 @@ async fn counts_from_concurrent_senders_add_up_exactly() {
         .await
         .expect("inc");
     assert!(store.finish_fanout(push.id, 900, 0).await.expect("done"));
-    let stored = store.push(push.id).await.expect("query").expect("push");
     assert_eq!(
-        (stored.total_accepted, stored.total_unsubscribed),
+        accepted_and_unsubscribed(&store, push.id).await,
         (601, 300),
         "done carries the senders' sum"
     );
