@@ -227,6 +227,33 @@ impl<'a> NotificationPayload<'a> {
     }
 }
 
+/// The fields of a delivery's payload that APNs and FCM need: unlike a service worker, those
+/// platforms take the notification in their own JSON shape, which each provider builds from
+/// these. Lenient: a field missing from the payload is empty, never an error.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PayloadFields {
+    /// Push id.
+    #[serde(default)]
+    pub push_id: String,
+    /// Notification title.
+    #[serde(default)]
+    pub title: String,
+    /// Body, image, tag, silence ... as stored on the push.
+    #[serde(default)]
+    pub options: Notification,
+    /// Where a click leads.
+    #[serde(default)]
+    pub launch_url: Option<String>,
+}
+
+impl PayloadFields {
+    /// Reads the fields of a delivery message's payload.
+    pub fn parse(payload: &RawValue) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(payload.get())
+    }
+}
+
 fn empty_object() -> Box<RawValue> {
     // A literal empty object is valid JSON.
     RawValue::from_string("{}".to_owned()).expect("'{}' is valid JSON")

@@ -7,7 +7,8 @@
 //!
 //! # Layout
 //!
-//! - [`site`] — a website or app that owns subscribers and VAPID credentials.
+//! - [`site`] — a website or app that owns subscribers, its VAPID keys and optional APNs/FCM
+//!   credentials.
 //! - [`push`] — one stored notification and its life cycle (`pending` → `processing` → `done`).
 //! - [`subscriber`] — one browser or device subscription, and parsing of `pushEndPoint`.
 //! - [`delivery`] — the per-subscriber delivery message on the `push` topic.
@@ -26,11 +27,11 @@ pub mod subscriber;
 pub use bson::DateTime;
 pub use bson::oid::ObjectId;
 pub use delivery::{
-    DELIVERY_VERSION, DeliveryEnvelope, DeliveryMessage, NotificationPayload, Target, TargetRef,
-    Urgency,
+    DELIVERY_VERSION, DeliveryEnvelope, DeliveryMessage, NotificationPayload, PayloadFields,
+    Target, TargetRef, Urgency,
 };
 pub use id::{InvalidId, parse_object_id};
 pub use message::RawPushMessage;
 pub use push::{FanoutProgress, Notification, NotificationAction, Priority, Push, PushStatus};
-pub use site::Site;
+pub use site::{ApnsCredentials, FcmCredentials, Site};
 pub use subscriber::{Platform, PushSubscription, Subscriber, SubscriptionError};

@@ -31,6 +31,60 @@ pub struct Site {
     /// Mongoose's document version key, kept so the original service sees a familiar document.
     #[serde(rename = "__v", default)]
     pub version: i32,
+    /// How to reach the site's iOS app through APNs; absent for web-only sites.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apns: Option<ApnsCredentials>,
+    /// How to reach the site's Android app through FCM; absent for web-only sites.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fcm: Option<FcmCredentials>,
+}
+
+/// APNs token-based authentication: the `.p8` signing key Apple issued to a team, and the
+/// app it sends to. Stored on the site (`sites.apns`); never travels through Kafka.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ApnsCredentials {
+    /// Apple developer team id (the JWT `iss`).
+    pub team_id: String,
+    /// Key id of the signing key (the JWT `kid`; the `<KEYID>` of `AuthKey_<KEYID>.p8`).
+    pub key_id: String,
+    /// The `.p8` file's content: a PKCS#8 PEM P-256 private key.
+    pub private_key: String,
+    /// The app's bundle id, sent as `apns-topic`.
+    pub topic: String,
+    /// Send to Apple's development environment (`api.sandbox.push.apple.com`).
+    #[serde(default)]
+    pub sandbox: bool,
+}
+
+/// FCM HTTP v1 authentication: a Google service account allowed to send for a Firebase
+/// project. Stored on the site (`sites.fcm`); never travels through Kafka.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct FcmCredentials {
+    /// The service-account JSON file as Google issued it (`project_id`, `client_email`,
+    /// `private_key`, `token_uri` ...), verbatim.
+    pub service_account: String,
+}
+
+impl std::fmt::Debug for ApnsCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApnsCredentials")
+            .field("team_id", &self.team_id)
+            .field("key_id", &self.key_id)
+            .field("private_key", &"<redacted>")
+            .field("topic", &self.topic)
+            .field("sandbox", &self.sandbox)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for FcmCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FcmCredentials")
+            .field("service_account", &"<redacted>")
+            .finish()
+    }
 }
 
 impl Site {
@@ -45,6 +99,8 @@ impl Site {
             created_at: Some(now),
             updated_at: Some(now),
             version: 0,
+            apns: None,
+            fcm: None,
         }
     }
 }
@@ -59,6 +115,8 @@ impl std::fmt::Debug for Site {
             .field("private_key", &"<redacted>")
             .field("created_at", &self.created_at)
             .field("updated_at", &self.updated_at)
+            .field("apns", &self.apns)
+            .field("fcm", &self.fcm)
             .finish()
     }
 }
@@ -74,8 +132,20 @@ mod tests {
             "PUB".into(),
             "SECRET".into(),
         );
+        let mut site = site;
+        site.apns = Some(ApnsCredentials {
+            team_id: "TEAM".into(),
+            key_id: "KEY".into(),
+            private_key: "APNS-SECRET".into(),
+            topic: "com.example.app".into(),
+            sandbox: false,
+        });
+        site.fcm = Some(FcmCredentials {
+            service_account: "FCM-SECRET".into(),
+        });
         let text = format!("{site:?}");
         assert!(!text.contains("SECRET"), "private key leaked: {text}");
+        assert!(text.contains("com.example.app"), "{text}");
         assert!(text.contains("<redacted>"));
     }
 }

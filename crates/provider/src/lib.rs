@@ -1,9 +1,23 @@
-//! The delivery provider interface.
+//! What every delivery provider (Web Push, APNs, FCM) shares.
 //!
-//! Every platform (Web Push, APNs, FCM) answers a delivery attempt with one
-//! [`DeliveryOutcome`]; the sender acts on the variant alone (count, unsubscribe, retry,
-//! dead-letter) and never on status codes or strings, so adding a platform never touches the
-//! sender's bookkeeping.
+//! Every platform answers a delivery attempt with one [`DeliveryOutcome`]; the sender acts on
+//! the variant alone (count, unsubscribe, retry, dead-letter) and never on status codes or
+//! strings, so adding a platform never touches the sender's bookkeeping.
+//!
+//! # Layout
+//!
+//! - [`DeliveryOutcome`], [`parse_retry_after`], [`snippet`] — the outcome and the pieces
+//!   every response classification uses.
+//! - [`http`] — the pooled HTTP/2 client ([`build_client`]), capped reading of answers,
+//!   transient outcomes for requests that got none.
+//! - [`keys`] — PKCS#8 private keys from PEM (APNs `.p8` files, service-account keys) and
+//!   JWT base64url.
+
+pub mod http;
+pub mod keys;
+
+pub use http::{Answer, ClientError, HttpConfig, build_client, read_answer, transient_from_error};
+pub use keys::{PemError, b64url, jwt_signing_input, pkcs8_from_pem};
 
 use std::time::Duration;
 
@@ -60,6 +74,41 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
         .map(|s| Duration::from_secs(s.min(3_600)))
 }
 
+/// Longest body snippet kept in a reason, in characters.
+const SNIPPET_CHARS: usize = 200;
+
+/// The body as one line of at most [`SNIPPET_CHARS`] characters: invalid UTF-8 replaced,
+/// whitespace runs (newlines included) collapsed to one space, other control characters
+/// dropped so a hostile body cannot forge log lines, `…` marking a cut.
+pub fn snippet(body: &[u8]) -> String {
+    // Decoding more than could ever be shown is wasted work on a large error page.
+    let text = String::from_utf8_lossy(&body[..body.len().min(SNIPPET_CHARS * 4)]);
+    let mut out = String::with_capacity(text.len().min(SNIPPET_CHARS + 3));
+    let mut chars = 0;
+    let mut pending_space = false;
+    for c in text.chars() {
+        if c.is_whitespace() {
+            pending_space = chars > 0;
+            continue;
+        }
+        if c.is_control() {
+            continue;
+        }
+        let needed = 1 + usize::from(pending_space);
+        if chars + needed > SNIPPET_CHARS {
+            out.push('…');
+            return out;
+        }
+        if pending_space {
+            out.push(' ');
+            pending_space = false;
+        }
+        out.push(c);
+        chars += needed;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,5 +121,20 @@ mod tests {
             Some(Duration::from_secs(3_600))
         );
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    }
+
+    #[test]
+    fn snippets_are_capped() {
+        let long = "é".repeat(1_000);
+        let s = snippet(long.as_bytes());
+        assert_eq!(s.chars().count(), SNIPPET_CHARS + 1);
+        assert!(s.ends_with('…'));
+        assert_eq!(snippet(b"\n\n"), "");
+        let exact = "x".repeat(SNIPPET_CHARS);
+        assert_eq!(
+            snippet(exact.as_bytes()),
+            exact,
+            "no ellipsis when nothing was cut"
+        );
     }
 }

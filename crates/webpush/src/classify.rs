@@ -17,10 +17,7 @@
 //! Reasons carry a short, single-line snippet of the body, which is where services say what
 //! was wrong (FCM: "the key in the authorization header does not correspond to the sender ID").
 
-use pushservice_provider::{DeliveryOutcome, parse_retry_after};
-
-/// Longest body snippet kept in a reason, in characters.
-const SNIPPET_CHARS: usize = 200;
+use pushservice_provider::{DeliveryOutcome, parse_retry_after, snippet};
 
 /// The outcome of a push service response with `status`, its `Retry-After` header if any,
 /// and (the first bytes of) its body.
@@ -59,38 +56,6 @@ fn with_snippet(status: u16, what: &str, body: &[u8]) -> String {
         reason.push_str(&snippet);
     }
     reason
-}
-
-/// The body as one line of at most [`SNIPPET_CHARS`] characters: invalid UTF-8 replaced,
-/// whitespace runs (newlines included) collapsed to one space, other control characters
-/// dropped so a hostile body cannot forge log lines, `…` marking a cut.
-fn snippet(body: &[u8]) -> String {
-    // Decoding more than could ever be shown is wasted work on a large error page.
-    let text = String::from_utf8_lossy(&body[..body.len().min(SNIPPET_CHARS * 4)]);
-    let mut out = String::with_capacity(text.len().min(SNIPPET_CHARS + 3));
-    let mut chars = 0;
-    let mut pending_space = false;
-    for c in text.chars() {
-        if c.is_whitespace() {
-            pending_space = chars > 0;
-            continue;
-        }
-        if c.is_control() {
-            continue;
-        }
-        let needed = 1 + usize::from(pending_space);
-        if chars + needed > SNIPPET_CHARS {
-            out.push('…');
-            return out;
-        }
-        if pending_space {
-            out.push(' ');
-            pending_space = false;
-        }
-        out.push(c);
-        chars += needed;
-    }
-    out
 }
 
 #[cfg(test)]
@@ -174,21 +139,6 @@ mod tests {
                 b"  {\"error\":\r\n\t\"bad\"}\x1b[31m \xff "
             )),
             "400 push service rejected the request as malformed: {\"error\": \"bad\"}[31m \u{fffd}"
-        );
-    }
-
-    #[test]
-    fn snippets_are_capped() {
-        let long = "é".repeat(1_000);
-        let s = snippet(long.as_bytes());
-        assert_eq!(s.chars().count(), SNIPPET_CHARS + 1);
-        assert!(s.ends_with('…'));
-        assert_eq!(snippet(b"\n\n"), "");
-        let exact = "x".repeat(SNIPPET_CHARS);
-        assert_eq!(
-            snippet(exact.as_bytes()),
-            exact,
-            "no ellipsis when nothing was cut"
         );
     }
 }

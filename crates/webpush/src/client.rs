@@ -10,10 +10,11 @@
 use std::time::{Duration, Instant};
 
 use pushservice_model::Urgency;
-use pushservice_provider::DeliveryOutcome;
-use reqwest::header::{
-    AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER,
+pub use pushservice_provider::ClientError;
+use pushservice_provider::{
+    DeliveryOutcome, HttpConfig, build_client, read_answer, transient_from_error,
 };
+use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderName, HeaderValue};
 
 use crate::classify::classify;
 use crate::ece;
@@ -59,25 +60,6 @@ impl Default for WebPushConfig {
             vapid_validity: Duration::from_secs(12 * 3600),
         }
     }
-}
-
-/// Why a [`WebPushClient`] could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    /// A setting is out of range.
-    #[error("invalid Web Push configuration: {0}")]
-    InvalidConfig(&'static str),
-    /// An entry of `extra_root_certificates` is not PEM certificates.
-    #[error("extra root certificate #{index} is not a PEM certificate: {source}")]
-    InvalidCertificate {
-        /// Position in `extra_root_certificates`.
-        index: usize,
-        /// The parse error.
-        source: reqwest::Error,
-    },
-    /// The HTTP client could not be built (for example, no usable TLS roots).
-    #[error("building the HTTP client failed: {0}")]
-    Http(#[source] reqwest::Error),
 }
 
 /// One delivery: where, to whom (the subscription's keys), what, and as which site.
@@ -142,43 +124,19 @@ impl WebPushClient {
                 "per_origin_concurrency must be at least 1",
             ));
         }
-        if config.request_timeout.is_zero() || config.connect_timeout.is_zero() {
-            return Err(ClientError::InvalidConfig(
-                "timeouts must be greater than zero",
-            ));
-        }
-        let mut roots = Vec::new();
-        for (index, pem) in config.extra_root_certificates.iter().enumerate() {
-            let certificates = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|source| ClientError::InvalidCertificate { index, source })?;
-            if certificates.is_empty() {
-                let source = reqwest::Certificate::from_pem(pem)
-                    .err()
-                    .ok_or(ClientError::InvalidConfig("empty extra root certificate"))?;
-                return Err(ClientError::InvalidCertificate { index, source });
-            }
-            roots.extend(certificates);
-        }
-        let mut builder = reqwest::Client::builder()
-            .user_agent(concat!("pushservice-webpush/", env!("CARGO_PKG_VERSION")))
-            .timeout(config.request_timeout)
-            .connect_timeout(config.connect_timeout)
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .tcp_nodelay(true)
-            // Push services do not redirect; following one would send a capability URL's
-            // payload somewhere we did not choose.
-            .redirect(reqwest::redirect::Policy::none())
-            // Windows sized for many small concurrent streams rather than one bulk download.
-            .http2_adaptive_window(true)
-            // Detects a dead pooled connection before requests pile up on it.
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .http2_keep_alive_timeout(Duration::from_secs(10))
-            .tls_certs_merge(roots);
-        if config.http2_prior_knowledge {
-            builder = builder.http2_prior_knowledge();
-        }
+        let http = HttpConfig {
+            request_timeout: config.request_timeout,
+            connect_timeout: config.connect_timeout,
+            max_response_bytes: config.max_response_bytes,
+            pool_idle_timeout: config.pool_idle_timeout,
+            extra_root_certificates: config.extra_root_certificates,
+            http2_prior_knowledge: config.http2_prior_knowledge,
+        };
         Ok(WebPushClient {
-            http: builder.build().map_err(ClientError::Http)?,
+            http: build_client(
+                &http,
+                concat!("pushservice-webpush/", env!("CARGO_PKG_VERSION")),
+            )?,
             vapid: VapidCache::new(config.vapid_validity),
             limiter: OriginLimiter::new(config.per_origin_concurrency),
             max_response_bytes: config.max_response_bytes,
@@ -257,39 +215,9 @@ impl WebPushClient {
         self.finish(origin, started, outcome)
     }
 
-    async fn read_response(
-        &self,
-        origin: &str,
-        mut response: reqwest::Response,
-    ) -> DeliveryOutcome {
-        let status = response.status().as_u16();
-        // Cloned (a refcount) so the body can be read while we hold it.
-        let retry_after = response.headers().get(RETRY_AFTER).cloned();
-        let mut body = Vec::new();
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    let room = self.max_response_bytes - body.len();
-                    body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                    if chunk.len() >= room {
-                        // Dropping the response resets the stream (h2) or the connection (h1)
-                        // instead of reading an unbounded body.
-                        break;
-                    }
-                }
-                Ok(None) => break,
-                // The status is what counts: a 201 whose body was cut off is still accepted.
-                Err(err) => {
-                    tracing::debug!(origin, status, error = %err.without_url(), "reading push service response body failed");
-                    break;
-                }
-            }
-        }
-        classify(
-            status,
-            retry_after.as_ref().and_then(|v| v.to_str().ok()),
-            &body,
-        )
+    async fn read_response(&self, origin: &str, response: reqwest::Response) -> DeliveryOutcome {
+        let answer = read_answer(origin, response, self.max_response_bytes).await;
+        classify(answer.status, answer.retry_after.as_deref(), &answer.body)
     }
 
     fn finish(&self, origin: &str, started: Instant, outcome: DeliveryOutcome) -> DeliveryOutcome {
@@ -335,25 +263,4 @@ fn transient(reason: String) -> DeliveryOutcome {
         retry_after: None,
         reason,
     }
-}
-
-/// A request that got no response: always worth retrying. The reason names the origin and
-/// the cause chain, never the endpoint (reqwest puts the URL in its errors; it is stripped).
-fn transient_from_error(origin: &str, err: reqwest::Error) -> DeliveryOutcome {
-    let what = if err.is_timeout() {
-        "timed out"
-    } else if err.is_connect() {
-        "connection failed"
-    } else {
-        "request failed"
-    };
-    let err = err.without_url();
-    let mut reason = format!("{what} talking to {origin}");
-    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(&err);
-    while let Some(cause) = source {
-        reason.push_str(": ");
-        reason.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    transient(reason)
 }

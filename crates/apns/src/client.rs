@@ -1,0 +1,174 @@
+//! The APNs client: one pooled HTTP/2 client and the provider-token cache, and
+//! [`ApnsClient::send`], which turns one device token and payload into a [`DeliveryOutcome`].
+
+use std::time::Duration;
+
+use pushservice_provider::{
+    ClientError, DeliveryOutcome, HttpConfig, build_client, read_answer, transient_from_error,
+};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue};
+
+use crate::classify::{classify, reason};
+use crate::payload::ApnsPayload;
+use crate::token::{ApnsKey, TOKEN_REFRESH, TokenCache};
+
+/// Apple's production endpoint.
+pub const PRODUCTION_URL: &str = "https://api.push.apple.com";
+/// Apple's development endpoint, for apps built with a development provisioning profile.
+pub const SANDBOX_URL: &str = "https://api.sandbox.push.apple.com";
+
+/// Longest device token accepted (Apple's are 64 hex digits today; room for growth).
+const MAX_TOKEN_LEN: usize = 200;
+
+/// How the client talks to APNs. `Default` suits production.
+#[derive(Debug, Clone)]
+pub struct ApnsConfig {
+    /// Timeouts, pool, extra roots.
+    pub http: HttpConfig,
+    /// Send here instead of Apple's production and sandbox endpoints (a simulator).
+    pub base_url: Option<String>,
+    /// How long a signed provider token is reused.
+    pub token_refresh: Duration,
+}
+
+impl Default for ApnsConfig {
+    fn default() -> Self {
+        ApnsConfig {
+            http: HttpConfig::default(),
+            base_url: None,
+            token_refresh: TOKEN_REFRESH,
+        }
+    }
+}
+
+/// One notification to one device.
+#[derive(Debug, Clone, Copy)]
+pub struct ApnsRequest<'a> {
+    /// The device token, hex (a capability: only its length is ever logged).
+    pub token: &'a str,
+    /// The site's signing key.
+    pub key: &'a ApnsKey,
+    /// The app's bundle id (`apns-topic`).
+    pub topic: &'a str,
+    /// Use Apple's development environment.
+    pub sandbox: bool,
+    /// Body and per-push headers.
+    pub payload: &'a ApnsPayload,
+    /// `apns-expiration`: unix seconds until which APNs retries an offline device (0: once).
+    pub expiration: u64,
+    /// `apns-collapse-id`: replaces an undelivered notification with the same id; dropped
+    /// when over 64 bytes.
+    pub collapse_id: Option<&'a str>,
+}
+
+/// Sends notifications to APNs. Build one per process and share it.
+#[derive(Debug)]
+pub struct ApnsClient {
+    http: reqwest::Client,
+    tokens: TokenCache,
+    base_url: Option<String>,
+    max_response_bytes: usize,
+}
+
+impl ApnsClient {
+    /// Builds the client from `config`.
+    pub fn new(config: ApnsConfig) -> Result<Self, ClientError> {
+        let http = build_client(
+            &config.http,
+            concat!("pushservice-apns/", env!("CARGO_PKG_VERSION")),
+        )?;
+        Ok(ApnsClient {
+            http,
+            tokens: TokenCache::new(config.token_refresh),
+            base_url: config
+                .base_url
+                .map(|url| url.trim_end_matches('/').to_owned()),
+            max_response_bytes: config.http.max_response_bytes,
+        })
+    }
+
+    /// Delivers one notification and says what became of it; never panics, never errors.
+    pub async fn send(&self, request: &ApnsRequest<'_>) -> DeliveryOutcome {
+        let token = request.token;
+        if token.is_empty()
+            || token.len() > MAX_TOKEN_LEN
+            || !token.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return DeliveryOutcome::Permanent {
+                status: None,
+                reason: format!(
+                    "malformed APNs device token ({} characters; expected hex digits)",
+                    token.len()
+                ),
+            };
+        }
+        let base = match (&self.base_url, request.sandbox) {
+            (Some(base), _) => base.as_str(),
+            (None, false) => PRODUCTION_URL,
+            (None, true) => SANDBOX_URL,
+        };
+        let authorization = match self.tokens.authorization(request.key) {
+            Ok(header) => header,
+            Err(e) => {
+                return DeliveryOutcome::Permanent {
+                    status: None,
+                    reason: e.to_string(),
+                };
+            }
+        };
+        let Ok(topic) = HeaderValue::from_str(request.topic) else {
+            return DeliveryOutcome::Permanent {
+                status: None,
+                reason: "the site's APNs topic is not a valid header value".into(),
+            };
+        };
+        let payload = request.payload;
+        let mut http_request = self
+            .http
+            .post(format!("{base}/3/device/{token}"))
+            .header(AUTHORIZATION, authorization)
+            .header(HeaderName::from_static("apns-topic"), topic)
+            .header(
+                HeaderName::from_static("apns-push-type"),
+                HeaderValue::from_static(payload.push_type),
+            )
+            .header(
+                HeaderName::from_static("apns-priority"),
+                u16::from(payload.priority),
+            )
+            .header(
+                HeaderName::from_static("apns-expiration"),
+                request.expiration,
+            )
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .body(payload.body.clone());
+        if let Some(id) = request.collapse_id.filter(|id| id.len() <= 64)
+            && let Ok(id) = HeaderValue::from_str(id)
+        {
+            http_request = http_request.header(HeaderName::from_static("apns-collapse-id"), id);
+        }
+        let origin = base;
+        let outcome = match http_request.send().await {
+            Ok(response) => {
+                let answer = read_answer(origin, response, self.max_response_bytes).await;
+                if answer.status == 403
+                    && matches!(
+                        reason(&answer.body),
+                        Some("ExpiredProviderToken" | "InvalidProviderToken")
+                    )
+                {
+                    self.tokens.invalidate(request.key);
+                }
+                classify(answer.status, answer.retry_after.as_deref(), &answer.body)
+            }
+            Err(err) => transient_from_error(origin, err),
+        };
+        tracing::trace!(
+            origin,
+            token_len = token.len(),
+            outcome = outcome.label(),
+            "apns sent"
+        );
+        outcome
+    }
+}

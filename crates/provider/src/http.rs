@@ -1,0 +1,188 @@
+//! The HTTP client every provider sends through, and the reading of push service answers.
+//!
+//! One `reqwest::Client` per provider per process: its pool keeps one HTTP/2 connection per
+//! push service origin (ALPN on TLS picks h2), and every request is a stream on it. TLS is
+//! rustls on aws-lc-rs, verifying against the platform's roots plus any configured extra
+//! roots (a simulator's self-signed certificate). Answers are read with a size cap, and a
+//! request that got no answer becomes a transient outcome whose reason never contains the URL
+//! (Web Push endpoints and device tokens in paths are capabilities).
+
+use std::time::Duration;
+
+use crate::DeliveryOutcome;
+
+/// How a provider's client talks to its push service. `Default` suits production.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Whole-request limit: connect, send, and read the response (default 30 s).
+    pub request_timeout: Duration,
+    /// TCP + TLS connect limit (default 10 s).
+    pub connect_timeout: Duration,
+    /// Response bytes read at most (default 64 KiB): push services answer with empty or
+    /// short bodies, so anything past this is not read.
+    pub max_response_bytes: usize,
+    /// Idle pooled connections are closed after this (default 90 s).
+    pub pool_idle_timeout: Duration,
+    /// Extra trusted roots, PEM (one or more certificates each), added to the platform's.
+    pub extra_root_certificates: Vec<Vec<u8>>,
+    /// Speak HTTP/2 without TLS (h2c) from the first byte: for cleartext simulators only.
+    pub http2_prior_knowledge: bool,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            max_response_bytes: 64 * 1024,
+            pool_idle_timeout: Duration::from_secs(90),
+            extra_root_certificates: Vec::new(),
+            http2_prior_knowledge: false,
+        }
+    }
+}
+
+/// Why a client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// A setting is out of range.
+    #[error("invalid client configuration: {0}")]
+    InvalidConfig(&'static str),
+    /// An entry of `extra_root_certificates` is not PEM certificates.
+    #[error("extra root certificate #{index} is not a PEM certificate: {source}")]
+    InvalidCertificate {
+        /// Position in `extra_root_certificates`.
+        index: usize,
+        /// The parse error.
+        source: reqwest::Error,
+    },
+    /// The HTTP client could not be built (for example, no usable TLS roots).
+    #[error("building the HTTP client failed: {0}")]
+    Http(#[source] reqwest::Error),
+}
+
+/// Builds the pooled HTTP/2 client `config` describes; `user_agent` names the provider.
+pub fn build_client(config: &HttpConfig, user_agent: &str) -> Result<reqwest::Client, ClientError> {
+    if config.request_timeout.is_zero() || config.connect_timeout.is_zero() {
+        return Err(ClientError::InvalidConfig(
+            "timeouts must be greater than zero",
+        ));
+    }
+    if config.max_response_bytes == 0 {
+        return Err(ClientError::InvalidConfig(
+            "max_response_bytes must be at least 1",
+        ));
+    }
+    let mut roots = Vec::new();
+    for (index, pem) in config.extra_root_certificates.iter().enumerate() {
+        let certificates = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|source| ClientError::InvalidCertificate { index, source })?;
+        if certificates.is_empty() {
+            let source = reqwest::Certificate::from_pem(pem)
+                .err()
+                .ok_or(ClientError::InvalidConfig("empty extra root certificate"))?;
+            return Err(ClientError::InvalidCertificate { index, source });
+        }
+        roots.extend(certificates);
+    }
+    let mut builder = reqwest::Client::builder()
+        .user_agent(user_agent)
+        .timeout(config.request_timeout)
+        .connect_timeout(config.connect_timeout)
+        .pool_idle_timeout(config.pool_idle_timeout)
+        .tcp_nodelay(true)
+        // Push services do not redirect; following one would send a payload (and, for Web
+        // Push, a capability URL's message) somewhere we did not choose.
+        .redirect(reqwest::redirect::Policy::none())
+        // Windows sized for many small concurrent streams rather than one bulk download.
+        .http2_adaptive_window(true)
+        // Detects a dead pooled connection before requests pile up on it.
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .http2_keep_alive_timeout(Duration::from_secs(10))
+        .tls_certs_merge(roots);
+    if config.http2_prior_knowledge {
+        builder = builder.http2_prior_knowledge();
+    }
+    builder.build().map_err(ClientError::Http)
+}
+
+/// A push service's answer: status, `Retry-After` (when sent) and the first bytes of the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// The `Retry-After` header, when it was valid text.
+    pub retry_after: Option<String>,
+    /// At most `max_bytes` of the body.
+    pub body: Vec<u8>,
+}
+
+/// Reads `response` into an [`Answer`], keeping at most `max_bytes` of its body. `origin`
+/// only labels the debug log of a body that broke off.
+pub async fn read_answer(
+    origin: &str,
+    mut response: reqwest::Response,
+    max_bytes: usize,
+) -> Answer {
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = max_bytes.saturating_sub(body.len());
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                if chunk.len() >= room {
+                    // Dropping the response resets the stream (h2) or the connection (h1)
+                    // instead of reading an unbounded body.
+                    break;
+                }
+            }
+            Ok(None) => break,
+            // The status is what counts: a 200 whose body was cut off is still accepted.
+            Err(err) => {
+                tracing::debug!(origin, status, error = %err.without_url(), "reading push service response body failed");
+                break;
+            }
+        }
+    }
+    Answer {
+        status,
+        retry_after,
+        body,
+    }
+}
+
+/// A request that got no response: always worth retrying. The reason names `origin` and the
+/// cause chain, never the URL (reqwest puts it in its errors; it is stripped).
+pub fn transient_from_error(origin: &str, err: reqwest::Error) -> DeliveryOutcome {
+    DeliveryOutcome::Transient {
+        status: None,
+        retry_after: None,
+        reason: describe_error(&format!("talking to {origin}"), err),
+    }
+}
+
+/// `"<what went wrong> <context>: <cause>: <cause>…"` for a reqwest error, without its URL.
+pub fn describe_error(context: &str, err: reqwest::Error) -> String {
+    let what = if err.is_timeout() {
+        "timed out"
+    } else if err.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    let err = err.without_url();
+    let mut reason = format!("{what} {context}");
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        reason.push_str(": ");
+        reason.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    reason
+}
