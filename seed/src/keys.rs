@@ -30,6 +30,12 @@ impl std::fmt::Debug for VapidKeys {
 #[error("key generation failed: {0}")]
 pub struct KeyError(&'static str);
 
+impl KeyError {
+    pub(crate) fn new(what: &'static str) -> Self {
+        KeyError(what)
+    }
+}
+
 /// Generates a fresh VAPID key pair from the system's random number generator.
 pub fn generate_vapid_keys() -> Result<VapidKeys, KeyError> {
     let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)

@@ -14,13 +14,16 @@
 //! # Layout
 //!
 //! - [`keys`] — VAPID key pairs for sites, derived key material for subscribers.
+//! - [`credentials`] — test APNs `.p8` keys and FCM service-account files, for simulators.
 //! - [`generate`] — building sites, pushes and subscriber batches.
 //! - [`subscribers`] — the bounded-memory bulk insert pipeline with progress reporting.
 
+pub mod credentials;
 pub mod generate;
 pub mod keys;
 pub mod subscribers;
 
-pub use generate::{PushTemplate, new_push, new_site, subscriber_batch};
+pub use credentials::{ApnsTestKey, apns_test_key, fcm_test_service_account};
+pub use generate::{PushTemplate, device_token, new_push, new_site, subscriber_batch};
 pub use keys::{SubscriberKeys, VapidKeys, generate_vapid_keys, subscriber_keys};
 pub use subscribers::{SeedReport, SubscriberSeed, seed_subscribers};

@@ -1,13 +1,19 @@
 //! `seed`: create a site, a push, or many subscribers. See `seed --help`.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use pushservice_apns::ApnsKey;
 use pushservice_config::{LogArgs, MongoArgs};
-use pushservice_model::{Priority, parse_object_id};
-use pushservice_seed::{PushTemplate, SubscriberSeed, new_push, new_site, seed_subscribers};
+use pushservice_fcm::ServiceAccount;
+use pushservice_model::{ApnsCredentials, FcmCredentials, Platform, Priority, parse_object_id};
+use pushservice_seed::{
+    PushTemplate, SubscriberSeed, apns_test_key, fcm_test_service_account, new_push, new_site,
+    seed_subscribers,
+};
 use pushservice_store::Store;
 
 /// Seed pushservice's MongoDB with sites, pushes and subscribers (for tests, demos and
@@ -25,16 +31,54 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Create a site with a fresh VAPID key pair; prints its id.
-    Site {
-        /// VAPID subject: how push services reach the operator.
-        #[arg(long, env = "SEED_SUBJECT", default_value = "mailto:push@example.com")]
-        subject: String,
-    },
+    /// Create a site with a fresh VAPID key pair (and, optionally, APNs and FCM
+    /// credentials); prints its id.
+    Site(SiteArgs),
+    /// Write test APNs and FCM credentials (a `.p8` key and a service-account file) into a
+    /// folder, for `seed site` and a verifying push-sink; prints the files' paths.
+    Credentials(CredentialArgs),
     /// Create a pending push for a site; prints its id.
     Push(PushArgs),
     /// Create subscribers for a site in bulk, with a progress bar.
     Subscribers(SubscriberArgs),
+}
+
+#[derive(Debug, Args)]
+struct SiteArgs {
+    /// VAPID subject: how push services reach the operator.
+    #[arg(long, env = "SEED_SUBJECT", default_value = "mailto:push@example.com")]
+    subject: String,
+    /// APNs signing key (`AuthKey_<KEYID>.p8`); needs --apns-team-id and --apns-topic.
+    #[arg(long, requires_all = ["apns_team_id", "apns_topic"])]
+    apns_key_file: Option<PathBuf>,
+    /// APNs key id; default: the `<KEYID>` of the key's file name.
+    #[arg(long)]
+    apns_key_id: Option<String>,
+    /// Apple developer team id.
+    #[arg(long)]
+    apns_team_id: Option<String>,
+    /// The iOS app's bundle id.
+    #[arg(long)]
+    apns_topic: Option<String>,
+    /// Send to Apple's development environment.
+    #[arg(long)]
+    apns_sandbox: bool,
+    /// FCM service-account JSON key file.
+    #[arg(long)]
+    fcm_service_account: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct CredentialArgs {
+    /// Folder to write `AuthKey_<KEYID>.p8` and `service-account.json` into (created).
+    #[arg(long)]
+    out: PathBuf,
+    /// Firebase project id written into the service account.
+    #[arg(long, default_value = "pushservice-test")]
+    project_id: String,
+    /// OAuth token endpoint written into the service account (a push-sink's `/token`).
+    #[arg(long, default_value = "http://127.0.0.1:9090/token")]
+    token_uri: String,
 }
 
 #[derive(Debug, Args)]
@@ -70,6 +114,9 @@ struct SubscriberArgs {
     /// How many subscribers to create.
     #[arg(long, default_value_t = 1_000)]
     count: u64,
+    /// `web` (Web Push endpoints at --endpoint-base), `ios` or `android` (device tokens).
+    #[arg(long, value_parser = ["web", "ios", "android"], default_value = "web")]
+    platform: String,
     /// Base URL of the generated endpoints: point it at a push-service simulator.
     #[arg(
         long,
@@ -114,10 +161,36 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let result: anyhow::Result<()> = async {
         store.ensure_indexes().await?;
         match cli.command {
-            Command::Site { subject } => {
-                let site = new_site(&subject)?;
+            Command::Site(args) => {
+                let mut site = new_site(&args.subject)?;
+                site.apns = apns_credentials(&args)?;
+                site.fcm = match &args.fcm_service_account {
+                    None => None,
+                    Some(path) => {
+                        let json = read(path)?;
+                        ServiceAccount::from_json(&json)
+                            .with_context(|| format!("{} is not usable", path.display()))?;
+                        Some(FcmCredentials {
+                            service_account: json,
+                        })
+                    }
+                };
                 store.insert_site(&site).await?;
                 println!("{}", site.id.to_hex());
+            }
+            Command::Credentials(args) => {
+                std::fs::create_dir_all(&args.out)
+                    .with_context(|| format!("cannot create {}", args.out.display()))?;
+                let key = apns_test_key()?;
+                let key_path = args.out.join(key.file_name());
+                write(&key_path, &key.p8)?;
+                let account_path = args.out.join("service-account.json");
+                write(
+                    &account_path,
+                    &fcm_test_service_account(&args.project_id, &args.token_uri)?,
+                )?;
+                println!("{}", key_path.display());
+                println!("{}", account_path.display());
             }
             Command::Push(args) => {
                 let site_id = parse_object_id("site", &args.site)?;
@@ -145,9 +218,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 store.site(site_id).await?.with_context(|| {
                     format!("site {site_id} does not exist; create one with `seed site`")
                 })?;
+                let platform = match args.platform.as_str() {
+                    "ios" => Platform::Ios,
+                    "android" => Platform::Android,
+                    _ => Platform::Web,
+                };
                 let seed = SubscriberSeed {
                     site_id,
                     count: args.count,
+                    platform,
                     endpoint_base: args.endpoint_base,
                     key_seed: args.key_seed.into_bytes(),
                     batch_size: mongo.batch_size as usize,
@@ -174,4 +253,47 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     .await;
     store.close().await;
     result
+}
+
+/// The APNs credentials `args` name, checked by parsing the key as the sender will.
+fn apns_credentials(args: &SiteArgs) -> anyhow::Result<Option<ApnsCredentials>> {
+    let Some(path) = &args.apns_key_file else {
+        return Ok(None);
+    };
+    let key_id = match &args.apns_key_id {
+        Some(id) => id.clone(),
+        None => path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .and_then(|name| name.strip_prefix("AuthKey_"))
+            .and_then(|name| name.strip_suffix(".p8"))
+            .map(str::to_owned)
+            .with_context(|| {
+                format!(
+                    "{} is not named AuthKey_<KEYID>.p8; give the key id with --apns-key-id",
+                    path.display()
+                )
+            })?,
+    };
+    // clap's `requires_all` guarantees both are present with a key file.
+    let team_id = args.apns_team_id.clone().unwrap_or_default();
+    let topic = args.apns_topic.clone().unwrap_or_default();
+    let private_key = read(path)?;
+    ApnsKey::from_p8(&team_id, &key_id, &private_key)
+        .with_context(|| format!("{} is not usable", path.display()))?;
+    Ok(Some(ApnsCredentials {
+        team_id,
+        key_id,
+        private_key,
+        topic,
+        sandbox: args.apns_sandbox,
+    }))
+}
+
+fn read(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
-use pushservice_model::ObjectId;
+use pushservice_model::{ObjectId, Platform};
 use pushservice_store::{Store, StoreError};
 use tokio::sync::mpsc;
 
@@ -20,7 +20,9 @@ pub struct SubscriberSeed {
     pub site_id: ObjectId,
     /// How many to create.
     pub count: u64,
-    /// Endpoints are `{endpoint_base}/{subscriber id}`.
+    /// Which platform they subscribe on (Web Push, or iOS/Android device tokens).
+    pub platform: Platform,
+    /// Web Push endpoints are `{endpoint_base}/{subscriber id}`.
     pub endpoint_base: String,
     /// Seed the subscribers' keys are derived from.
     pub key_seed: Vec<u8>,
@@ -60,7 +62,13 @@ pub async fn seed_subscribers(
             let mut left = seed.count;
             while left > 0 {
                 let n = usize::try_from(left).unwrap_or(usize::MAX).min(batch_size);
-                let batch = subscriber_batch(seed.site_id, n, &seed.endpoint_base, &seed.key_seed);
+                let batch = subscriber_batch(
+                    seed.site_id,
+                    n,
+                    seed.platform,
+                    &seed.endpoint_base,
+                    &seed.key_seed,
+                );
                 if batch_tx.blocking_send(batch).is_err() {
                     return; // The inserter stopped on an error; it reports it.
                 }

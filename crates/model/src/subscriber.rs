@@ -76,6 +76,22 @@ impl Subscriber {
         }
     }
 
+    /// A new subscribed iOS or Android subscriber reached through its device `token`.
+    pub fn new_device(id: ObjectId, site_id: ObjectId, platform: Platform, token: String) -> Self {
+        let now = DateTime::now();
+        Subscriber {
+            id,
+            site_id,
+            subscribed: true,
+            push_end_point: String::new(),
+            platform: Some(platform),
+            device_token: Some(token),
+            created_at: Some(now),
+            updated_at: Some(now),
+            version: 0,
+        }
+    }
+
     /// Parses and checks `pushEndPoint`.
     pub fn subscription(&self) -> Result<PushSubscription, SubscriptionError> {
         PushSubscription::parse(&self.push_end_point)

@@ -9,7 +9,8 @@ use pushservice_config::{KafkaSettings, MongoSettings, Topics};
 use pushservice_kafka::rdkafka::producer::FutureRecord;
 use pushservice_kafka::{ProducerTuning, ReadFrom, producer, read_topic};
 use pushservice_model::{
-    DeliveryMessage, ObjectId, Push, PushStatus, RawPushMessage, Subscriber, Target, Urgency,
+    DeliveryMessage, ObjectId, Platform, Push, PushStatus, RawPushMessage, Subscriber, Target,
+    Urgency,
 };
 use pushservice_parser::ParserConfig;
 use pushservice_seed::{
@@ -174,25 +175,48 @@ fn start_parser(
 async fn fans_out_one_message_per_subscribed_subscriber_and_skips_broken_ones() {
     let world = World::new().await;
     let push = world.triggered_push("Flash sale").await;
-    let audience = subscriber_batch(push.site_id, 1_200, "https://push.example/wp", b"seed");
+    let audience = subscriber_batch(
+        push.site_id,
+        1_200,
+        Platform::Web,
+        "https://push.example/wp",
+        b"seed",
+    );
     world
         .store
         .insert_subscribers(&audience)
         .await
         .expect("audience");
     // Not part of the audience: unsubscribed, or another site's.
-    let mut gone = subscriber_batch(push.site_id, 5, "https://push.example/wp", b"seed");
+    let mut gone = subscriber_batch(
+        push.site_id,
+        5,
+        Platform::Web,
+        "https://push.example/wp",
+        b"seed",
+    );
     gone.iter_mut().for_each(|s| s.subscribed = false);
     world.store.insert_subscribers(&gone).await.expect("gone");
-    let others = subscriber_batch(ObjectId::new(), 7, "https://push.example/wp", b"seed");
+    let others = subscriber_batch(
+        ObjectId::new(),
+        7,
+        Platform::Web,
+        "https://push.example/wp",
+        b"seed",
+    );
     world
         .store
         .insert_subscribers(&others)
         .await
         .expect("others");
     // Broken subscriptions: skipped, counted, the push goes on.
-    let mut broken: Vec<Subscriber> =
-        subscriber_batch(push.site_id, 3, "https://push.example/wp", b"seed");
+    let mut broken: Vec<Subscriber> = subscriber_batch(
+        push.site_id,
+        3,
+        Platform::Web,
+        "https://push.example/wp",
+        b"seed",
+    );
     broken[0].push_end_point = "not json".into();
     broken[1].push_end_point =
         r#"{"endpoint":"https://push.example/x","keys":{"p256dh":"AAAA","auth":"AAAA"}}"#.into();
@@ -290,6 +314,7 @@ async fn bad_triggers_are_skipped_or_failed_and_the_parser_goes_on() {
         .insert_subscribers(&subscriber_batch(
             good.site_id,
             10,
+            Platform::Web,
             "https://push.example/wp",
             b"s",
         ))
@@ -337,6 +362,7 @@ async fn a_parser_killed_mid_push_resumes_from_its_checkpoint_and_misses_nobody(
     let seed = SubscriberSeed {
         site_id: push.site_id,
         count: AUDIENCE,
+        platform: Platform::Web,
         endpoint_base: "https://push.example/wp".into(),
         key_seed: b"seed".to_vec(),
         batch_size: 1_000,

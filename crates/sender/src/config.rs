@@ -4,10 +4,13 @@ use std::time::Duration;
 
 use clap::ArgAction;
 use clap::builder::BoolishValueParser;
+use pushservice_apns::ApnsConfig;
 use pushservice_config::{
     ConfigError, KafkaArgs, KafkaSettings, LogArgs, MongoArgs, MongoSettings, TopicArgs,
 };
 use pushservice_daemon::TelemetryArgs;
+use pushservice_fcm::FcmConfig;
+use pushservice_provider::HttpConfig;
 use pushservice_webpush::WebPushConfig;
 
 use crate::retry::RetryPolicy;
@@ -108,6 +111,15 @@ pub struct SenderArgs {
         value_parser = BoolishValueParser::new()
     )]
     pub http2_prior_knowledge: bool,
+    /// Send APNs requests here instead of Apple's endpoints (a simulator such as push-sink).
+    #[arg(long = "sender-apns-url", env = "SENDER_APNS_URL")]
+    pub apns_url: Option<String>,
+    /// Send FCM requests here instead of https://fcm.googleapis.com (a simulator).
+    #[arg(long = "sender-fcm-url", env = "SENDER_FCM_URL")]
+    pub fcm_url: Option<String>,
+    /// Fetch FCM access tokens here instead of each service account's `token_uri`.
+    #[arg(long = "sender-fcm-token-url", env = "SENDER_FCM_TOKEN_URL")]
+    pub fcm_token_url: Option<String>,
     /// How often per-push counters are written to MongoDB, milliseconds.
     #[arg(
         long = "sender-counter-flush-ms",
@@ -152,6 +164,10 @@ pub struct SenderConfig {
     pub retry: RetryPolicy,
     /// Web Push client settings.
     pub web_push: WebPushConfig,
+    /// APNs client settings.
+    pub apns: ApnsConfig,
+    /// FCM client settings.
+    pub fcm: FcmConfig,
     /// Counter flush interval.
     pub counter_flush: Duration,
     /// Site credential cache lifetime.
@@ -208,13 +224,38 @@ impl SenderArgs {
             })?;
             extra_roots.push(pem);
         }
-        let web_push = WebPushConfig {
+        let http = HttpConfig {
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
-            per_origin_concurrency: self.origin_concurrency,
             extra_root_certificates: extra_roots,
             http2_prior_knowledge: self.http2_prior_knowledge,
+            ..HttpConfig::default()
+        };
+        let web_push = WebPushConfig {
+            request_timeout: http.request_timeout,
+            connect_timeout: http.connect_timeout,
+            per_origin_concurrency: self.origin_concurrency,
+            extra_root_certificates: http.extra_root_certificates.clone(),
+            http2_prior_knowledge: http.http2_prior_knowledge,
             ..WebPushConfig::default()
+        };
+        let url = |key: &'static str, value: &Option<String>| match value.as_deref().map(str::trim)
+        {
+            None | Some("") => Ok(None),
+            Some(url) if url.starts_with("https://") || url.starts_with("http://") => {
+                Ok(Some(url.to_owned()))
+            }
+            Some(_) => Err(bad(key, "must be an http:// or https:// URL")),
+        };
+        let apns = ApnsConfig {
+            http: http.clone(),
+            base_url: url("SENDER_APNS_URL", &self.apns_url)?,
+            ..ApnsConfig::default()
+        };
+        let fcm = FcmConfig {
+            http,
+            base_url: url("SENDER_FCM_URL", &self.fcm_url)?,
+            token_url: url("SENDER_FCM_TOKEN_URL", &self.fcm_token_url)?,
         };
         Ok(SenderConfig {
             mongo: self.mongo.settings()?,
@@ -230,6 +271,8 @@ impl SenderArgs {
                 max: Duration::from_millis(self.retry_max_ms),
             },
             web_push,
+            apns,
+            fcm,
             counter_flush: Duration::from_millis(self.counter_flush_ms.max(50)),
             site_cache: Duration::from_secs(self.site_cache_secs),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),

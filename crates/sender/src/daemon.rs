@@ -17,7 +17,9 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use pushservice_apns::ApnsClient;
 use pushservice_daemon::{Health, Registry, serve_telemetry};
+use pushservice_fcm::FcmClient;
 use pushservice_kafka::rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
 };
@@ -84,6 +86,8 @@ pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> an
     let store = Store::connect(&config.mongo).await?;
     store.ensure_indexes().await?;
     let web = WebPushClient::new(config.web_push.clone())?;
+    let apns = ApnsClient::new(config.apns.clone())?;
+    let fcm = FcmClient::new(config.fcm.clone())?;
     let (unsubscriber, unsubscribe_task) =
         Unsubscriber::start(store.clone(), 500, Duration::from_millis(100));
     // Names this instance's counter documents; unique per process start.
@@ -98,6 +102,8 @@ pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> an
     let stop = CancellationToken::new();
     let deliverer = Arc::new(Deliverer {
         web,
+        apns,
+        fcm,
         credentials: CredentialCache::new(store.clone(), config.site_cache),
         counters: Arc::clone(&counters),
         unsubscriber,

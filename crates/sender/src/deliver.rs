@@ -9,7 +9,9 @@
 
 use std::sync::Arc;
 
-use pushservice_model::{DeliveryMessage, ObjectId, Target, parse_object_id};
+use pushservice_apns::{ApnsClient, ApnsRequest, build_payload};
+use pushservice_fcm::{FcmClient, FcmRequest};
+use pushservice_model::{DeliveryMessage, ObjectId, PayloadFields, Target, parse_object_id};
 use pushservice_provider::DeliveryOutcome;
 use pushservice_webpush::{WebPushClient, WebPushRequest, decode_auth, decode_p256dh};
 use tokio::sync::Semaphore;
@@ -26,6 +28,10 @@ use crate::unsubscribe::Unsubscriber;
 pub struct Deliverer {
     /// Web Push provider.
     pub web: WebPushClient,
+    /// APNs provider.
+    pub apns: ApnsClient,
+    /// FCM provider.
+    pub fcm: FcmClient,
     /// Site credentials.
     pub credentials: CredentialCache,
     /// Per-push counters.
@@ -156,6 +162,20 @@ impl Deliverer {
     }
 
     async fn attempt(&self, message: &DeliveryMessage) -> DeliveryOutcome {
+        let Ok(site_id) = parse_object_id("site", &message.site_id) else {
+            return permanent(format!("malformed siteId {:?}", message.site_id));
+        };
+        let credentials = match self.credentials.get(site_id).await {
+            Ok(Ok(credentials)) => credentials,
+            Ok(Err(reason)) => return permanent(reason),
+            Err(e) => {
+                return DeliveryOutcome::Transient {
+                    status: None,
+                    retry_after: None,
+                    reason: format!("loading site credentials: {e}"),
+                };
+            }
+        };
         match &message.target {
             Target::Web {
                 endpoint,
@@ -169,19 +189,9 @@ impl Deliverer {
                     Ok(keys) => keys,
                     Err(reason) => return permanent(format!("broken subscription keys: {reason}")),
                 };
-                let Ok(site_id) = parse_object_id("site", &message.site_id) else {
-                    return permanent(format!("malformed siteId {:?}", message.site_id));
-                };
-                let credentials = match self.credentials.get(site_id).await {
-                    Ok(Ok(credentials)) => credentials,
-                    Ok(Err(reason)) => return permanent(reason),
-                    Err(e) => {
-                        return DeliveryOutcome::Transient {
-                            status: None,
-                            retry_after: None,
-                            reason: format!("loading site credentials: {e}"),
-                        };
-                    }
+                let vapid_key = match &credentials.vapid {
+                    Ok(key) => key,
+                    Err(reason) => return permanent(reason.clone()),
                 };
                 let request = WebPushRequest {
                     endpoint,
@@ -191,15 +201,57 @@ impl Deliverer {
                     ttl: message.ttl,
                     urgency: message.urgency,
                     topic: message.topic.as_deref(),
-                    vapid_key: &credentials.vapid,
+                    vapid_key,
                     subject: &credentials.subject,
                     site_key: &credentials.site_key,
                 };
                 self.web.send(&request).await
             }
-            Target::Ios { .. } => permanent("no APNs provider is configured in this sender".into()),
-            Target::Android { .. } => {
-                permanent("no FCM provider is configured in this sender".into())
+            Target::Ios { token } => {
+                let apns = match &credentials.apns {
+                    Ok(apns) => apns,
+                    Err(reason) => return permanent(reason.clone()),
+                };
+                let fields = match PayloadFields::parse(&message.payload) {
+                    Ok(fields) => fields,
+                    Err(e) => return permanent(format!("unreadable notification payload: {e}")),
+                };
+                let payload = build_payload(&fields, message.urgency);
+                let expiration = match message.ttl {
+                    0 => 0,
+                    ttl => unix_now() + u64::from(ttl),
+                };
+                self.apns
+                    .send(&ApnsRequest {
+                        token,
+                        key: &apns.key,
+                        topic: &apns.topic,
+                        sandbox: apns.sandbox,
+                        payload: &payload,
+                        expiration,
+                        collapse_id: message.topic.as_deref(),
+                    })
+                    .await
+            }
+            Target::Android { token } => {
+                let account = match &credentials.fcm {
+                    Ok(account) => account,
+                    Err(reason) => return permanent(reason.clone()),
+                };
+                let fields = match PayloadFields::parse(&message.payload) {
+                    Ok(fields) => fields,
+                    Err(e) => return permanent(format!("unreadable notification payload: {e}")),
+                };
+                self.fcm
+                    .send(&FcmRequest {
+                        token,
+                        account,
+                        fields: &fields,
+                        ttl: message.ttl,
+                        urgency: message.urgency,
+                        collapse_key: message.topic.as_deref(),
+                    })
+                    .await
             }
         }
     }
@@ -243,4 +295,11 @@ fn permanent(reason: String) -> DeliveryOutcome {
         status: None,
         reason,
     }
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bson::doc;
 use futures::TryStreamExt as _;
 use pushservice_config::{KafkaSettings, MongoSettings, Topics};
-use pushservice_model::{ObjectId, Push, PushStatus, Site, Subscriber};
+use pushservice_model::{ObjectId, Platform, Push, PushStatus, Site, Subscriber};
 use pushservice_parser::ParserConfig;
 use pushservice_push_sink::{
     Behaviour, Fate, Latency, Protocol, Sink, SinkConfig, Verify, planned_fate,
@@ -54,6 +54,8 @@ impl World {
             verify: Some(Verify {
                 key_seed: KEY_SEED.to_vec(),
                 expected_subject: Some(site.subject.clone()),
+                apns_keys: Vec::new(),
+                fcm_accounts: Vec::new(),
             }),
             latency,
             ..SinkConfig::default()
@@ -73,6 +75,7 @@ impl World {
         let seed = SubscriberSeed {
             site_id: site.id,
             count: audience,
+            platform: Platform::Web,
             endpoint_base: format!("{}/wp", sink.base_url()),
             key_seed: KEY_SEED.to_vec(),
             batch_size: 1_000,
