@@ -81,7 +81,7 @@ pub fn subscriber_batch(
 
 /// The device token seeded for subscriber `id`, shaped like the real ones so providers and
 /// simulators treat it as such: iOS, 64 hex digits (Apple's 32 bytes), the id followed by
-/// 40 digits of SHA-256 of it; Android, an FCM-like `<id>:APA91b<hex>` of 158 characters.
+/// 40 digits of SHA-256 of it; Android, an FCM-like `<id>:APA91b<hex>` of 159 characters.
 /// Deterministic, so a test can compute a subscriber's token (and its simulator fate).
 pub fn device_token(platform: Platform, id: &ObjectId) -> String {
     let id_hex = id.to_hex();
@@ -121,7 +121,7 @@ mod tests {
     #[test]
     fn device_subscribers_carry_tokens_shaped_like_the_real_ones() {
         let site = ObjectId::new();
-        for (platform, length) in [(Platform::Ios, 64), (Platform::Android, 158)] {
+        for (platform, length) in [(Platform::Ios, 64), (Platform::Android, 159)] {
             let batch = subscriber_batch(site, 2, platform, "", b"seed");
             for subscriber in &batch {
                 assert_eq!(subscriber.platform, Some(platform));

@@ -142,6 +142,8 @@ fn main() {
             verify: args.verify.then(|| Verify {
                 key_seed: SEED.to_vec(),
                 expected_subject: None,
+                apns_keys: Vec::new(),
+                fcm_accounts: Vec::new(),
             }),
             ..SinkConfig::default()
         }))

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use crate::SinkError;
 
+pub use crate::credentials::{ApnsKey, FcmAccount};
+
 /// Everything a [`crate::Sink`] needs to start.
 #[derive(Debug, Clone)]
 pub struct SinkConfig {
@@ -153,8 +155,9 @@ impl Behaviour {
     }
 }
 
-/// Verification mode: check every push request as a strict push service would, and decrypt it
-/// with the subscriber's seeded keys.
+/// Verification mode: check every push request as a strict push service would, decrypt Web
+/// Push messages with the subscriber's seeded keys, and check APNs and FCM credentials
+/// against the trusted keys and accounts.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Verify {
     /// The seed subscribers' keys were derived from (`SEED_KEY_SEED` of the `seed` command);
@@ -162,13 +165,32 @@ pub struct Verify {
     pub key_seed: Vec<u8>,
     /// When set, the VAPID `sub` claim must equal it (403 otherwise).
     pub expected_subject: Option<String>,
+    /// APNs signing keys whose provider tokens are accepted; with none, every APNs request
+    /// fails with `InvalidProviderToken`.
+    pub apns_keys: Vec<ApnsKey>,
+    /// Google service accounts that may get access tokens and send through FCM; with none,
+    /// every token request fails with `invalid_grant`.
+    pub fcm_accounts: Vec<FcmAccount>,
 }
 
 impl fmt::Debug for Verify {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The seed decrypts every subscriber's messages: keep it out of logs.
+        // The seed decrypts every subscriber's messages: keep it out of logs. Key ids, teams
+        // and account addresses are not secret, and say which credentials are trusted.
+        let apns_keys: Vec<(&str, &str)> = self
+            .apns_keys
+            .iter()
+            .map(|key| (key.team_id.as_str(), key.key_id.as_str()))
+            .collect();
+        let fcm_accounts: Vec<&str> = self
+            .fcm_accounts
+            .iter()
+            .map(|account| account.client_email.as_str())
+            .collect();
         f.debug_struct("Verify")
             .field("expected_subject", &self.expected_subject)
+            .field("apns_keys", &apns_keys)
+            .field("fcm_accounts", &fcm_accounts)
             .finish_non_exhaustive()
     }
 }
@@ -292,7 +314,15 @@ mod tests {
         let verify = Verify {
             key_seed: b"very-secret-seed".to_vec(),
             expected_subject: None,
+            apns_keys: vec![ApnsKey {
+                team_id: "TEAM123456".to_owned(),
+                key_id: "KEY1234567".to_owned(),
+                public_key: vec![4; 65],
+            }],
+            fcm_accounts: Vec::new(),
         };
-        assert!(!format!("{verify:?}").contains("very-secret"));
+        let shown = format!("{verify:?}");
+        assert!(!shown.contains("very-secret"), "{shown}");
+        assert!(shown.contains("KEY1234567"), "{shown}");
     }
 }

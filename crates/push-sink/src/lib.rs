@@ -1,14 +1,23 @@
 //! A push-service simulator: it stands in for the Web Push services (FCM, Mozilla, Apple web
-//! push endpoints) in tests, benchmarks and load tests, so senders can be exercised at full
-//! speed without spamming real services.
+//! push endpoints), Apple's APNs provider API, FCM HTTP v1 and the Google OAuth2 token
+//! endpoint in tests, benchmarks and load tests, so senders can be exercised at full speed
+//! without spamming real services.
 //!
-//! It answers like a push service: 201 for accepted messages, and, for planned subscribers,
-//! 410/404 (gone), 429 with `Retry-After`, 500, or a reset, once or always
-//! ([`planned_fate`] tells a test in advance who gets what). It counts everything
-//! ([`Stats`], also at `GET /__sink/stats`). In verification mode it checks VAPID and the
-//! RFC 8030 headers and decrypts every payload with the subscriber's seeded keys, keeping what
-//! each subscriber received ([`Sink::received`]); counting mode skips all that and stays cheap
-//! enough for tens of thousands of requests a second on two cores.
+//! It answers like a push service: 201 (Web Push) or 200 (APNs, FCM) for accepted messages,
+//! and, for planned subscribers or device tokens, gone, throttled (with `Retry-After`),
+//! failed, or a reset, once or always, in each service's own wording ([`planned_fate`] tells
+//! a test in advance who gets what). It counts everything ([`Stats`], also at
+//! `GET /__sink/stats`), in total and per kind. In verification mode it checks VAPID and the
+//! RFC 8030 headers and decrypts every Web Push payload with the subscriber's seeded keys,
+//! checks APNs provider tokens, headers and payloads against trusted keys ([`ApnsKey`]), and
+//! FCM access tokens (issued by its own token endpoint to trusted service accounts,
+//! [`FcmAccount`]) and messages, keeping what each subscriber received ([`Sink::received`],
+//! [`Sink::received_mobile`]); counting mode skips all that and stays cheap enough for tens of
+//! thousands of requests a second on two cores.
+//!
+//! Endpoints, under [`Sink::base_url`]: Web Push `/wp/<24-hex id>` (any prefix), APNs
+//! `/3/device/<hex token>`, FCM `/v1/projects/<project>/messages:send`, OAuth2 `/token` (the
+//! `token_uri` of test service accounts).
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), pushservice_push_sink::SinkError> {
@@ -25,20 +34,33 @@
 //!
 //! - [`config`] — [`SinkConfig`] and its parts: protocol, misbehaviour bands, verification,
 //!   latency.
+//! - [`credentials`] — trusted APNs keys and Google service accounts, from `.p8` and
+//!   service-account JSON files.
 //! - [`sink`] — [`Sink`]: start, query, shut down.
 //! - `server` — accept loop and HTTP/1.1 + HTTP/2 connections (hyper-util auto).
 //! - `tls` — self-signed certificate and ALPN for [`Protocol::Tls`].
 //! - `service` — dispatch to admin endpoints and push-service kinds; shared state.
 //! - [`fate`] — planned per-subscriber fates and the per-subscriber attempt table.
 //! - [`stats`] — lock-free counters and their [`Stats`] snapshot.
-//! - [`received`] — decrypted deliveries kept in verification mode.
+//! - [`received`] — deliveries kept in verification mode (Web Push decrypted; APNs, FCM).
+//! - `body` — reading request bodies under a size limit.
+//! - `jwt` — splitting and decoding JWTs for APNs and OAuth.
 //! - [`webpush`] — the Web Push kind: request handling, VAPID checks, RFC 8291 decryption.
+//! - [`apns`] — the APNs kind: request handling, provider-token (ES256 JWT) checks, header
+//!   and payload checks.
+//! - [`fcm`] — the FCM HTTP v1 kind: request handling, access-token and message checks; and
+//!   [`fcm::oauth`], the OAuth2 token endpoint issuing those access tokens.
 //!
-//! A new kind (APNs, FCM) is a new module beside [`webpush`] with its own `matches` and
-//! `handle`, plus one line in the dispatcher.
+//! A new kind is a new module beside [`webpush`] with its own `matches` and `handle`, plus
+//! one line in the dispatcher.
 
+pub mod apns;
+mod body;
 pub mod config;
+pub mod credentials;
 pub mod fate;
+pub mod fcm;
+mod jwt;
 pub mod received;
 mod server;
 mod service;
@@ -47,8 +69,8 @@ pub mod stats;
 mod tls;
 pub mod webpush;
 
-pub use config::{Behaviour, Latency, Protocol, SinkConfig, Verify};
+pub use config::{ApnsKey, Behaviour, FcmAccount, Latency, Protocol, SinkConfig, Verify};
 pub use fate::{Fate, planned_fate};
-pub use received::Received;
+pub use received::{MobileKind, MobileReceived, Received};
 pub use sink::{Sink, SinkError};
-pub use stats::{Stats, VerifyFailure};
+pub use stats::{KindStats, Stats, VerifyFailure};

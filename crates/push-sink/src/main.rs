@@ -2,7 +2,8 @@
 //! fleet and for local development.
 //!
 //! Thin by design: flags and environment (a `.env` file is read first) are parsed into a
-//! [`SinkConfig`], the sink starts, an optional one-line stats log runs every few seconds on
+//! [`SinkConfig`] (loading trusted APNs keys and service accounts from their files; a file that
+//! cannot be loaded exits 2 naming it), the sink starts, an optional one-line stats log runs every few seconds on
 //! stderr, and on Ctrl-C or SIGTERM the final stats go to stdout as JSON.
 
 use std::net::SocketAddr;
@@ -11,10 +12,15 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use pushservice_push_sink::{Behaviour, Latency, Protocol, Sink, SinkConfig, Stats, Verify};
+use pushservice_push_sink::{
+    ApnsKey, Behaviour, FcmAccount, Latency, Protocol, Sink, SinkConfig, Stats, Verify,
+};
 
-/// A push-service simulator: answers Web Push requests with 201 (or planned failures), counts
-/// them, and optionally verifies VAPID and decrypts payloads with seeded subscriber keys.
+/// A push-service simulator: answers Web Push (`/wp/<id>`), APNs (`/3/device/<token>`) and FCM
+/// HTTP v1 (`/v1/projects/<project>/messages:send`) requests as those services would (or with
+/// planned failures), issues FCM access tokens at `/token`, counts everything, and optionally
+/// verifies: VAPID and decryption with seeded subscriber keys, APNs provider tokens against
+/// trusted `.p8` keys, FCM access tokens and token assertions against trusted service accounts.
 #[derive(Debug, Parser)]
 #[command(name = "push-sink", version)]
 struct Cli {
@@ -70,6 +76,17 @@ struct Cli {
     /// In verify mode, the VAPID `sub` every request must carry.
     #[arg(long, env = "PUSH_SINK_EXPECTED_SUBJECT")]
     expected_subject: Option<String>,
+    /// In verify mode, the Apple team id of the `--apns-key-files` keys.
+    #[arg(long, env = "PUSH_SINK_APNS_TEAM_ID")]
+    apns_team_id: Option<String>,
+    /// In verify mode, APNs signing keys to trust: comma-separated paths of Apple's
+    /// `AuthKey_<KEYID>.p8` files (the key id comes from the file name).
+    #[arg(long, env = "PUSH_SINK_APNS_KEY_FILES", value_delimiter = ',')]
+    apns_key_files: Vec<PathBuf>,
+    /// In verify mode, Google service accounts to trust for FCM: comma-separated paths of
+    /// service-account JSON files.
+    #[arg(long, env = "PUSH_SINK_FCM_SERVICE_ACCOUNTS", value_delimiter = ',')]
+    fcm_service_accounts: Vec<PathBuf>,
     /// Log a one-line stats summary every this many seconds (0: never).
     #[arg(long, env = "PUSH_SINK_STATS_INTERVAL_SECS", default_value_t = 0)]
     stats_interval_secs: u64,
@@ -78,9 +95,23 @@ struct Cli {
 }
 
 impl Cli {
-    /// The sink configuration these flags describe.
-    fn sink_config(&self) -> SinkConfig {
-        SinkConfig {
+    /// The sink configuration these flags describe, with the key and account files loaded
+    /// (in verify mode only); the error names the file and what is wrong with it.
+    fn sink_config(&self) -> Result<SinkConfig, String> {
+        let verify = match self.verify {
+            true => Some(Verify {
+                key_seed: self.key_seed.clone().into_bytes(),
+                expected_subject: self.expected_subject.clone(),
+                apns_keys: self.apns_keys()?,
+                fcm_accounts: self
+                    .fcm_service_accounts
+                    .iter()
+                    .map(|path| FcmAccount::from_service_account_file(path))
+                    .collect::<Result<_, _>>()?,
+            }),
+            false => None,
+        };
+        Ok(SinkConfig {
             listen: self.listen,
             protocol: self.protocol,
             cert_out: self.cert_out.clone(),
@@ -92,12 +123,29 @@ impl Cli {
                 error_once_per_mille: self.error_once_per_mille,
                 reset_per_mille: self.reset_per_mille,
             },
-            verify: self.verify.then(|| Verify {
-                key_seed: self.key_seed.clone().into_bytes(),
-                expected_subject: self.expected_subject.clone(),
-            }),
+            verify,
             latency: self.latency_ms,
+        })
+    }
+
+    /// The `--apns-key-files` keys, of team `--apns-team-id`.
+    fn apns_keys(&self) -> Result<Vec<ApnsKey>, String> {
+        if self.apns_key_files.is_empty() {
+            return Ok(Vec::new());
         }
+        let team_id = self.apns_team_id.as_deref().ok_or(
+            "--apns-key-files needs --apns-team-id (PUSH_SINK_APNS_TEAM_ID), the keys' team",
+        )?;
+        self.apns_key_files
+            .iter()
+            .map(|path| ApnsKey::from_p8_file(team_id, path))
+            .collect()
+    }
+
+    /// Key and account flags that are set but unused because verification is off.
+    fn unused_credentials(&self) -> bool {
+        let credentials = !self.apns_key_files.is_empty() || !self.fcm_service_accounts.is_empty();
+        credentials && !self.verify
     }
 }
 
@@ -112,7 +160,19 @@ async fn main() -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
-    let sink = match Sink::start(cli.sink_config()).await {
+    let config = match cli.sink_config() {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.unused_credentials() {
+        tracing::warn!(
+            "APNs keys and FCM service accounts are only used with --verify; ignoring them"
+        );
+    }
+    let sink = match Sink::start(config).await {
         Ok(sink) => sink,
         Err(e) => {
             eprintln!("error: {e}");
@@ -200,7 +260,7 @@ mod tests {
             "s3",
         ])
         .expect("valid flags");
-        let config = cli.sink_config();
+        let config = cli.sink_config().expect("valid config");
         assert_eq!(config.protocol, Protocol::Tls);
         assert_eq!(config.behaviour.gone_per_mille, 100);
         assert_eq!(config.behaviour.throttle_per_mille, 50);
@@ -221,6 +281,62 @@ mod tests {
         assert!(Cli::try_parse_from(["push-sink", "--latency-ms", "fast"]).is_err());
         assert!(Cli::try_parse_from(["push-sink", "--verify", "maybe"]).is_err());
         let cli = Cli::try_parse_from(["push-sink", "--verify", "false"]).expect("valid");
-        assert!(cli.sink_config().verify.is_none());
+        assert!(cli.sink_config().expect("valid config").verify.is_none());
+    }
+
+    /// A fresh directory under the system temp dir for one test's files.
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("push-sink-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        dir
+    }
+
+    #[test]
+    fn key_and_account_files_are_loaded_in_verify_mode() {
+        use aws_lc_rs::rand::SystemRandom;
+        use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+        use base64::Engine as _;
+
+        let dir = temp_dir("keys");
+        let pkcs8 =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .expect("generates");
+        let pem = format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref())
+        );
+        let key_file = dir.join("AuthKey_ABCDE12345.p8");
+        std::fs::write(&key_file, &pem).expect("writes");
+        let badly_named = dir.join("key.p8");
+        std::fs::write(&badly_named, &pem).expect("writes");
+        let not_json = dir.join("account.json");
+        std::fs::write(&not_json, "{").expect("writes");
+        let key_arg = key_file.display().to_string();
+
+        let config = |args: &[&str]| {
+            let mut argv = vec!["push-sink", "--verify"];
+            argv.extend_from_slice(args);
+            Cli::try_parse_from(argv)
+                .expect("valid flags")
+                .sink_config()
+        };
+        let verify = config(&["--apns-team-id", "TEAM123456", "--apns-key-files", &key_arg])
+            .expect("loads")
+            .verify
+            .expect("verify mode");
+        assert_eq!(verify.apns_keys.len(), 1);
+        assert_eq!(verify.apns_keys[0].key_id, "ABCDE12345");
+        assert_eq!(verify.apns_keys[0].team_id, "TEAM123456");
+
+        let err = config(&["--apns-key-files", &key_arg]).expect_err("no team");
+        assert!(err.contains("--apns-team-id"), "{err}");
+        let two = format!("{key_arg},{}", badly_named.display());
+        let err = config(&["--apns-team-id", "TEAM123456", "--apns-key-files", &two])
+            .expect_err("bad name");
+        assert!(err.contains("key.p8") && err.contains("AuthKey_"), "{err}");
+        let err = config(&["--fcm-service-accounts", &not_json.display().to_string()])
+            .expect_err("not JSON");
+        assert!(err.contains("account.json"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

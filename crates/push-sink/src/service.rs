@@ -1,9 +1,10 @@
 //! Per-request dispatch: the admin endpoints under `/__sink/`, then each push-service kind,
 //! then 404; and the state every request shares.
 //!
-//! A kind (Web Push now; APNs and FCM later) is a module with a `matches(path)` test and a
-//! `handle` function; adding one is a module and one line in [`handle`]. Responses go through
-//! [`Shared::respond`] so that every answered push request is counted in exactly one place.
+//! A kind (Web Push, APNs, FCM, and the OAuth token endpoint FCM senders use) is a module with
+//! a `matches(path)` test and a `handle` function; adding one is a module and one line in
+//! [`handle`]. Responses go through [`Shared::respond`] or [`Shared::respond_json`] so that
+//! every answered request is counted, under its kind, in exactly one place.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -15,9 +16,9 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use crate::config::{Behaviour, Latency, SinkConfig};
 use crate::fate::SubscriberTable;
-use crate::received::ReceivedLog;
-use crate::stats::Counters;
-use crate::webpush;
+use crate::received::{DeliveryLog, MobileReceived, Received};
+use crate::stats::{Counters, Kind};
+use crate::{apns, fcm, webpush};
 
 /// Response body type: small and in one piece.
 pub(crate) type Body = Full<Bytes>;
@@ -48,8 +49,14 @@ pub(crate) struct Shared {
     pub(crate) subscribers: SubscriberTable,
     /// Web Push verification, when on.
     pub(crate) webpush_verifier: Option<webpush::Verifier>,
-    /// Accepted deliveries, in verification mode only.
-    pub(crate) received: Option<ReceivedLog>,
+    /// APNs verification, when on.
+    pub(crate) apns_verifier: Option<apns::Verifier>,
+    /// FCM and OAuth verification (with the access tokens issued), when on.
+    pub(crate) fcm_verifier: Option<fcm::Verifier>,
+    /// Accepted Web Push deliveries, in verification mode only.
+    pub(crate) received: Option<DeliveryLog<Received>>,
+    /// Accepted APNs and FCM deliveries, in verification mode only.
+    pub(crate) received_mobile: Option<DeliveryLog<MobileReceived>>,
     /// State of the latency jitter generator (splitmix64).
     random: AtomicU64,
 }
@@ -66,23 +73,54 @@ impl Shared {
                 .verify
                 .as_ref()
                 .map(|verify| webpush::Verifier::new(verify, scheme)),
-            received: config.verify.as_ref().map(|_| ReceivedLog::new()),
+            apns_verifier: config.verify.as_ref().map(apns::Verifier::new),
+            fcm_verifier: config
+                .verify
+                .as_ref()
+                .map(|verify| fcm::Verifier::new(verify, scheme)),
+            received: config.verify.as_ref().map(|_| DeliveryLog::new()),
+            received_mobile: config.verify.as_ref().map(|_| DeliveryLog::new()),
             random: AtomicU64::new(crate::stats::unix_ms()),
         }
     }
 
     /// Waits the configured latency, if any.
     pub(crate) async fn delay(&self) {
-        let random = splitmix64(self.random.fetch_add(0x9e37_79b9_7f4a_7c15, Relaxed));
-        if let Some(delay) = self.latency.pick(random) {
+        if let Some(delay) = self.latency.pick(self.random_u64()) {
             tokio::time::sleep(delay).await;
         }
     }
 
-    /// Counts a push request's answer and builds it; `text` is the body (empty for 201).
-    pub(crate) fn respond(&self, status: StatusCode, text: impl Into<Bytes>) -> Response<Body> {
-        self.counters.status(status.as_u16());
+    /// A well-mixed 64-bit number, for jitter and generated ids (not for secrets).
+    pub(crate) fn random_u64(&self) -> u64 {
+        splitmix64(self.random.fetch_add(0x9e37_79b9_7f4a_7c15, Relaxed))
+    }
+
+    /// Counts the answer to a request of `kind` and builds it; `text` is a plain-text body
+    /// (none when empty).
+    pub(crate) fn respond(
+        &self,
+        kind: Kind,
+        status: StatusCode,
+        text: impl Into<Bytes>,
+    ) -> Response<Body> {
+        self.counters.status(Some(kind), status.as_u16());
         response(status, text.into())
+    }
+
+    /// [`Shared::respond`] with a JSON body (`application/json`), as APNs, FCM and OAuth
+    /// answer.
+    pub(crate) fn respond_json(
+        &self,
+        kind: Kind,
+        status: StatusCode,
+        json: impl Into<Bytes>,
+    ) -> Response<Body> {
+        let mut response = self.respond(kind, status, json);
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response
     }
 
     /// Zeroes counters and forgets attempts and deliveries.
@@ -90,6 +128,9 @@ impl Shared {
         self.counters.reset();
         self.subscribers.clear();
         if let Some(received) = &self.received {
+            received.clear();
+        }
+        if let Some(received) = &self.received_mobile {
             received.clear();
         }
     }
@@ -118,13 +159,28 @@ pub(crate) async fn handle(
     if let Some(command) = path.strip_prefix("/__sink/") {
         return Ok(admin(&shared, request.method(), command));
     }
+    // The specific prefixes first: Web Push takes any path ending in 24 hex digits, which an
+    // APNs device token can be.
+    if apns::matches(path) {
+        return apns::handle(&shared, request).await;
+    }
+    if fcm::matches(path) {
+        return fcm::handle(&shared, request).await;
+    }
+    if fcm::oauth::matches(path) {
+        return fcm::oauth::handle(&shared, request).await;
+    }
     if webpush::matches(path) {
         return webpush::handle(&shared, request).await;
     }
-    shared.counters.request();
-    Ok(shared.respond(
+    shared.counters.request(None);
+    shared.counters.status(None, StatusCode::NOT_FOUND.as_u16());
+    Ok(response(
         StatusCode::NOT_FOUND,
-        "no push endpoint here: POST to /wp/<24-hex subscriber id>",
+        Bytes::from_static(
+            b"no push endpoint here: POST to /wp/<24-hex subscriber id>, /3/device/<hex token>, \
+              /v1/projects/<project>/messages:send or /token",
+        ),
     ))
 }
 

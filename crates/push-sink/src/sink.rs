@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{Protocol, SinkConfig};
-use crate::received::Received;
+use crate::received::{MobileReceived, Received};
 use crate::service::Shared;
 use crate::stats::Stats;
 use crate::tls::SelfSigned;
@@ -128,7 +128,10 @@ impl Sink {
     }
 
     /// Where clients send: `https://localhost:PORT` for TLS on a loopback or wildcard
-    /// address, otherwise `scheme://IP:PORT`. Web Push endpoints are `{base_url}/wp/{id}`.
+    /// address, otherwise `scheme://IP:PORT`. Web Push endpoints are `{base_url}/wp/{id}`,
+    /// APNs requests go to `{base_url}/3/device/{token}`, FCM to
+    /// `{base_url}/v1/projects/{project}/messages:send`, and service accounts' `token_uri` is
+    /// `{base_url}/token`.
     pub fn base_url(&self) -> String {
         self.base_url.clone()
     }
@@ -157,6 +160,16 @@ impl Sink {
             .received
             .as_ref()
             .map(|log| log.of(subscriber_id))
+            .unwrap_or_default()
+    }
+
+    /// The APNs and FCM deliveries accepted for device `token`, oldest first. Always empty
+    /// when verification is off (nothing is kept then).
+    pub fn received_mobile(&self, token: &str) -> Vec<MobileReceived> {
+        self.shared
+            .received_mobile
+            .as_ref()
+            .map(|log| log.of(token))
             .unwrap_or_default()
     }
 

@@ -203,6 +203,8 @@ async fn an_unexpected_subject_is_forbidden() {
         verify: Some(Verify {
             key_seed: SEED.to_vec(),
             expected_subject: Some("mailto:expected@example.com".to_owned()),
+            apns_keys: Vec::new(),
+            fcm_accounts: Vec::new(),
         }),
         ..SinkConfig::default()
     })
@@ -248,6 +250,8 @@ async fn a_throttled_delivery_is_recorded_on_its_second_attempt() {
         verify: Some(Verify {
             key_seed: SEED.to_vec(),
             expected_subject: None,
+            apns_keys: Vec::new(),
+            fcm_accounts: Vec::new(),
         }),
         ..SinkConfig::default()
     })

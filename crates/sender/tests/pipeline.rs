@@ -10,12 +10,17 @@ use std::time::{Duration, Instant};
 use bson::doc;
 use futures::TryStreamExt as _;
 use pushservice_config::{KafkaSettings, MongoSettings, Topics};
-use pushservice_model::{ObjectId, Platform, Push, PushStatus, Site, Subscriber};
+use pushservice_model::{
+    ApnsCredentials, FcmCredentials, ObjectId, Platform, Push, PushStatus, Site, Subscriber,
+};
 use pushservice_parser::ParserConfig;
 use pushservice_push_sink::{
-    Behaviour, Fate, Latency, Protocol, Sink, SinkConfig, Verify, planned_fate,
+    ApnsKey, Behaviour, Fate, FcmAccount, Latency, Protocol, Sink, SinkConfig, Verify, planned_fate,
 };
-use pushservice_seed::{PushTemplate, SubscriberSeed, new_push, new_site, seed_subscribers};
+use pushservice_seed::{
+    PushTemplate, SubscriberSeed, apns_test_key, fcm_test_service_account, new_push, new_site,
+    seed_subscribers,
+};
 use pushservice_store::{SUBSCRIBERS, Store};
 use pushservice_testkit::{
     create_topics, env_for, kafka_args, kafka_settings, mongo_args, mongo_settings, store,
@@ -24,6 +29,9 @@ use pushservice_testkit::{
 use tokio::sync::oneshot;
 
 const KEY_SEED: &[u8] = b"pipeline-test-seed";
+const APNS_TEAM: &str = "PIPELINE01";
+const APNS_TOPIC: &str = "com.example.pipeline";
+const FCM_PROJECT: &str = "pipeline-project";
 
 struct World {
     mongo: MongoSettings,
@@ -39,12 +47,38 @@ struct World {
 
 impl World {
     async fn new(audience: u64, behaviour: Behaviour, latency: Latency) -> World {
+        World::with_audience(&[(Platform::Web, audience)], behaviour, latency).await
+    }
+
+    /// A site with VAPID, APNs and FCM credentials, `audience` subscribers per platform, and
+    /// a verifying push service that knows the site's APNs key and FCM service account.
+    async fn with_audience(
+        audience: &[(Platform, u64)],
+        behaviour: Behaviour,
+        latency: Latency,
+    ) -> World {
         pushservice_testkit::show_daemon_logs();
         let (mongo, kafka, topics) = (mongo_settings(), kafka_settings(), topics());
         create_topics(&kafka, &topics).await;
         let store = store(&mongo).await;
         store.ensure_indexes().await.expect("indexes");
-        let site = new_site("mailto:pipeline@example.com").expect("keys");
+        let mut site = new_site("mailto:pipeline@example.com").expect("keys");
+        let apns_key = apns_test_key().expect("APNs key");
+        // The sender is told where tokens come from (SENDER_FCM_TOKEN_URL); the file's own
+        // token_uri is Google's, as in a real key file.
+        let service_account =
+            fcm_test_service_account(FCM_PROJECT, "https://oauth2.googleapis.com/token")
+                .expect("service account");
+        site.apns = Some(ApnsCredentials {
+            team_id: APNS_TEAM.into(),
+            key_id: apns_key.key_id.clone(),
+            private_key: apns_key.p8.clone(),
+            topic: APNS_TOPIC.into(),
+            sandbox: false,
+        });
+        site.fcm = Some(FcmCredentials {
+            service_account: service_account.clone(),
+        });
         store.insert_site(&site).await.expect("site");
         let cert = std::env::temp_dir().join(format!("{}.pem", unique_name("sink-cert")));
         let sink = Sink::start(SinkConfig {
@@ -54,8 +88,14 @@ impl World {
             verify: Some(Verify {
                 key_seed: KEY_SEED.to_vec(),
                 expected_subject: Some(site.subject.clone()),
-                apns_keys: Vec::new(),
-                fcm_accounts: Vec::new(),
+                apns_keys: vec![
+                    ApnsKey::from_p8(APNS_TEAM, &apns_key.key_id, &apns_key.p8)
+                        .expect("trusted APNs key"),
+                ],
+                fcm_accounts: vec![
+                    FcmAccount::from_service_account_json(&service_account)
+                        .expect("trusted service account"),
+                ],
             }),
             latency,
             ..SinkConfig::default()
@@ -72,17 +112,19 @@ impl World {
         };
         let push = new_push(site.id, &template);
         store.insert_push(&push).await.expect("push");
-        let seed = SubscriberSeed {
-            site_id: site.id,
-            count: audience,
-            platform: Platform::Web,
-            endpoint_base: format!("{}/wp", sink.base_url()),
-            key_seed: KEY_SEED.to_vec(),
-            batch_size: 1_000,
-        };
-        seed_subscribers(&store, &seed, |_| {})
-            .await
-            .expect("audience seeded");
+        for &(platform, count) in audience {
+            let seed = SubscriberSeed {
+                site_id: site.id,
+                count,
+                platform,
+                endpoint_base: format!("{}/wp", sink.base_url()),
+                key_seed: KEY_SEED.to_vec(),
+                batch_size: 1_000,
+            };
+            seed_subscribers(&store, &seed, |_| {})
+                .await
+                .expect("audience seeded");
+        }
         World {
             mongo,
             kafka,
@@ -125,6 +167,12 @@ impl World {
             .envs(env_for(&self.mongo, &self.kafka, &self.topics))
             .env("SENDER_GROUP", &self.group)
             .env("SENDER_EXTRA_CA_FILE", &self.cert)
+            .env("SENDER_APNS_URL", self.sink.base_url())
+            .env("SENDER_FCM_URL", self.sink.base_url())
+            .env(
+                "SENDER_FCM_TOKEN_URL",
+                format!("{}/token", self.sink.base_url()),
+            )
             .env("SENDER_RETRY_BASE_MS", "100")
             .env("SENDER_RETRY_MAX_MS", "2000")
             .env("SENDER_MAX_ATTEMPTS", "5")
@@ -393,5 +441,118 @@ async fn a_sender_killed_mid_push_loses_nobody() {
         "sender kill test: killed at {at_kill} of {AUDIENCE} accepted; {} duplicates afterwards",
         stats.duplicates
     );
+    world.finish().await;
+}
+
+/// What the push service keys a subscriber's fate by: the endpoint's id for Web Push, the
+/// device token for APNs and FCM.
+fn sink_key(subscriber: &Subscriber) -> String {
+    subscriber
+        .device_token
+        .clone()
+        .unwrap_or_else(|| subscriber.id.to_hex())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ios_and_android_subscribers_get_it_through_apns_and_fcm() {
+    const PER_PLATFORM: u64 = 400;
+    let behaviour = Behaviour {
+        gone_per_mille: 60,
+        not_found_per_mille: 20,
+        throttle_per_mille: 60,
+        retry_after_secs: 1,
+        error_once_per_mille: 60,
+        reset_per_mille: 20,
+    };
+    let audience = [
+        (Platform::Web, PER_PLATFORM),
+        (Platform::Ios, PER_PLATFORM),
+        (Platform::Android, PER_PLATFORM),
+    ];
+    let world = World::with_audience(&audience, behaviour, Latency::None).await;
+    let subscribers = world.subscribers().await;
+    assert_eq!(subscribers.len() as u64, 3 * PER_PLATFORM);
+    let is_gone = |s: &Subscriber| matches!(planned_fate(&behaviour, &sink_key(s)), Fate::Gone(_));
+    let expected_gone = subscribers.iter().filter(|s| is_gone(s)).count() as i64;
+    let reachable = subscribers.len() as u64 - expected_gone as u64;
+    let (stop_parser, parser) = world.parser();
+    let mut sender = world.sender();
+    world.send().await;
+
+    world
+        .wait_until_everyone_reached(reachable, expected_gone, Duration::from_secs(180))
+        .await;
+    assert_eq!(terminate(&mut sender), Some(0), "sender exits 0 on SIGTERM");
+    let _ = stop_parser.send(());
+    parser.await.expect("join").expect("parser ran cleanly");
+
+    let stats = world.sink.stats();
+    let push = world.push_now().await;
+    eprintln!(
+        "mobile pipeline: totals accepted {} unsubscribed {} failed {}; sink {stats:?}",
+        push.total_accepted, push.total_unsubscribed, push.total_failed
+    );
+    assert_eq!(stats.verify_failures(), 0, "{:?}", stats.verify_failed);
+    assert_eq!(push.total_failed, 0, "no failure beyond the injected ones");
+    for kind in ["webpush", "apns", "fcm"] {
+        let kind_stats = stats
+            .by_kind
+            .get(kind)
+            .unwrap_or_else(|| panic!("no {kind} traffic"));
+        assert!(kind_stats.accepted > 0, "{kind}: {kind_stats:?}");
+    }
+    // One access token serves the whole push: the sender caches it.
+    let oauth = stats.by_kind.get("oauth").map_or(0, |k| k.requests);
+    assert!((1..=2).contains(&oauth), "{oauth} token requests");
+
+    let subscribers = world.subscribers().await;
+    for subscriber in &subscribers {
+        let key = sink_key(subscriber);
+        let gone = is_gone(subscriber);
+        assert_eq!(subscriber.subscribed, !gone, "{key}: subscribed");
+        match subscriber.platform.unwrap_or_default() {
+            Platform::Web => assert_eq!(world.sink.received(&key).is_empty(), gone, "{key}"),
+            Platform::Ios => {
+                let received = world.sink.received_mobile(&key);
+                if gone {
+                    assert!(received.is_empty(), "{key} is gone yet received something");
+                    continue;
+                }
+                let first = received
+                    .first()
+                    .unwrap_or_else(|| panic!("{key} got nothing"));
+                assert_eq!(first.body["aps"]["alert"]["title"], "Pipeline");
+                assert_eq!(
+                    first.body["aps"]["alert"]["body"],
+                    "Every subscriber gets this"
+                );
+                assert_eq!(first.body["pushId"], world.push.id.to_hex());
+                assert_eq!(first.body["launchUrl"], "https://shop.example/pipeline");
+                assert_eq!(first.apns_topic.as_deref(), Some(APNS_TOPIC));
+                assert_eq!(first.apns_push_type.as_deref(), Some("alert"));
+                assert_eq!(first.apns_priority, Some(10));
+                assert_eq!(first.issuer, APNS_TEAM);
+                assert!(first.apns_expiration.is_some_and(|e| e > 0));
+            }
+            Platform::Android => {
+                let received = world.sink.received_mobile(&key);
+                if gone {
+                    assert!(received.is_empty(), "{key} is gone yet received something");
+                    continue;
+                }
+                let first = received
+                    .first()
+                    .unwrap_or_else(|| panic!("{key} got nothing"));
+                assert_eq!(first.body["token"], key.as_str());
+                assert_eq!(first.body["notification"]["title"], "Pipeline");
+                assert_eq!(first.body["data"]["pushId"], world.push.id.to_hex());
+                assert_eq!(first.body["android"]["ttl"], "600s");
+                assert_eq!(first.project_id.as_deref(), Some(FCM_PROJECT));
+            }
+        }
+    }
+    assert_eq!(push.status, PushStatus::Done);
+    assert_eq!(push.total_sent, 3 * PER_PLATFORM as i64);
+    assert_eq!(stats.distinct_accepted, reachable);
     world.finish().await;
 }

@@ -17,15 +17,20 @@ pub mod decrypt;
 mod vapid;
 mod verify;
 
-use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 
+use crate::body::{BodyError, read_body};
 use crate::fate::{Fate, fate_for_hash, id_hash, parse_key};
 use crate::service::{Body, ResetStream, Shared};
+use crate::stats::Kind;
+
+/// This module's kind, for counting.
+const WEBPUSH: Kind = Kind::WebPush;
 
 pub use decrypt::{DecryptError, decrypt_aes128gcm};
+pub(crate) use vapid::normalize_origin;
 pub(crate) use verify::Verifier;
 
 /// Largest body accepted. RFC 8030 requires push services to take 4096 bytes of payload;
@@ -49,22 +54,30 @@ pub(crate) async fn handle(
     shared: &Shared,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ResetStream> {
-    shared.counters.request();
+    shared.counters.request(Some(WEBPUSH));
     let (parts, body) = request.into_parts();
     let path = parts.uri.path();
     // `matches` routed us here, so this succeeds; answer 404 rather than trust it blindly.
     let Some((id, key)) = subscriber_id(path).and_then(|id| Some((id, parse_key(id)?))) else {
-        return Ok(shared.respond(StatusCode::NOT_FOUND, "no subscriber id in the path"));
+        return Ok(shared.respond(
+            WEBPUSH,
+            StatusCode::NOT_FOUND,
+            "no subscriber id in the path",
+        ));
     };
     if parts.method != Method::POST {
-        return Ok(shared.respond(StatusCode::METHOD_NOT_ALLOWED, "push messages are POSTed"));
+        return Ok(shared.respond(
+            WEBPUSH,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "push messages are POSTed",
+        ));
     }
     let hash = id_hash(id);
     let fate = fate_for_hash(&shared.behaviour, hash);
     let attempt = shared.subscribers.begin_attempt(key, hash);
 
     let keep_body = shared.webpush_verifier.is_some();
-    let body = match read_body(body, keep_body).await {
+    let body = match read_body(body, keep_body, MAX_BODY_BYTES).await {
         Ok((length, body)) => {
             shared.counters.bytes_in(length);
             body
@@ -72,6 +85,7 @@ pub(crate) async fn handle(
         Err(BodyError::TooLarge(length)) => {
             shared.counters.bytes_in(length);
             return Ok(shared.respond(
+                WEBPUSH,
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("body over {MAX_BODY_BYTES} bytes"),
             ));
@@ -84,12 +98,14 @@ pub(crate) async fn handle(
 
     let first = attempt == 1;
     match fate {
-        Fate::Gone(410) => return Ok(shared.respond(StatusCode::GONE, "subscription expired")),
+        Fate::Gone(410) => {
+            return Ok(shared.respond(WEBPUSH, StatusCode::GONE, "subscription expired"));
+        }
         Fate::Gone(_) => {
-            return Ok(shared.respond(StatusCode::NOT_FOUND, "subscription not found"));
+            return Ok(shared.respond(WEBPUSH, StatusCode::NOT_FOUND, "subscription not found"));
         }
         Fate::ThrottleOnce if first => {
-            let mut response = shared.respond(StatusCode::TOO_MANY_REQUESTS, "slow down");
+            let mut response = shared.respond(WEBPUSH, StatusCode::TOO_MANY_REQUESTS, "slow down");
             response.headers_mut().insert(
                 RETRY_AFTER,
                 HeaderValue::from(shared.behaviour.retry_after_secs),
@@ -98,6 +114,7 @@ pub(crate) async fn handle(
         }
         Fate::ErrorOnce if first => {
             return Ok(shared.respond(
+                WEBPUSH,
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "simulated push service failure",
             ));
@@ -117,44 +134,17 @@ pub(crate) async fn handle(
                 tracing::debug!(subscriber_id = id, reason = reason.label(), %message, "push rejected");
                 let status =
                     StatusCode::from_u16(reason.status()).unwrap_or(StatusCode::BAD_REQUEST);
-                return Ok(shared.respond(status, message));
+                return Ok(shared.respond(WEBPUSH, status, message));
             }
         },
         _ => None,
     };
     let nth = shared.subscribers.accept(key, hash);
-    shared.counters.accepted(nth);
+    shared.counters.accepted(WEBPUSH, nth);
     if let (Some(log), Some(received)) = (&shared.received, received) {
-        log.record(received);
+        log.record(id, received);
     }
-    Ok(shared.respond(StatusCode::CREATED, ""))
-}
-
-/// Why a body could not be read.
-enum BodyError {
-    /// Over [`MAX_BODY_BYTES`]; the length read so far.
-    TooLarge(usize),
-    /// The stream or connection failed before the end.
-    Aborted,
-}
-
-/// Reads the body to its end: its length, and its bytes when `keep` is set.
-async fn read_body(mut body: Incoming, keep: bool) -> Result<(usize, Option<Vec<u8>>), BodyError> {
-    let mut length = 0usize;
-    let mut kept = keep.then(Vec::new);
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|_| BodyError::Aborted)?;
-        if let Some(data) = frame.data_ref() {
-            length += data.len();
-            if length > MAX_BODY_BYTES {
-                return Err(BodyError::TooLarge(length));
-            }
-            if let Some(kept) = kept.as_mut() {
-                kept.extend_from_slice(data);
-            }
-        }
-    }
-    Ok((length, kept))
+    Ok(shared.respond(WEBPUSH, StatusCode::CREATED, ""))
 }
 
 #[cfg(test)]

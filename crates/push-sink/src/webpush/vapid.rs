@@ -214,7 +214,7 @@ fn check_claims(
 }
 
 /// `scheme://host[:port]`, lowercase, without a default port or a trailing slash.
-fn normalize_origin(origin: &str) -> String {
+pub(crate) fn normalize_origin(origin: &str) -> String {
     let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
     for (scheme, port) in [("https://", ":443"), ("http://", ":80")] {
         if origin.starts_with(scheme)

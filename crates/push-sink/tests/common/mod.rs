@@ -4,6 +4,10 @@
 
 #![allow(dead_code, missing_docs)]
 
+pub mod apns;
+pub mod fcm;
+pub mod mobile;
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -78,6 +82,8 @@ pub async fn start(protocol: Protocol, verify: bool) -> Sink {
         verify: verify.then(|| Verify {
             key_seed: SEED.to_vec(),
             expected_subject: None,
+            apns_keys: Vec::new(),
+            fcm_accounts: Vec::new(),
         }),
         ..SinkConfig::default()
     })
