@@ -13,6 +13,7 @@ use crate::clock::utc_stamp;
 use clap::ArgAction;
 use clap::builder::BoolishValueParser;
 use pushservice_config::{KafkaArgs, KafkaSettings};
+use pushservice_model::Platform;
 use pushservice_push_sink::{Latency, Protocol};
 
 /// End-to-end benchmark of pushservice: seeds (or reuses) N subscribers whose endpoints point at
@@ -28,6 +29,10 @@ pub struct BenchArgs {
     /// Sender processes sharing the push topic.
     #[arg(long, env = "PUSHBENCH_SENDERS", default_value_t = 2)]
     pub senders: u32,
+    /// Platform of the audience: `web` (Web Push), `ios` (APNs) or `android` (FCM). The site
+    /// gets generated APNs and FCM test credentials; the simulator plays Apple or Google.
+    #[arg(long, env = "PUSHBENCH_PLATFORM", default_value = "web", value_parser = parse_platform)]
+    pub platform: Platform,
     /// Directory holding the release binaries `push-sink`, `pushctl`, `seed`, `parser`,
     /// `sender`; default: the directory of this executable.
     #[arg(long, env = "PUSHBENCH_BIN_DIR")]
@@ -128,6 +133,8 @@ fn parse_latency(text: &str) -> Result<String, String> {
 pub struct BenchConfig {
     /// Subscribers.
     pub subscribers: u64,
+    /// Platform of the audience.
+    pub platform: Platform,
     /// Sender processes.
     pub senders: u32,
     /// Where the binaries are.
@@ -247,9 +254,12 @@ impl BenchArgs {
             (None, None) => anyhow::bail!("cannot tell where pushbench runs from; pass --bin-dir"),
         };
         let stamp = utc_stamp(SystemTime::now());
-        let database = match &self.database {
-            Some(name) => name.trim().to_owned(),
-            None => format!("pushbench_{}", self.subscribers),
+        let database = match (&self.database, self.platform) {
+            (Some(name), _) => name.trim().to_owned(),
+            (None, Platform::Web) => format!("pushbench_{}", self.subscribers),
+            (None, platform) => {
+                format!("pushbench_{}_{}", platform_name(platform), self.subscribers)
+            }
         };
         anyhow::ensure!(
             !database.is_empty()
@@ -266,6 +276,7 @@ impl BenchArgs {
             .unwrap_or_else(|| PathBuf::from("target/bench").join(&stamp));
         Ok(BenchConfig {
             subscribers: self.subscribers,
+            platform: self.platform,
             senders: self.senders,
             bin_dir,
             out_dir,
@@ -288,6 +299,27 @@ impl BenchArgs {
             kafka_args: self.kafka.clone(),
             stamp,
         })
+    }
+}
+
+/// `web`, `ios` or `android`.
+fn parse_platform(value: &str) -> Result<Platform, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "web" => Ok(Platform::Web),
+        "ios" | "apns" => Ok(Platform::Ios),
+        "android" | "fcm" => Ok(Platform::Android),
+        other => Err(format!(
+            "unknown platform {other:?}: use web, ios or android"
+        )),
+    }
+}
+
+/// The name `seed subscribers --platform` takes.
+pub fn platform_name(platform: Platform) -> &'static str {
+    match platform {
+        Platform::Web => "web",
+        Platform::Ios => "ios",
+        Platform::Android => "android",
     }
 }
 

@@ -20,6 +20,7 @@ use pushservice_push_sink::Protocol;
 use crate::config::BenchConfig;
 use crate::launch::{Launcher, RAW_PUSH_PARTITIONS, log_tail};
 use crate::procs::{Exit, Proc};
+use crate::seed::MobileKeys;
 use crate::services::KafkaAdmin;
 use crate::sink::SinkClient;
 
@@ -41,6 +42,7 @@ pub fn cert_path(config: &BenchConfig) -> PathBuf {
 pub async fn start_sink(
     config: &BenchConfig,
     launcher: &Launcher,
+    mobile_keys: Option<&MobileKeys>,
 ) -> anyhow::Result<(Proc, SinkClient)> {
     TcpListener::bind(("127.0.0.1", config.sink_port)).with_context(|| {
         format!(
@@ -77,6 +79,13 @@ pub async fn start_sink(
         .stderr(log);
     if tls {
         command.env("PUSH_SINK_CERT_OUT", &cert);
+    }
+    // The simulator only reads them to verify; they name the site's keys either way.
+    if let Some(keys) = mobile_keys {
+        command
+            .env("PUSH_SINK_APNS_TEAM_ID", crate::seed::APNS_TEAM)
+            .env("PUSH_SINK_APNS_KEY_FILES", &keys.apns_key_file)
+            .env("PUSH_SINK_FCM_SERVICE_ACCOUNTS", &keys.fcm_service_account);
     }
     let sink = Proc::spawn_configured(SINK, command)?;
     let pem = if tls {
@@ -134,6 +143,12 @@ pub async fn start_daemons(
         let name = format!("sender-{i}");
         let mut sender = launcher.command("sender");
         sender.env("SENDER_GROUP", &sender_group);
+        // The simulator plays Apple and Google too.
+        let base = config.sink_base_url();
+        sender
+            .env("SENDER_APNS_URL", &base)
+            .env("SENDER_FCM_URL", &base)
+            .env("SENDER_FCM_TOKEN_URL", format!("{base}/token"));
         metrics(&mut sender)?;
         match config.sink_protocol {
             Protocol::Tls => {

@@ -43,6 +43,7 @@ pub struct ProcessFacts {
 #[derive(Debug, Serialize)]
 pub struct ConfigReport {
     subscribers: u64,
+    platform: &'static str,
     senders: u32,
     sink_protocol: String,
     sink_verify: bool,
@@ -321,6 +322,7 @@ impl BenchResult {
             run: config.stamp.clone(),
             config: ConfigReport {
                 subscribers: config.subscribers,
+                platform: crate::config::platform_name(config.platform),
                 senders: config.senders,
                 sink_protocol: config.sink_protocol.to_string(),
                 sink_verify: config.sink_verify,

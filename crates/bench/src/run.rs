@@ -69,7 +69,8 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<bool> {
         .map(|(_, pid)| *pid);
     let audience = prepare(&config, &store, &launcher, mongo_server, clk as f64).await?;
 
-    let (sink_proc, sink) = fleet::start_sink(&config, &launcher).await?;
+    let mobile_keys = seed::mobile_keys(&config, &store, &audience.site_id).await?;
+    let (sink_proc, sink) = fleet::start_sink(&config, &launcher, mobile_keys.as_ref()).await?;
     let mut procs = vec![sink_proc];
     let measured = async {
         launcher.output("pushctl", &["setup"]).await?;

@@ -2,7 +2,7 @@
 //!
 //! Seeding a million subscribers with real keys takes a while, so a run leaves a marker
 //! document (collection `pushbench_meta`, `_id: "audience"`) naming the site, the count, the
-//! endpoint base and the key seed, written only after seeding succeeded. The next run reuses
+//! platform, the endpoint base and the key seed, written only after seeding succeeded. The next run reuses
 //! the audience when the marker matches and the site exists. Nothing is counted: on FerretDB's
 //! SQLite backend even a bare `count` scans the collection (20 s for a million). Instead, a run
 //! whose simulator answers 404/410 to some subscribers (so that senders unsubscribe them)
@@ -11,7 +11,12 @@
 //! Anything else drops the database and seeds: the `seed` binary does the work, measured
 //! like every other process.
 //! A new push is created on every run.
+//!
+//! The site always gets APNs and FCM test credentials (`seed credentials`) besides its VAPID
+//! keys, so one site serves every `--platform`; a verifying simulator is given the keys the
+//! site stores ([`mobile_keys`]).
 
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -20,7 +25,7 @@ use bson::{Document, doc};
 use pushservice_model::parse_object_id;
 use pushservice_store::Store;
 
-use crate::config::BenchConfig;
+use crate::config::{BenchConfig, platform_name};
 use crate::launch::Launcher;
 use crate::procs::Proc;
 
@@ -100,7 +105,7 @@ pub async fn prepare(
         .drop()
         .await
         .with_context(|| format!("dropping database {}", config.database))?;
-    let site_id = launcher.output("seed", &["site"]).await?;
+    let site_id = new_site(config, launcher).await?;
 
     let mongo_before = mongo_server.and_then(crate::procstat::read_stat);
     let mut command = launcher.command("seed");
@@ -108,6 +113,7 @@ pub async fn prepare(
     let endpoint_base = config.endpoint_base();
     command
         .args(["subscribers", "--site", &site_id, "--count", &count])
+        .args(["--platform", platform_name(config.platform)])
         .args(["--endpoint-base", &endpoint_base])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -131,6 +137,7 @@ pub async fn prepare(
             "_id": "audience",
             "siteId": &site_id,
             "count": i64::try_from(config.subscribers).unwrap_or(i64::MAX),
+            "platform": platform_name(config.platform),
             "endpointBase": &endpoint_base,
             "keySeed": &config.key_seed,
             "seededAt": bson::DateTime::now(),
@@ -174,6 +181,11 @@ async fn reusable_site(
     if marker.get_i64("count").ok() != Some(wanted) {
         return Ok(Err("marker counts a different audience size".to_owned()));
     }
+    let platform = platform_name(config.platform);
+    // Markers written before platforms existed describe Web Push audiences.
+    if marker.get_str("platform").unwrap_or("web") != platform {
+        return Ok(Err(format!("the audience is not on platform {platform}")));
+    }
     if marker.get_str("endpointBase").ok() != Some(endpoint_base.as_str()) {
         return Ok(Err(format!("endpoints are not at {endpoint_base}")));
     }
@@ -188,6 +200,81 @@ async fn reusable_site(
         return Ok(Err(format!("site {site_id} is gone")));
     }
     Ok(Ok(site_hex.to_owned()))
+}
+
+/// Team id and bundle id of the benchmark's APNs test credentials.
+pub const APNS_TEAM: &str = "PUSHBENCH1";
+const APNS_TOPIC: &str = "com.example.pushbench";
+
+/// Creates the benchmark's site, with APNs and FCM test credentials (`seed credentials`)
+/// besides its VAPID keys; returns its id.
+async fn new_site(config: &BenchConfig, launcher: &Launcher) -> anyhow::Result<String> {
+    let dir = config.out_dir.join("credentials");
+    let dir_text = dir.to_string_lossy().into_owned();
+    let token_uri = format!("{}/token", config.sink_base_url());
+    let files = launcher
+        .output(
+            "seed",
+            &["credentials", "--out", &dir_text, "--token-uri", &token_uri],
+        )
+        .await?;
+    let mut lines = files.lines();
+    let (Some(p8), Some(account)) = (lines.next(), lines.next()) else {
+        anyhow::bail!("`seed credentials` printed {files:?}, not two file names");
+    };
+    launcher
+        .output(
+            "seed",
+            &[
+                "site",
+                "--apns-key-file",
+                p8,
+                "--apns-team-id",
+                APNS_TEAM,
+                "--apns-topic",
+                APNS_TOPIC,
+                "--fcm-service-account",
+                account,
+            ],
+        )
+        .await
+}
+
+/// Files of the site's APNs key and FCM service account, for a verifying simulator.
+#[derive(Debug, Clone)]
+pub struct MobileKeys {
+    /// `AuthKey_<KEYID>.p8`.
+    pub apns_key_file: PathBuf,
+    /// The service-account JSON.
+    pub fcm_service_account: PathBuf,
+}
+
+/// Writes the APNs key and FCM service account stored on `site_id` into the run's output
+/// directory (a reused audience's site was created by an earlier run); `None` when the site
+/// has neither.
+pub async fn mobile_keys(
+    config: &BenchConfig,
+    store: &Store,
+    site_id: &str,
+) -> anyhow::Result<Option<MobileKeys>> {
+    let site = store
+        .site(parse_object_id("site", site_id)?)
+        .await?
+        .with_context(|| format!("site {site_id} is gone"))?;
+    let (Some(apns), Some(fcm)) = (site.apns, site.fcm) else {
+        return Ok(None);
+    };
+    let dir = config.out_dir.join("site-credentials");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let keys = MobileKeys {
+        apns_key_file: dir.join(format!("AuthKey_{}.p8", apns.key_id)),
+        fcm_service_account: dir.join("service-account.json"),
+    };
+    std::fs::write(&keys.apns_key_file, apns.private_key)
+        .with_context(|| format!("writing {}", keys.apns_key_file.display()))?;
+    std::fs::write(&keys.fcm_service_account, fcm.service_account)
+        .with_context(|| format!("writing {}", keys.fcm_service_account.display()))?;
+    Ok(Some(keys))
 }
 
 /// Forgets the seeded audience (deletes the marker), for a run that may unsubscribe some of
