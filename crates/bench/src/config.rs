@@ -29,6 +29,18 @@ pub struct BenchArgs {
     /// Sender processes sharing the push topic.
     #[arg(long, env = "PUSHBENCH_SENDERS", default_value_t = 2)]
     pub senders: u32,
+    /// Backlog mode: fan the whole push out with no sender running, then start the senders
+    /// and measure them draining the backlog (times and CPU count from their start).
+    #[arg(
+        long,
+        env = "PUSHBENCH_BACKLOG",
+        default_value = "false",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = ArgAction::Set,
+        value_parser = BoolishValueParser::new()
+    )]
+    pub backlog: bool,
     /// Platform of the audience: `web` (Web Push), `ios` (APNs) or `android` (FCM). The site
     /// gets generated APNs and FCM test credentials; the simulator plays Apple or Google.
     #[arg(long, env = "PUSHBENCH_PLATFORM", default_value = "web", value_parser = parse_platform)]
@@ -135,6 +147,8 @@ pub struct BenchConfig {
     pub subscribers: u64,
     /// Platform of the audience.
     pub platform: Platform,
+    /// Senders start only once the push is fanned out.
+    pub backlog: bool,
     /// Sender processes.
     pub senders: u32,
     /// Where the binaries are.
@@ -277,6 +291,7 @@ impl BenchArgs {
         Ok(BenchConfig {
             subscribers: self.subscribers,
             platform: self.platform,
+            backlog: self.backlog,
             senders: self.senders,
             bin_dir,
             out_dir,

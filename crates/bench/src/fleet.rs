@@ -114,14 +114,26 @@ pub async fn start_sink(
     Ok((sink, client))
 }
 
-/// Starts the parser and the senders, adds them to `fleet`, and waits until they are ready
-/// and their consumer groups are settled.
+/// Which daemons [`start_daemons`] starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Daemons {
+    /// The parser and the senders.
+    All,
+    /// The parser alone (backlog mode, before the fan-out).
+    Parser,
+    /// The senders alone (backlog mode, after the fan-out).
+    Senders,
+}
+
+/// Starts `which` daemons, adds them to `fleet`, and waits until they are ready and their
+/// consumer groups are settled.
 pub async fn start_daemons(
     config: &BenchConfig,
     launcher: &Launcher,
     http: &SinkClient,
     admin: &KafkaAdmin,
     fleet: &mut Vec<Proc>,
+    which: Daemons,
 ) -> anyhow::Result<()> {
     let [parser_group, sender_group] = config.groups();
     let mut ready_urls = Vec::new();
@@ -135,11 +147,19 @@ pub async fn start_daemons(
         }
         Ok(())
     };
-    let mut parser = launcher.command("parser");
-    parser.env("PARSER_GROUP", &parser_group);
-    metrics(&mut parser)?;
-    fleet.push(Proc::spawn("parser", parser, &launcher.log("parser"))?);
-    for i in 1..=config.senders {
+    let (with_parser, with_senders) = match which {
+        Daemons::All => (true, true),
+        Daemons::Parser => (true, false),
+        Daemons::Senders => (false, true),
+    };
+    if with_parser {
+        let mut parser = launcher.command("parser");
+        parser.env("PARSER_GROUP", &parser_group);
+        metrics(&mut parser)?;
+        fleet.push(Proc::spawn("parser", parser, &launcher.log("parser"))?);
+    }
+    let senders = if with_senders { config.senders } else { 0 };
+    for i in 1..=senders {
         let name = format!("sender-{i}");
         let mut sender = launcher.command("sender");
         sender.env("SENDER_GROUP", &sender_group);
@@ -166,10 +186,13 @@ pub async fn start_daemons(
     // they are connected and no rebalance is pending), and with --daemon-metrics, /readyz.
     let started = Instant::now();
     let partitions = usize::try_from(config.push_partitions).unwrap_or(0);
-    let mut groups = vec![
-        (parser_group, 1, RAW_PUSH_PARTITIONS),
-        (sender_group, config.senders as usize, partitions),
-    ];
+    let mut groups = Vec::new();
+    if with_parser {
+        groups.push((parser_group, 1, RAW_PUSH_PARTITIONS));
+    }
+    if with_senders {
+        groups.push((sender_group, config.senders as usize, partitions));
+    }
     let mut waiting = ready_urls;
     loop {
         if let Some(dead) = fleet.iter().find(|p| p.has_ended()) {
@@ -209,8 +232,12 @@ pub async fn start_daemons(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     eprintln!(
-        "parser and {} senders ready in {:.1} s",
-        config.senders,
+        "{} ready in {:.1} s",
+        match which {
+            Daemons::All => format!("parser and {senders} senders"),
+            Daemons::Parser => "parser".to_owned(),
+            Daemons::Senders => format!("{senders} senders"),
+        },
         started.elapsed().as_secs_f64()
     );
     Ok(())

@@ -107,15 +107,16 @@ pub struct Watch {
     pub push: Option<Push>,
 }
 
-/// Runs the delivery phase. `send` is the running `pushctl send`, started at `t0`; `target`
-/// is the number of deliveries expected until the parser reports its own count.
+/// Runs the delivery phase. `send` is the running `pushctl send`, started at `t0` (`None` in
+/// backlog mode, where it finished before the senders started at `t0`); `target` is the
+/// number of deliveries expected until the parser reports its own count.
 #[allow(clippy::too_many_arguments)]
 pub async fn watch(
     sink: &SinkClient,
     store: &Store,
     push_id: ObjectId,
     target: u64,
-    mut send: Proc,
+    mut send: Option<Proc>,
     t0: Instant,
     mut watched: Watched<'_>,
     baseline: Vec<u64>,
@@ -133,7 +134,7 @@ pub async fn watch(
     }];
     let mut stats = Stats::default();
     let mut push = None;
-    let mut send_done = false;
+    let mut send_done = send.is_none();
     let mut last_line = Instant::now();
     let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
     let end = loop {
@@ -174,9 +175,9 @@ pub async fn watch(
             );
         }
 
-        if !send_done && send.has_ended() {
+        if let Some(running) = send.as_mut().filter(|s| !send_done && s.has_ended()) {
             send_done = true;
-            let exit = send.wait(Duration::from_secs(1)).await?;
+            let exit = running.wait(Duration::from_secs(1)).await?;
             if !exit.success() {
                 break End::Failed(format!("`pushctl send` failed ({exit}); see pushctl.log"));
             }
@@ -206,9 +207,9 @@ pub async fn watch(
         }
     };
     bar.finish_and_clear();
-    if !send_done {
-        send.terminate();
-        let _ = send.wait(Duration::from_secs(5)).await;
+    if let Some(running) = send.as_mut().filter(|_| !send_done) {
+        running.terminate();
+        let _ = running.wait(Duration::from_secs(5)).await;
     }
     Ok(Watch {
         samples,

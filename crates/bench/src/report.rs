@@ -44,6 +44,8 @@ pub struct ProcessFacts {
 pub struct ConfigReport {
     subscribers: u64,
     platform: &'static str,
+    /// Senders started after the fan-out; times and CPU count from their start.
+    pub(crate) backlog: bool,
     senders: u32,
     sink_protocol: String,
     sink_verify: bool,
@@ -323,6 +325,7 @@ impl BenchResult {
             config: ConfigReport {
                 subscribers: config.subscribers,
                 platform: crate::config::platform_name(config.platform),
+                backlog: config.backlog,
                 senders: config.senders,
                 sink_protocol: config.sink_protocol.to_string(),
                 sink_verify: config.sink_verify,

@@ -15,10 +15,11 @@
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use pushservice_model::parse_object_id;
+use pushservice_model::{PushStatus, parse_object_id};
 use pushservice_store::Store;
 
 use crate::config::BenchConfig;
+use crate::fleet::Daemons;
 use crate::launch::Launcher;
 use crate::monitor::{End, Watch, Watched, watch};
 use crate::procs::Proc;
@@ -151,9 +152,33 @@ async fn measure(
     }
     let push_hex = seed::new_push(config, launcher, &audience.site_id).await?;
     let push_id = parse_object_id("push", &push_hex)?;
-    fleet::start_daemons(config, launcher, sink, admin, procs).await?;
+    let backlog = config.backlog;
+    let first = if backlog {
+        Daemons::Parser
+    } else {
+        Daemons::All
+    };
+    fleet::start_daemons(config, launcher, sink, admin, procs, first).await?;
 
     sink.reset().await?;
+    let mut send = launcher.command("pushctl");
+    send.args(["send", &push_hex]);
+    let mut send = Proc::spawn("pushctl-send", send, &launcher.log("pushctl"))?;
+    let send_started = Instant::now();
+    if backlog {
+        // Fan the whole push out first; the clock starts when the senders do.
+        let exit = send.wait(config.timeout).await?;
+        anyhow::ensure!(
+            exit.success(),
+            "`pushctl send` failed ({exit}); see pushctl.log"
+        );
+        wait_until_fanned_out(store, push_id, config.timeout).await?;
+        eprintln!(
+            "push {push_hex} fanned out in {:.1} s with no sender running; starting the senders",
+            send_started.elapsed().as_secs_f64()
+        );
+        fleet::start_daemons(config, launcher, sink, admin, procs, Daemons::Senders).await?;
+    }
     let mut watched = Watched {
         children: procs.as_mut_slice(),
         others,
@@ -162,12 +187,14 @@ async fn measure(
     let t0_unix_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    let t0 = Instant::now();
-    let mut send = launcher.command("pushctl");
-    send.args(["send", &push_hex]);
-    let send = Proc::spawn("pushctl-send", send, &launcher.log("pushctl"))?;
+    let t0 = if backlog {
+        Instant::now()
+    } else {
+        send_started
+    };
     eprintln!(
-        "push {push_hex} sent; waiting for {} deliveries",
+        "push {push_hex} {}; waiting for {} deliveries",
+        if backlog { "in the backlog" } else { "sent" },
         config.subscribers
     );
     let watch = watch(
@@ -175,7 +202,7 @@ async fn measure(
         store,
         push_id,
         config.subscribers,
-        send,
+        (!backlog).then_some(send),
         t0,
         watched,
         baseline,
@@ -191,6 +218,33 @@ async fn measure(
         t0_unix_ms,
         watch,
     })
+}
+
+/// Waits until the parser has marked the push `done` (backlog mode).
+async fn wait_until_fanned_out(
+    store: &Store,
+    push_id: pushservice_model::ObjectId,
+    timeout: std::time::Duration,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let push = store.push(push_id).await?;
+        match push.as_ref().map(|p| p.status) {
+            Some(PushStatus::Done) => return Ok(()),
+            Some(PushStatus::Failed | PushStatus::Canceled) => {
+                anyhow::bail!(
+                    "push {push_id} ended {:?} during the fan-out",
+                    push.map(|p| p.status)
+                )
+            }
+            _ => {}
+        }
+        anyhow::ensure!(
+            started.elapsed() < timeout,
+            "push {push_id} not fanned out in {timeout:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
 }
 
 /// Waits (up to 5 s) until the senders' periodic counter flushes account for every delivery

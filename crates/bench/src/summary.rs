@@ -21,16 +21,24 @@ pub fn render(result: &BenchResult, subscribers: u64, json: &Path, svg: &Path) -
         result.outcome
     );
     let _ = writeln!(out, "  seeding       {}", seeding_line(result));
-    let _ = writeln!(
-        out,
-        "  total wall    {}  (pushctl send → last acceptance)",
-        secs(wall.total_s)
-    );
-    let _ = writeln!(
-        out,
-        "  fan-out wall  {}  (pushctl send → push done)",
-        secs(wall.fanout_s)
-    );
+    if result.config.backlog {
+        let _ = writeln!(
+            out,
+            "  total wall    {}  (senders start on the fanned-out backlog → last acceptance)",
+            secs(wall.total_s)
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "  total wall    {}  (pushctl send → last acceptance)",
+            secs(wall.total_s)
+        );
+        let _ = writeln!(
+            out,
+            "  fan-out wall  {}  (pushctl send → push done)",
+            secs(wall.fanout_s)
+        );
+    }
     let _ = writeln!(
         out,
         "  throughput    {}/s average, {}/s from first to last acceptance, {}/s peak (1 s window)",
