@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use pushservice_apns::ApnsKey;
+use pushservice_apns::{ApnsKey, key_id_from_file_name};
 use pushservice_config::{LogArgs, MongoArgs};
 use pushservice_fcm::ServiceAccount;
 use pushservice_model::{ApnsCredentials, FcmCredentials, Platform, Priority, parse_object_id};
@@ -262,11 +262,7 @@ fn apns_credentials(args: &SiteArgs) -> anyhow::Result<Option<ApnsCredentials>> 
     };
     let key_id = match &args.apns_key_id {
         Some(id) => id.clone(),
-        None => path
-            .file_name()
-            .and_then(|name| name.to_str())
-            .and_then(|name| name.strip_prefix("AuthKey_"))
-            .and_then(|name| name.strip_suffix(".p8"))
+        None => key_id_from_file_name(path)
             .map(str::to_owned)
             .with_context(|| {
                 format!(

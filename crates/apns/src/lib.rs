@@ -29,4 +29,4 @@ pub mod token;
 pub use classify::classify;
 pub use client::{ApnsClient, ApnsConfig, ApnsRequest, PRODUCTION_URL, SANDBOX_URL};
 pub use payload::{ApnsPayload, build as build_payload};
-pub use token::{ApnsKey, KeyError, TokenCache};
+pub use token::{ApnsKey, KeyError, TokenCache, key_id_from_file_name};

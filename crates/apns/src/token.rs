@@ -93,6 +93,15 @@ impl ApnsKey {
     }
 }
 
+/// The key id in Apple's file name for a signing key, `AuthKey_<KEYID>.p8`.
+pub fn key_id_from_file_name(path: &std::path::Path) -> Option<&str> {
+    path.file_name()?
+        .to_str()?
+        .strip_prefix("AuthKey_")?
+        .strip_suffix(".p8")
+        .filter(|id| !id.is_empty())
+}
+
 /// Signed `authorization` headers by (team id, key id).
 #[derive(Debug)]
 pub struct TokenCache {
@@ -203,6 +212,18 @@ mod tests {
         let stale = TokenCache::new(Duration::ZERO);
         let a = stale.authorization(&key).expect("signs");
         assert_ne!(stale.authorization(&key).expect("signs again"), a);
+    }
+
+    #[test]
+    fn key_ids_come_from_apples_file_names() {
+        use std::path::Path;
+        fn id(path: &str) -> Option<&str> {
+            key_id_from_file_name(Path::new(path))
+        }
+        assert_eq!(id("/keys/AuthKey_ABC123DEFG.p8"), Some("ABC123DEFG"));
+        assert_eq!(id("AuthKey_.p8"), None);
+        assert_eq!(id("key.p8"), None);
+        assert_eq!(id("AuthKey_ABC123DEFG.pem"), None);
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub enum Command {
     Send(SendArgs),
     /// Show a push's status and counters.
     Status(StatusArgs),
+    /// Show a site, or set its APNs and FCM credentials.
+    Site(SiteArgs),
     /// Kafka topic administration.
     Topics(TopicsArgs),
     /// Prepare an installation: create the Kafka topics and the MongoDB indexes.
@@ -78,6 +80,61 @@ pub struct StatusArgs {
     /// MongoDB settings.
     #[command(flatten)]
     pub mongo: MongoArgs,
+}
+
+/// `pushctl site`.
+#[derive(Debug, clap::Args)]
+pub struct SiteArgs {
+    /// What to do with the site.
+    #[command(subcommand)]
+    pub action: SiteAction,
+    /// MongoDB settings.
+    #[command(flatten)]
+    pub mongo: MongoArgs,
+}
+
+/// `pushctl site` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum SiteAction {
+    /// Print the site as JSON, without its private keys.
+    Show {
+        /// Id of the site.
+        site_id: String,
+    },
+    /// Set the APNs token-authentication key its iOS subscribers are reached with.
+    Apns {
+        /// Id of the site.
+        site_id: String,
+        /// The signing key Apple issued (`AuthKey_<KEYID>.p8`).
+        #[arg(long, required_unless_present = "remove")]
+        key_file: Option<std::path::PathBuf>,
+        /// Key id; default: the `<KEYID>` of the file name.
+        #[arg(long)]
+        key_id: Option<String>,
+        /// Apple developer team id.
+        #[arg(long, required_unless_present = "remove")]
+        team_id: Option<String>,
+        /// The iOS app's bundle id (sent as `apns-topic`).
+        #[arg(long, required_unless_present = "remove")]
+        topic: Option<String>,
+        /// Send through Apple's development environment.
+        #[arg(long)]
+        sandbox: bool,
+        /// Remove the site's APNs credentials instead.
+        #[arg(long, conflicts_with_all = ["key_file", "key_id", "team_id", "topic", "sandbox"])]
+        remove: bool,
+    },
+    /// Set the FCM service account its Android subscribers are reached with.
+    Fcm {
+        /// Id of the site.
+        site_id: String,
+        /// The service-account JSON key file from the Firebase console.
+        #[arg(long, required_unless_present = "remove")]
+        service_account: Option<std::path::PathBuf>,
+        /// Remove the site's FCM credentials instead.
+        #[arg(long, conflicts_with = "service_account")]
+        remove: bool,
+    },
 }
 
 /// `pushctl topics`.

@@ -14,6 +14,9 @@ pub enum CommandError {
     /// An id is malformed (exit 2).
     #[error(transparent)]
     InvalidId(#[from] InvalidId),
+    /// An argument or a file it names is unusable (exit 2).
+    #[error("{0}")]
+    InvalidInput(String),
     /// Something named does not exist (exit 3).
     #[error("{0}")]
     NotFound(String),
@@ -36,7 +39,9 @@ impl CommandError {
     /// 5 MongoDB or Kafka unavailable, 1 anything else.
     pub fn exit_code(&self) -> u8 {
         match self {
-            CommandError::Config(_) | CommandError::InvalidId(_) => 2,
+            CommandError::Config(_)
+            | CommandError::InvalidId(_)
+            | CommandError::InvalidInput(_) => 2,
             CommandError::NotFound(_) => 3,
             CommandError::Conflict(_) => 4,
             CommandError::Store(_) | CommandError::Kafka(_) => 5,

@@ -9,7 +9,7 @@
 //!
 //! - [`cli`] — flags and subcommands.
 //! - [`error`] — [`CommandError`] and exit codes.
-//! - [`commands`] — `send`, `status`, `watch`, `topics`, `setup`, `tail`.
+//! - [`commands`] — `send`, `status`, `watch`, `site`, `topics`, `setup`, `tail`.
 
 pub mod cli;
 pub mod commands;
@@ -23,6 +23,7 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
     match cli.command {
         Command::Send(args) => commands::send::run(args).await,
         Command::Status(args) => commands::status::run(args).await,
+        Command::Site(args) => commands::site::run(args).await,
         Command::Topics(args) => commands::topics::run(args).await,
         Command::Setup(args) => commands::setup::run(args).await,
         Command::Tail(args) => commands::tail::run(args).await,

@@ -2,6 +2,7 @@
 
 pub mod send;
 pub mod setup;
+pub mod site;
 pub mod status;
 pub mod tail;
 pub mod topics;
