@@ -35,6 +35,8 @@ pub enum KeyError {
 pub struct ApnsKey {
     team_id: String,
     key_id: String,
+    /// `<team id>/<key id>`: the [`TokenCache`] key, built once so lookups do not allocate.
+    cache_key: String,
     key: EcdsaKeyPair,
 }
 
@@ -63,6 +65,7 @@ impl ApnsKey {
         Ok(ApnsKey {
             team_id: team_id.to_owned(),
             key_id: key_id.to_owned(),
+            cache_key: format!("{team_id}/{key_id}"),
             key,
         })
     }
@@ -102,11 +105,13 @@ pub fn key_id_from_file_name(path: &std::path::Path) -> Option<&str> {
         .filter(|id| !id.is_empty())
 }
 
-/// Signed `authorization` headers by (team id, key id).
+/// Signed `authorization` headers by team and key. Keyed by the key's identity rather than
+/// kept on each [`ApnsKey`]: sites sharing a key, and a site whose credentials are reloaded,
+/// must reuse one token, or APNs answers `TooManyProviderTokenUpdates`.
 #[derive(Debug)]
 pub struct TokenCache {
     refresh: Duration,
-    tokens: Mutex<HashMap<(String, String), (HeaderValue, Instant)>>,
+    tokens: Mutex<HashMap<String, (HeaderValue, Instant)>>,
 }
 
 impl Default for TokenCache {
@@ -126,10 +131,9 @@ impl TokenCache {
 
     /// `bearer <token>` for `key`, signed now if there is no fresh one.
     pub fn authorization(&self, key: &ApnsKey) -> Result<HeaderValue, KeyError> {
-        let id = (key.team_id.clone(), key.key_id.clone());
         // A poisoned lock only means a panic mid-insert of a HashMap entry; it stays usable.
         let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((header, signed)) = tokens.get(&id)
+        if let Some((header, signed)) = tokens.get(key.cache_key.as_str())
             && signed.elapsed() < self.refresh
         {
             return Ok(header.clone());
@@ -141,18 +145,17 @@ impl TokenCache {
         // base64url and dots only: always a valid header value.
         let header = HeaderValue::from_str(&format!("bearer {jwt}"))
             .map_err(|_| KeyError::BadId("key id"))?;
-        tokens.insert(id, (header.clone(), Instant::now()));
+        tokens.insert(key.cache_key.clone(), (header.clone(), Instant::now()));
         Ok(header)
     }
 
     /// Forgets `key`'s token (APNs said it expired or is invalid), so the next request signs
     /// a new one.
     pub fn invalidate(&self, key: &ApnsKey) {
-        let id = (key.team_id.clone(), key.key_id.clone());
         self.tokens
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
+            .remove(key.cache_key.as_str());
     }
 }
 

@@ -79,6 +79,10 @@ impl AccessTokens {
     fn slot(&self, account: &ServiceAccount) -> Arc<tokio::sync::Mutex<Slot>> {
         // Poisoning only means a panic mid-insert; the map stays usable.
         let mut accounts = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
+        // Looked up by `&str` first: every delivery comes here, a new account rarely.
+        if let Some(slot) = accounts.get(account.client_email.as_str()) {
+            return Arc::clone(slot);
+        }
         Arc::clone(accounts.entry(account.client_email.clone()).or_default())
     }
 

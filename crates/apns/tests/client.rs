@@ -1,0 +1,146 @@
+//! The APNs client against the push-service simulator playing APNs (verifying every provider
+//! token and header), over real HTTP/2.
+
+use pushservice_apns::{ApnsClient, ApnsConfig, ApnsKey, ApnsRequest, build_payload};
+use pushservice_model::{PayloadFields, Urgency};
+use pushservice_provider::{DeliveryOutcome, HttpConfig};
+use pushservice_push_sink::{Behaviour, Fate, Sink, SinkConfig, Verify, planned_fate};
+use pushservice_seed::apns_test_key;
+
+const TEAM: &str = "CLIENTTEAM";
+
+async fn sink(trusted: &[(&str, &str)], behaviour: Behaviour) -> Sink {
+    Sink::start(SinkConfig {
+        behaviour,
+        verify: Some(Verify {
+            key_seed: b"apns-client-test".to_vec(),
+            expected_subject: None,
+            apns_keys: trusted
+                .iter()
+                .map(|(id, p8)| pushservice_push_sink::ApnsKey::from_p8(TEAM, id, p8).expect("key"))
+                .collect(),
+            fcm_accounts: Vec::new(),
+        }),
+        ..SinkConfig::default()
+    })
+    .await
+    .expect("simulator starts")
+}
+
+fn client(sink: &Sink) -> ApnsClient {
+    ApnsClient::new(ApnsConfig {
+        http: HttpConfig {
+            http2_prior_knowledge: true,
+            ..HttpConfig::default()
+        },
+        base_url: Some(sink.base_url()),
+        ..ApnsConfig::default()
+    })
+    .expect("client")
+}
+
+fn token(i: u32) -> String {
+    format!("{i:064x}")
+}
+
+#[tokio::test]
+async fn notifications_arrive_signed_with_the_teams_key_and_fates_map_to_outcomes() {
+    let key = apns_test_key().expect("key");
+    let behaviour = Behaviour {
+        gone_per_mille: 200,
+        not_found_per_mille: 200,
+        throttle_per_mille: 200,
+        retry_after_secs: 3,
+        ..Behaviour::default()
+    };
+    let sink = sink(&[(&key.key_id, &key.p8)], behaviour).await;
+    let client = client(&sink);
+    let signing = ApnsKey::from_p8(TEAM, &key.key_id, &key.p8).expect("key");
+    let payload = build_payload(
+        &PayloadFields {
+            title: "Hello".into(),
+            ..PayloadFields::default()
+        },
+        Urgency::Normal,
+    );
+    for i in 0..50 {
+        let device = token(i);
+        let outcome = client
+            .send(&ApnsRequest {
+                token: &device,
+                key: &signing,
+                topic: "com.example.client",
+                sandbox: false,
+                payload: &payload,
+                expiration: 1_900_000_000,
+                collapse_id: Some("daily"),
+            })
+            .await;
+        match planned_fate(&behaviour, &device) {
+            Fate::Gone(410) => {
+                assert_eq!(outcome, DeliveryOutcome::SubscriptionGone { status: 410 })
+            }
+            // APNs has no 404: an unknown token is 400 BadDeviceToken, also gone.
+            Fate::Gone(_) => assert_eq!(outcome, DeliveryOutcome::SubscriptionGone { status: 400 }),
+            Fate::ThrottleOnce => assert_eq!(outcome.label(), "transient", "{device}"),
+            _ => {
+                assert_eq!(outcome, DeliveryOutcome::Accepted, "{device}");
+                let received = sink.received_mobile(&device);
+                assert_eq!(received[0].body["aps"]["alert"]["title"], "Hello");
+                assert_eq!(received[0].apns_collapse_id.as_deref(), Some("daily"));
+                assert_eq!(received[0].apns_expiration, Some(1_900_000_000));
+                assert_eq!(received[0].issuer, TEAM);
+            }
+        }
+    }
+    assert_eq!(
+        sink.stats().verify_failures(),
+        0,
+        "{:?}",
+        sink.stats().verify_failed
+    );
+    sink.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_key_apple_does_not_know_fails_permanently_and_bad_tokens_never_leave() {
+    let trusted = apns_test_key().expect("key");
+    let unknown = apns_test_key().expect("key");
+    let sink = sink(&[(&trusted.key_id, &trusted.p8)], Behaviour::default()).await;
+    let client = client(&sink);
+    let signing = ApnsKey::from_p8(TEAM, &unknown.key_id, &unknown.p8).expect("key");
+    let payload = build_payload(&PayloadFields::default(), Urgency::High);
+    let request = |token| ApnsRequest {
+        token,
+        key: &signing,
+        topic: "com.example.client",
+        sandbox: false,
+        payload: &payload,
+        expiration: 0,
+        collapse_id: None,
+    };
+    let device = token(1);
+    match client.send(&request(&device)).await {
+        DeliveryOutcome::Permanent { status, reason } => {
+            assert_eq!(status, Some(403));
+            assert!(reason.contains("InvalidProviderToken"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let requests = sink.stats().requests;
+    match client.send(&request("not/a/token")).await {
+        DeliveryOutcome::Permanent {
+            status: None,
+            reason,
+        } => {
+            assert!(reason.contains("malformed APNs device token"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        sink.stats().requests,
+        requests,
+        "nothing sent for a malformed token"
+    );
+    sink.shutdown().await;
+}
