@@ -1,10 +1,11 @@
 //! The sender daemon: delivers the per-subscriber messages of the `push` topic.
 //!
 //! Any number of senders share the topic's 200 partitions in one consumer group
-//! (`SenderGroup`). Each delivers many messages concurrently over one shared HTTP/2 client,
-//! acts on every outcome (count, unsubscribe gone subscriptions, retry what is transient,
-//! dead-letter what failed for good) and commits an offset only when every message before it
-//! in its partition has a final outcome: at least once, end to end.
+//! (`SenderGroup`). Each delivers many messages concurrently through the provider of each
+//! message's platform (Web Push, APNs, FCM; one pooled HTTP/2 client each), acts on every
+//! outcome (count, unsubscribe gone subscriptions, retry what is transient, dead-letter what
+//! failed for good) and commits an offset only when every message before it in its partition
+//! has a final outcome: at least once, end to end.
 //!
 //! # Layout
 //!
@@ -14,7 +15,8 @@
 //! - [`tracker`] — per-partition committable offsets.
 //! - [`metrics`] — attempts, retries, dead letters, pending messages.
 //! - [`retry`] — exponential backoff with full jitter, `Retry-After` as a floor.
-//! - [`credentials`] — site VAPID credentials from MongoDB, cached.
+//! - [`credentials`] — site credentials (VAPID, APNs key, FCM service account) from MongoDB,
+//!   parsed once and cached.
 //! - [`counters`] — per-push counters flushed with `$inc`.
 //! - [`unsubscribe`] — batched `subscribed: false` writes.
 //! - [`deadletter`] — the dead-letter topic.
