@@ -9,7 +9,7 @@ use aws_lc_rs::encoding::AsDer as _;
 use aws_lc_rs::rand::{SecureRandom as _, SystemRandom};
 use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
-use base64::Engine as _;
+use pushservice_provider::pem_from_pkcs8;
 
 use crate::keys::KeyError;
 
@@ -35,7 +35,7 @@ pub fn apns_test_key() -> Result<ApnsTestKey, KeyError> {
         .map_err(|_| KeyError::new("P-256 key generation failed"))?;
     Ok(ApnsTestKey {
         key_id: random_id(&rng, 10)?,
-        p8: pem(pkcs8.as_ref()),
+        p8: pem_from_pkcs8(pkcs8.as_ref()),
     })
 }
 
@@ -53,25 +53,13 @@ pub fn fcm_test_service_account(project_id: &str, token_uri: &str) -> Result<Str
         "type": "service_account",
         "project_id": project_id,
         "private_key_id": key_id,
-        "private_key": pem(der.as_ref()),
+        "private_key": pem_from_pkcs8(der.as_ref()),
         "client_email": format!("pushservice-test@{project_id}.iam.gserviceaccount.com"),
         "client_id": "000000000000000000000",
         "auth_uri": "https://accounts.google.com/o/oauth2/auth",
         "token_uri": token_uri,
     });
     serde_json::to_string_pretty(&json).map_err(|_| KeyError::new("JSON encoding failed"))
-}
-
-fn pem(der: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = String::from("-----BEGIN PRIVATE KEY-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        // base64 output is ASCII.
-        out.push_str(std::str::from_utf8(line).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str("-----END PRIVATE KEY-----\n");
-    out
 }
 
 /// `length` random characters of `A-Z0-9`.

@@ -29,4 +29,5 @@ pub mod token;
 pub use classify::classify;
 pub use client::{ApnsClient, ApnsConfig, ApnsRequest, PRODUCTION_URL, SANDBOX_URL};
 pub use payload::{ApnsPayload, build as build_payload};
-pub use token::{ApnsKey, KeyError, TokenCache, key_id_from_file_name};
+pub use pushservice_provider::key_id_from_file_name;
+pub use token::{ApnsKey, KeyError, TokenCache};

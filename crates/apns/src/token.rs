@@ -96,15 +96,6 @@ impl ApnsKey {
     }
 }
 
-/// The key id in Apple's file name for a signing key, `AuthKey_<KEYID>.p8`.
-pub fn key_id_from_file_name(path: &std::path::Path) -> Option<&str> {
-    path.file_name()?
-        .to_str()?
-        .strip_prefix("AuthKey_")?
-        .strip_suffix(".p8")
-        .filter(|id| !id.is_empty())
-}
-
 /// Signed `authorization` headers by team and key. Keyed by the key's identity rather than
 /// kept on each [`ApnsKey`]: sites sharing a key, and a site whose credentials are reloaded,
 /// must reuse one token, or APNs answers `TooManyProviderTokenUpdates`.
@@ -163,7 +154,7 @@ impl TokenCache {
 mod tests {
     use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, KeyPair as _, UnparsedPublicKey};
     use base64::Engine as _;
-    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
     use super::*;
 
@@ -172,10 +163,7 @@ mod tests {
         let pkcs8 =
             EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
                 .expect("key generation");
-        format!(
-            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
-            STANDARD.encode(pkcs8.as_ref())
-        )
+        pushservice_provider::pem_from_pkcs8(pkcs8.as_ref())
     }
 
     #[test]
@@ -215,18 +203,6 @@ mod tests {
         let stale = TokenCache::new(Duration::ZERO);
         let a = stale.authorization(&key).expect("signs");
         assert_ne!(stale.authorization(&key).expect("signs again"), a);
-    }
-
-    #[test]
-    fn key_ids_come_from_apples_file_names() {
-        use std::path::Path;
-        fn id(path: &str) -> Option<&str> {
-            key_id_from_file_name(Path::new(path))
-        }
-        assert_eq!(id("/keys/AuthKey_ABC123DEFG.p8"), Some("ABC123DEFG"));
-        assert_eq!(id("AuthKey_.p8"), None);
-        assert_eq!(id("key.p8"), None);
-        assert_eq!(id("AuthKey_ABC123DEFG.pem"), None);
     }
 
     #[test]

@@ -134,7 +134,7 @@ pub(crate) mod tests {
     use aws_lc_rs::rsa::KeySize;
     use aws_lc_rs::signature::{KeyPair as _, RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
     use base64::Engine as _;
-    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
     use super::*;
 
@@ -142,10 +142,7 @@ pub(crate) mod tests {
     pub(crate) fn key_file(token_uri: &str) -> (String, Vec<u8>) {
         let key = KeyPair::generate(KeySize::Rsa2048).expect("RSA key generation");
         let der = key.as_der().expect("PKCS#8");
-        let pem = format!(
-            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
-            STANDARD.encode(der.as_ref())
-        );
+        let pem = pushservice_provider::pem_from_pkcs8(der.as_ref());
         let json = serde_json::json!({
             "type": "service_account",
             "project_id": "demo-project",

@@ -37,6 +37,29 @@ pub fn pkcs8_from_pem(pem: &str) -> Result<Vec<u8>, PemError> {
         .map_err(|e| PemError::Base64(e.to_string()))
 }
 
+/// `der` (a PKCS#8 private key) as a PEM `PRIVATE KEY` block with 64-character lines, the
+/// form of Apple's `.p8` files and of a service account's `private_key`.
+pub fn pem_from_pkcs8(der: &[u8]) -> String {
+    let body = STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
+    for line in body.as_bytes().chunks(64) {
+        // base64 output is ASCII.
+        pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+        pem.push('\n');
+    }
+    pem.push_str("-----END PRIVATE KEY-----\n");
+    pem
+}
+
+/// The key id in Apple's file name for an APNs signing key, `AuthKey_<KEYID>.p8`.
+pub fn key_id_from_file_name(path: &std::path::Path) -> Option<&str> {
+    path.file_name()?
+        .to_str()?
+        .strip_prefix("AuthKey_")?
+        .strip_suffix(".p8")
+        .filter(|id| !id.is_empty())
+}
+
 /// Unpadded base64url, as JWTs use.
 pub fn b64url(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
@@ -65,6 +88,26 @@ mod tests {
             pkcs8_from_pem("-----BEGIN PRIVATE KEY-----\n!!\n-----END PRIVATE KEY-----"),
             Err(PemError::Base64(_))
         ));
+    }
+
+    #[test]
+    fn pem_round_trips_and_keeps_64_character_lines() {
+        let der: Vec<u8> = (0..=255).collect();
+        let pem = pem_from_pkcs8(&der);
+        assert!(pem.lines().all(|line| line.len() <= 64), "{pem}");
+        assert_eq!(pkcs8_from_pem(&pem), Ok(der));
+    }
+
+    #[test]
+    fn key_ids_come_from_apples_file_names() {
+        use std::path::Path;
+        fn id(path: &str) -> Option<&str> {
+            key_id_from_file_name(Path::new(path))
+        }
+        assert_eq!(id("/keys/AuthKey_ABC123DEFG.p8"), Some("ABC123DEFG"));
+        assert_eq!(id("AuthKey_.p8"), None);
+        assert_eq!(id("key.p8"), None);
+        assert_eq!(id("AuthKey_ABC123DEFG.pem"), None);
     }
 
     #[test]

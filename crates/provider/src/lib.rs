@@ -10,14 +10,16 @@
 //!   every response classification uses.
 //! - [`http`] — the pooled HTTP/2 client ([`build_client`]), capped reading of answers,
 //!   transient outcomes for requests that got none.
-//! - [`keys`] — PKCS#8 private keys from PEM (APNs `.p8` files, service-account keys) and
-//!   JWT base64url.
+//! - [`keys`] — PKCS#8 private keys to and from PEM (APNs `.p8` files, service-account
+//!   keys), Apple's key file names, and JWT base64url.
 
 pub mod http;
 pub mod keys;
 
 pub use http::{Answer, ClientError, HttpConfig, build_client, read_answer, transient_from_error};
-pub use keys::{PemError, b64url, jwt_signing_input, pkcs8_from_pem};
+pub use keys::{
+    PemError, b64url, jwt_signing_input, key_id_from_file_name, pem_from_pkcs8, pkcs8_from_pem,
+};
 
 use std::time::Duration;
 

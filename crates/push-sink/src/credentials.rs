@@ -4,16 +4,15 @@
 //!
 //! Both are built from the very files a sender is configured with, so one set of files serves
 //! both ends of a test. Only the public halves are kept: the private keys are parsed to derive
-//! them and then dropped. PEM is decoded by hand (one base64 block between `BEGIN`/`END PRIVATE
-//! KEY` lines), tolerating the literal `\n` escapes that keys pasted into environment variables
-//! carry.
+//! them and then dropped. PEM decoding and Apple's key file names are
+//! [`pushservice_provider::keys`], shared with the senders; the keys themselves are parsed
+//! here, independently of the sender's signing code.
 
 use std::path::Path;
 
 use aws_lc_rs::rsa::KeyPair as RsaKeyPair;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
+use pushservice_provider::{key_id_from_file_name, pkcs8_from_pem};
 use serde::Deserialize;
 
 /// A trusted APNs signing key: what Apple knows of a developer's `.p8` key.
@@ -48,17 +47,11 @@ impl ApnsKey {
     /// `AuthKey_<KEYID>.p8`; errors name the file.
     pub fn from_p8_file(team_id: &str, path: &Path) -> Result<ApnsKey, String> {
         let shown = path.display();
-        let key_id = path
-            .file_name()
-            .and_then(|name| name.to_str())
-            .and_then(|name| name.strip_prefix("AuthKey_"))
-            .and_then(|name| name.strip_suffix(".p8"))
-            .ok_or_else(|| {
-                format!(
-                    "{shown}: the file name must be Apple's AuthKey_<KEYID>.p8, which gives \
-                     the key id"
-                )
-            })?;
+        let key_id = key_id_from_file_name(path).ok_or_else(|| {
+            format!(
+                "{shown}: the file name must be Apple's AuthKey_<KEYID>.p8, which gives the key id"
+            )
+        })?;
         let pem = std::fs::read_to_string(path).map_err(|e| format!("{shown}: {e}"))?;
         Self::from_p8(team_id, key_id, &pem).map_err(|e| format!("{shown}: {e}"))
     }
@@ -133,25 +126,9 @@ fn check_apple_id(what: &str, id: &str) -> Result<(), String> {
     }
 }
 
-/// The DER inside a `PRIVATE KEY` PEM block.
+/// The DER inside a `PRIVATE KEY` PEM block, the error as text.
 fn pkcs8_der(pem: &str) -> Result<Vec<u8>, String> {
-    const BEGIN: &str = "-----BEGIN PRIVATE KEY-----";
-    const END: &str = "-----END PRIVATE KEY-----";
-    let pem = pem.replace("\\n", "\n");
-    let start = pem
-        .find(BEGIN)
-        .ok_or_else(|| format!("no {BEGIN} line (an unencrypted PKCS#8 PEM key is expected)"))?;
-    let body = &pem[start + BEGIN.len()..];
-    let end = body
-        .find(END)
-        .ok_or_else(|| format!("no {END} line after the BEGIN line"))?;
-    let base64: String = body[..end]
-        .chars()
-        .filter(|c| !c.is_ascii_whitespace())
-        .collect();
-    STANDARD
-        .decode(base64)
-        .map_err(|e| format!("the PEM body is not base64: {e}"))
+    pkcs8_from_pem(pem).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -162,16 +139,7 @@ mod tests {
     use aws_lc_rs::rsa::KeySize;
 
     fn pem(der: &[u8]) -> String {
-        let body = STANDARD.encode(der);
-        let lines: Vec<&str> = body
-            .as_bytes()
-            .chunks(64)
-            .map(|line| std::str::from_utf8(line).unwrap_or_default())
-            .collect();
-        format!(
-            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
-            lines.join("\n")
-        )
+        pushservice_provider::pem_from_pkcs8(der)
     }
 
     #[test]
