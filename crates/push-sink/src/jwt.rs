@@ -1,9 +1,13 @@
 //! Splitting and decoding compact JWTs (RFC 7519) for the APNs provider token and the OAuth
-//! assertion: three base64url parts, JSON header and claims, the raw signature.
+//! assertion: three base64url parts, JSON header and claims, the raw signature; and
+//! [`VerifiedTokens`], the cache of verified tokens the VAPID and APNs checks share.
 //!
 //! Only the shape is checked here; each kind checks the algorithm, verifies the signature
 //! over [`Jwt::signing_input`] with its own key type, and judges the claims. (Web Push keeps
 //! its own VAPID parser, which reports finer-grained reasons.)
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use base64::alphabet::URL_SAFE;
@@ -15,6 +19,53 @@ pub(crate) const B64URL: GeneralPurpose = GeneralPurpose::new(
     &URL_SAFE,
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
+
+/// Verified tokens kept before the cache is emptied and starts over.
+const CACHE_CAPACITY: usize = 4096;
+
+/// Tokens whose signature verified, with what the verification found (`V`).
+///
+/// Senders sign a token once and reuse it for minutes to hours, so the same header arrives
+/// thousands of times: the signature is verified once per token, and each kind still runs its
+/// time-dependent checks on every request. Past [`CACHE_CAPACITY`] tokens the cache is
+/// emptied rather than evicted piecemeal; real senders use a handful.
+pub(crate) struct VerifiedTokens<V> {
+    verified: Mutex<HashMap<String, Arc<V>>>,
+}
+
+impl<V> VerifiedTokens<V> {
+    pub(crate) fn new() -> Self {
+        VerifiedTokens {
+            verified: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// What `token` verified to, running `verify` only for a token not seen before.
+    pub(crate) fn get_or_verify<E>(
+        &self,
+        token: &str,
+        verify: impl FnOnce() -> Result<V, E>,
+    ) -> Result<Arc<V>, E> {
+        // A poisoned lock only means a panic elsewhere mid-insert; the map stays usable.
+        let cached = self
+            .verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(token)
+            .cloned();
+        if let Some(verified) = cached {
+            return Ok(verified);
+        }
+        // Verified outside the lock: a signature check must not stall other requests.
+        let verified = Arc::new(verify()?);
+        let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= CACHE_CAPACITY {
+            cache.clear();
+        }
+        cache.insert(token.to_owned(), Arc::clone(&verified));
+        Ok(verified)
+    }
+}
 
 /// A decoded token whose signature is still to be checked.
 #[derive(Debug)]

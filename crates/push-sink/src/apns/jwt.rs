@@ -6,8 +6,7 @@
 //! whose signature and issuer verified; the clock checks (`iat` at most an hour old and not
 //! more than five minutes ahead) run on every request, the ECDSA verification once per token.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
 use serde::Deserialize;
@@ -15,14 +14,13 @@ use serde::Deserialize;
 use super::Reason;
 use super::verify::Rejection;
 use crate::config::ApnsKey;
+use crate::jwt::VerifiedTokens;
 use crate::stats::VerifyFailure;
 
 /// How old a token may be (Apple: one hour).
 const MAX_AGE_SECS: u64 = 60 * 60;
 /// How far ahead of the sink's clock `iat` may be (clock skew).
 const MAX_SKEW_SECS: u64 = 5 * 60;
-/// Verified tokens kept before the cache is emptied and starts over.
-const CACHE_CAPACITY: usize = 4096;
 
 #[derive(Deserialize)]
 struct Header {
@@ -49,7 +47,7 @@ pub(crate) struct Verified {
 /// The trusted keys and the tokens verified with them.
 pub(crate) struct ProviderTokens {
     keys: Vec<ApnsKey>,
-    verified: Mutex<HashMap<String, Arc<Verified>>>,
+    verified: VerifiedTokens<Verified>,
 }
 
 fn invalid(detail: impl Into<String>) -> Rejection {
@@ -64,7 +62,7 @@ impl ProviderTokens {
     pub(crate) fn new(keys: Vec<ApnsKey>) -> Self {
         ProviderTokens {
             keys,
-            verified: Mutex::new(HashMap::new()),
+            verified: VerifiedTokens::new(),
         }
     }
 
@@ -81,24 +79,9 @@ impl ProviderTokens {
                 "no authorization header: a provider token (bearer JWT) is required",
             )
         })?;
-        let cached = self
+        let verified = self
             .verified
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(authorization)
-            .cloned();
-        let verified = match cached {
-            Some(verified) => verified,
-            None => {
-                let verified = Arc::new(self.verify_signature(authorization)?);
-                let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-                if cache.len() >= CACHE_CAPACITY {
-                    cache.clear();
-                }
-                cache.insert(authorization.to_owned(), verified.clone());
-                verified
-            }
-        };
+            .get_or_verify(authorization, || self.verify_signature(authorization))?;
         check_clock(&verified, now)?;
         Ok(verified)
     }

@@ -6,28 +6,17 @@
 //! signature verified, with their claims; the time- and origin-dependent checks run on every
 //! request, the ECDSA verification once per token.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
 use base64::Engine as _;
-use base64::alphabet::URL_SAFE;
-use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use serde::Deserialize;
 
+use crate::jwt::{B64URL, VerifiedTokens};
 use crate::stats::VerifyFailure;
-
-/// base64url, with or without padding (clients differ).
-const B64URL: GeneralPurpose = GeneralPurpose::new(
-    &URL_SAFE,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
 
 /// Longest a token may live, from now (RFC 8292 §2).
 const MAX_LIFETIME_SECS: u64 = 24 * 60 * 60;
-
-/// Verified tokens kept before the cache is emptied and starts over.
-const CACHE_CAPACITY: usize = 4096;
 
 /// A failed check and what to tell the client.
 pub(crate) type Rejection = (VerifyFailure, String);
@@ -51,13 +40,13 @@ struct Header {
 
 /// Verified `Authorization` headers and their claims.
 pub(crate) struct TokenCache {
-    verified: Mutex<HashMap<String, Arc<Claims>>>,
+    verified: VerifiedTokens<Claims>,
 }
 
 impl TokenCache {
     pub(crate) fn new() -> Self {
         TokenCache {
-            verified: Mutex::new(HashMap::new()),
+            verified: VerifiedTokens::new(),
         }
     }
 
@@ -70,24 +59,9 @@ impl TokenCache {
         now: u64,
         expected_subject: Option<&str>,
     ) -> Result<Arc<Claims>, Rejection> {
-        let cached = self
+        let claims = self
             .verified
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(authorization)
-            .cloned();
-        let claims = match cached {
-            Some(claims) => claims,
-            None => {
-                let claims = Arc::new(verify_signature(authorization)?);
-                let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-                if verified.len() >= CACHE_CAPACITY {
-                    verified.clear();
-                }
-                verified.insert(authorization.to_owned(), claims.clone());
-                claims
-            }
-        };
+            .get_or_verify(authorization, || verify_signature(authorization))?;
         check_claims(&claims, origin, now, expected_subject)?;
         Ok(claims)
     }
