@@ -6,10 +6,9 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use pushservice_apns::{ApnsKey, key_id_from_file_name};
+use pushservice_apns::CredentialFileError;
 use pushservice_config::{LogArgs, MongoArgs};
-use pushservice_fcm::ServiceAccount;
-use pushservice_model::{ApnsCredentials, FcmCredentials, Platform, Priority, parse_object_id};
+use pushservice_model::{ApnsCredentials, Platform, Priority, parse_object_id};
 use pushservice_seed::{
     PushTemplate, SubscriberSeed, apns_test_key, fcm_test_service_account, new_push, new_site,
     seed_subscribers,
@@ -164,17 +163,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Site(args) => {
                 let mut site = new_site(&args.subject)?;
                 site.apns = apns_credentials(&args)?;
-                site.fcm = match &args.fcm_service_account {
-                    None => None,
-                    Some(path) => {
-                        let json = read(path)?;
-                        ServiceAccount::from_json(&json)
-                            .with_context(|| format!("{} is not usable", path.display()))?;
-                        Some(FcmCredentials {
-                            service_account: json,
-                        })
-                    }
-                };
+                site.fcm = args
+                    .fcm_service_account
+                    .as_deref()
+                    .map(pushservice_fcm::credentials_from_file)
+                    .transpose()
+                    .map_err(anyhow::Error::msg)?;
                 store.insert_site(&site).await?;
                 println!("{}", site.id.to_hex());
             }
@@ -260,34 +254,19 @@ fn apns_credentials(args: &SiteArgs) -> anyhow::Result<Option<ApnsCredentials>> 
     let Some(path) = &args.apns_key_file else {
         return Ok(None);
     };
-    let key_id = match &args.apns_key_id {
-        Some(id) => id.clone(),
-        None => key_id_from_file_name(path)
-            .map(str::to_owned)
-            .with_context(|| {
-                format!(
-                    "{} is not named AuthKey_<KEYID>.p8; give the key id with --apns-key-id",
-                    path.display()
-                )
-            })?,
-    };
-    // clap's `requires_all` guarantees both are present with a key file.
-    let team_id = args.apns_team_id.clone().unwrap_or_default();
-    let topic = args.apns_topic.clone().unwrap_or_default();
-    let private_key = read(path)?;
-    ApnsKey::from_p8(&team_id, &key_id, &private_key)
-        .with_context(|| format!("{} is not usable", path.display()))?;
-    Ok(Some(ApnsCredentials {
-        team_id,
-        key_id,
-        private_key,
-        topic,
-        sandbox: args.apns_sandbox,
-    }))
-}
-
-fn read(path: &Path) -> anyhow::Result<String> {
-    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+    // clap's `requires_all` guarantees team and topic are present with a key file.
+    let credentials = pushservice_apns::credentials_from_file(
+        path,
+        args.apns_key_id.as_deref(),
+        args.apns_team_id.as_deref().unwrap_or_default(),
+        args.apns_topic.as_deref().unwrap_or_default(),
+        args.apns_sandbox,
+    )
+    .map_err(|e| match e {
+        CredentialFileError::NoKeyId(_) => anyhow::anyhow!("{e}: give it with --apns-key-id"),
+        other => other.into(),
+    })?;
+    Ok(Some(credentials))
 }
 
 fn write(path: &Path, text: &str) -> anyhow::Result<()> {

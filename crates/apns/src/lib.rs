@@ -19,15 +19,18 @@
 //! - [`token`] — [`ApnsKey`] (a parsed `.p8` key) and the [`TokenCache`] of signed JWTs.
 //! - [`payload`] — the `aps` dictionary and request headers from a delivery.
 //! - [`classify`](mod@classify) — APNs status and `reason` → delivery outcome.
+//! - [`site`] — a site's APNs credentials from the user's `.p8` file, checked.
 //! - [`client`] — [`ApnsClient::send`]: token → JWT → POST → classify.
 
 pub mod classify;
 pub mod client;
 pub mod payload;
+pub mod site;
 pub mod token;
 
 pub use classify::classify;
 pub use client::{ApnsClient, ApnsConfig, ApnsRequest, PRODUCTION_URL, SANDBOX_URL};
 pub use payload::{ApnsPayload, build as build_payload};
 pub use pushservice_provider::key_id_from_file_name;
+pub use site::{CredentialFileError, credentials_from_file};
 pub use token::{ApnsKey, KeyError, TokenCache};

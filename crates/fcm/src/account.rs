@@ -4,6 +4,7 @@
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::KeyPair;
 use aws_lc_rs::signature::RSA_PKCS1_SHA256;
+use pushservice_model::FcmCredentials;
 use pushservice_provider::{PemError, b64url, jwt_signing_input, pkcs8_from_pem};
 use serde::Deserialize;
 
@@ -126,6 +127,17 @@ impl ServiceAccount {
         jwt.push_str(&b64url(&signature));
         Ok(jwt)
     }
+}
+
+/// A site's FCM credentials from the service-account file at `path`, parsed exactly as the
+/// sender will use it before anything is stored; the error names the file.
+pub fn credentials_from_file(path: &std::path::Path) -> Result<FcmCredentials, String> {
+    let shown = path.display();
+    let json = std::fs::read_to_string(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    ServiceAccount::from_json(&json).map_err(|e| format!("{shown}: {e}"))?;
+    Ok(FcmCredentials {
+        service_account: json,
+    })
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ pub mod client;
 pub mod message;
 pub mod oauth;
 
-pub use account::{AccountError, ServiceAccount};
+pub use account::{AccountError, ServiceAccount, credentials_from_file};
 pub use classify::classify;
 pub use client::{FCM_URL, FcmClient, FcmConfig, FcmRequest};
 pub use message::{FcmMessage, build as build_message};

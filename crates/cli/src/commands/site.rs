@@ -7,9 +7,7 @@
 //! credentials for `SENDER_SITE_CACHE_SECS` (300 s by default); a change reaches them within
 //! that time.
 
-use std::path::Path;
-
-use pushservice_apns::{ApnsKey, key_id_from_file_name};
+use pushservice_apns::CredentialFileError;
 use pushservice_fcm::ServiceAccount;
 use pushservice_model::{ApnsCredentials, FcmCredentials, ObjectId, Site, parse_object_id};
 use pushservice_store::Store;
@@ -50,13 +48,21 @@ impl Change {
                 let site_id = parse_object_id("site", site_id)?;
                 let credentials = match (remove, key_file) {
                     (true, _) | (false, None) => None,
-                    (false, Some(path)) => Some(apns_credentials(
-                        path,
-                        key_id.as_deref(),
-                        team_id.as_deref().unwrap_or_default(),
-                        topic.as_deref().unwrap_or_default(),
-                        *sandbox,
-                    )?),
+                    (false, Some(path)) => Some(
+                        pushservice_apns::credentials_from_file(
+                            path,
+                            key_id.as_deref(),
+                            team_id.as_deref().unwrap_or_default(),
+                            topic.as_deref().unwrap_or_default(),
+                            *sandbox,
+                        )
+                        .map_err(|e| match e {
+                            CredentialFileError::NoKeyId(_) => {
+                                CommandError::InvalidInput(format!("{e}: give it with --key-id"))
+                            }
+                            other => CommandError::InvalidInput(other.to_string()),
+                        })?,
+                    ),
                 };
                 Change::Apns(site_id, credentials)
             }
@@ -68,15 +74,10 @@ impl Change {
                 let site_id = parse_object_id("site", site_id)?;
                 let credentials = match (remove, service_account) {
                     (true, _) | (false, None) => None,
-                    (false, Some(path)) => {
-                        let json = read(path)?;
-                        ServiceAccount::from_json(&json).map_err(|e| {
-                            CommandError::InvalidInput(format!("{}: {e}", path.display()))
-                        })?;
-                        Some(FcmCredentials {
-                            service_account: json,
-                        })
-                    }
+                    (false, Some(path)) => Some(
+                        pushservice_fcm::credentials_from_file(path)
+                            .map_err(CommandError::InvalidInput)?,
+                    ),
                 };
                 Change::Fcm(site_id, credentials)
             }
@@ -150,44 +151,4 @@ fn public_view(site: &Site) -> serde_json::Value {
         })),
         "fcm": fcm,
     })
-}
-
-fn apns_credentials(
-    path: &Path,
-    key_id: Option<&str>,
-    team_id: &str,
-    topic: &str,
-    sandbox: bool,
-) -> Result<ApnsCredentials, CommandError> {
-    let key_id = match key_id {
-        Some(id) => id.to_owned(),
-        None => key_id_from_file_name(path)
-            .ok_or_else(|| {
-                CommandError::InvalidInput(format!(
-                    "{} is not named AuthKey_<KEYID>.p8; give the key id with --key-id",
-                    path.display()
-                ))
-            })?
-            .to_owned(),
-    };
-    if topic.trim().is_empty() {
-        return Err(CommandError::InvalidInput(
-            "--topic is empty; give the iOS app's bundle id".into(),
-        ));
-    }
-    let private_key = read(path)?;
-    ApnsKey::from_p8(team_id, &key_id, &private_key)
-        .map_err(|e| CommandError::InvalidInput(format!("{}: {e}", path.display())))?;
-    Ok(ApnsCredentials {
-        team_id: team_id.to_owned(),
-        key_id,
-        private_key,
-        topic: topic.trim().to_owned(),
-        sandbox,
-    })
-}
-
-fn read(path: &Path) -> Result<String, CommandError> {
-    std::fs::read_to_string(path)
-        .map_err(|e| CommandError::InvalidInput(format!("cannot read {}: {e}", path.display())))
 }
