@@ -94,13 +94,10 @@ impl ApnsClient {
             || token.len() > MAX_TOKEN_LEN
             || !token.bytes().all(|b| b.is_ascii_hexdigit())
         {
-            return DeliveryOutcome::Permanent {
-                status: None,
-                reason: format!(
-                    "malformed APNs device token ({} characters; expected hex digits)",
-                    token.len()
-                ),
-            };
+            return DeliveryOutcome::permanent(format!(
+                "malformed APNs device token ({} characters; expected hex digits)",
+                token.len()
+            ));
         }
         let base = match (&self.base_url, request.sandbox) {
             (Some(base), _) => base.as_str(),
@@ -110,17 +107,11 @@ impl ApnsClient {
         let authorization = match self.tokens.authorization(request.key) {
             Ok(header) => header,
             Err(e) => {
-                return DeliveryOutcome::Permanent {
-                    status: None,
-                    reason: e.to_string(),
-                };
+                return DeliveryOutcome::permanent(e.to_string());
             }
         };
         let Ok(topic) = HeaderValue::from_str(request.topic) else {
-            return DeliveryOutcome::Permanent {
-                status: None,
-                reason: "the site's APNs topic is not a valid header value".into(),
-            };
+            return DeliveryOutcome::permanent("the site's APNs topic is not a valid header value");
         };
         let payload = request.payload;
         let mut http_request = self

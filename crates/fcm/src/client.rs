@@ -86,7 +86,7 @@ impl FcmClient {
             || token.len() > MAX_TOKEN_LEN
             || token.chars().any(|c| c.is_whitespace() || c.is_control())
         {
-            return permanent(format!(
+            return DeliveryOutcome::permanent(format!(
                 "malformed FCM registration token ({} characters)",
                 token.len()
             ));
@@ -96,7 +96,7 @@ impl FcmClient {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
-            return permanent(format!(
+            return DeliveryOutcome::permanent(format!(
                 "FCM project id {project:?} is not a valid project id"
             ));
         }
@@ -138,12 +138,5 @@ impl FcmClient {
             "fcm sent"
         );
         outcome
-    }
-}
-
-fn permanent(reason: String) -> DeliveryOutcome {
-    DeliveryOutcome::Permanent {
-        status: None,
-        reason,
     }
 }

@@ -97,10 +97,7 @@ impl AccessTokens {
         match &*slot {
             Slot::Token { header, renew_at } if now < *renew_at => return Ok(header.clone()),
             Slot::Refused { reason, until } if now < *until => {
-                return Err(DeliveryOutcome::Permanent {
-                    status: None,
-                    reason: reason.clone(),
-                });
+                return Err(DeliveryOutcome::permanent(reason.clone()));
             }
             _ => {}
         }
@@ -140,13 +137,9 @@ impl AccessTokens {
         let iat = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let assertion =
-            account
-                .assertion(token_url, iat)
-                .map_err(|e| DeliveryOutcome::Permanent {
-                    status: None,
-                    reason: e.to_string(),
-                })?;
+        let assertion = account
+            .assertion(token_url, iat)
+            .map_err(|e| DeliveryOutcome::permanent(e.to_string()))?;
         // The assertion is base64url and dots: nothing to percent-encode.
         let form = format!(
             "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion={assertion}"
@@ -162,10 +155,10 @@ impl AccessTokens {
             .body(form)
             .send()
             .await
-            .map_err(|err| DeliveryOutcome::Transient {
-                status: None,
-                retry_after: None,
-                reason: pushservice_provider::http::describe_error(&context, err),
+            .map_err(|err| {
+                DeliveryOutcome::transient(pushservice_provider::http::describe_error(
+                    &context, err,
+                ))
             })?;
         let answer = read_answer("oauth token endpoint", response, self.max_response_bytes).await;
         let status = answer.status;

@@ -160,11 +160,7 @@ pub async fn read_answer(
 /// A request that got no response: always worth retrying. The reason names `origin` and the
 /// cause chain, never the URL (reqwest puts it in its errors; it is stripped).
 pub fn transient_from_error(origin: &str, err: reqwest::Error) -> DeliveryOutcome {
-    DeliveryOutcome::Transient {
-        status: None,
-        retry_after: None,
-        reason: describe_error(&format!("talking to {origin}"), err),
-    }
+    DeliveryOutcome::transient(describe_error(&format!("talking to {origin}"), err))
 }
 
 /// `"<what went wrong> <context>: <cause>: <cause>…"` for a reqwest error, without its URL.

@@ -55,6 +55,25 @@ pub enum DeliveryOutcome {
 }
 
 impl DeliveryOutcome {
+    /// A permanent failure with no push-service answer behind it (a malformed message, an
+    /// unusable key, a refused configuration).
+    pub fn permanent(reason: impl Into<String>) -> Self {
+        DeliveryOutcome::Permanent {
+            status: None,
+            reason: reason.into(),
+        }
+    }
+
+    /// A transient failure with no push-service answer behind it (no response, MongoDB
+    /// trouble): retried on the caller's own backoff.
+    pub fn transient(reason: impl Into<String>) -> Self {
+        DeliveryOutcome::Transient {
+            status: None,
+            retry_after: None,
+            reason: reason.into(),
+        }
+    }
+
     /// Short label for metrics and logs: `accepted`, `gone`, `permanent`, `transient`.
     pub fn label(&self) -> &'static str {
         match self {

@@ -163,17 +163,13 @@ impl Deliverer {
 
     async fn attempt(&self, message: &DeliveryMessage) -> DeliveryOutcome {
         let Ok(site_id) = parse_object_id("site", &message.site_id) else {
-            return permanent(format!("malformed siteId {:?}", message.site_id));
+            return DeliveryOutcome::permanent(format!("malformed siteId {:?}", message.site_id));
         };
         let credentials = match self.credentials.get(site_id).await {
             Ok(Ok(credentials)) => credentials,
-            Ok(Err(reason)) => return permanent(reason),
+            Ok(Err(reason)) => return DeliveryOutcome::permanent(reason),
             Err(e) => {
-                return DeliveryOutcome::Transient {
-                    status: None,
-                    retry_after: None,
-                    reason: format!("loading site credentials: {e}"),
-                };
+                return DeliveryOutcome::transient(format!("loading site credentials: {e}"));
             }
         };
         match &message.target {
@@ -187,11 +183,15 @@ impl Deliverer {
                     .and_then(|p| decode_auth(auth).map(|a| (p, a)).map_err(|e| e.to_string()));
                 let (p256dh, auth) = match keys {
                     Ok(keys) => keys,
-                    Err(reason) => return permanent(format!("broken subscription keys: {reason}")),
+                    Err(reason) => {
+                        return DeliveryOutcome::permanent(format!(
+                            "broken subscription keys: {reason}"
+                        ));
+                    }
                 };
                 let vapid_key = match &credentials.vapid {
                     Ok(key) => key,
-                    Err(reason) => return permanent(reason.clone()),
+                    Err(reason) => return DeliveryOutcome::permanent(reason.clone()),
                 };
                 let request = WebPushRequest {
                     endpoint,
@@ -210,11 +210,15 @@ impl Deliverer {
             Target::Ios { token } => {
                 let apns = match &credentials.apns {
                     Ok(apns) => apns,
-                    Err(reason) => return permanent(reason.clone()),
+                    Err(reason) => return DeliveryOutcome::permanent(reason.clone()),
                 };
                 let fields = match PayloadFields::parse(&message.payload) {
                     Ok(fields) => fields,
-                    Err(e) => return permanent(format!("unreadable notification payload: {e}")),
+                    Err(e) => {
+                        return DeliveryOutcome::permanent(format!(
+                            "unreadable notification payload: {e}"
+                        ));
+                    }
                 };
                 let payload = build_payload(&fields, message.urgency);
                 let expiration = match message.ttl {
@@ -236,11 +240,15 @@ impl Deliverer {
             Target::Android { token } => {
                 let account = match &credentials.fcm {
                     Ok(account) => account,
-                    Err(reason) => return permanent(reason.clone()),
+                    Err(reason) => return DeliveryOutcome::permanent(reason.clone()),
                 };
                 let fields = match PayloadFields::parse(&message.payload) {
                     Ok(fields) => fields,
-                    Err(e) => return permanent(format!("unreadable notification payload: {e}")),
+                    Err(e) => {
+                        return DeliveryOutcome::permanent(format!(
+                            "unreadable notification payload: {e}"
+                        ));
+                    }
                 };
                 self.fcm
                     .send(&FcmRequest {
@@ -287,13 +295,6 @@ impl Deliverer {
         };
         self.metrics.dead_letters.inc();
         self.dead_letter.write(raw, info).await;
-    }
-}
-
-fn permanent(reason: String) -> DeliveryOutcome {
-    DeliveryOutcome::Permanent {
-        status: None,
-        reason,
     }
 }
 

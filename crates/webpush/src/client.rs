@@ -156,14 +156,22 @@ impl WebPushClient {
         let origin = match endpoint::origin(request.endpoint) {
             Ok(origin) => origin,
             Err(err) => {
-                return self.finish("(invalid endpoint)", started, permanent(err.to_string()));
+                return self.finish(
+                    "(invalid endpoint)",
+                    started,
+                    DeliveryOutcome::permanent(err.to_string()),
+                );
             }
         };
         // 2. A slot among this origin's in-flight requests, held until the response is read.
         let _permit = match self.limiter.acquire(origin).await {
             Ok(permit) => permit,
             // The semaphores are never closed; kept as an outcome so the sender never panics.
-            Err(_) => return transient(format!("concurrency limiter for {origin} closed")),
+            Err(_) => {
+                return DeliveryOutcome::transient(format!(
+                    "concurrency limiter for {origin} closed"
+                ));
+            }
         };
         // 3. The site's signed VAPID header for this origin (cached, rarely signed).
         let authorization = match self.vapid.authorization(
@@ -173,12 +181,16 @@ impl WebPushClient {
             origin,
         ) {
             Ok(header) => header,
-            Err(err) => return self.finish(origin, started, permanent(err.to_string())),
+            Err(err) => {
+                return self.finish(origin, started, DeliveryOutcome::permanent(err.to_string()));
+            }
         };
         // 4. Encrypt for this subscriber: the ~60 µs of crypto a message costs.
         let body = match ece::encrypt(request.p256dh, request.auth, request.payload) {
             Ok(body) => body,
-            Err(err) => return self.finish(origin, started, permanent(err.to_string())),
+            Err(err) => {
+                return self.finish(origin, started, DeliveryOutcome::permanent(err.to_string()));
+            }
         };
         // 5. POST it.
         let mut http_request = self
@@ -247,20 +259,5 @@ impl WebPushClient {
             }
         }
         outcome
-    }
-}
-
-fn permanent(reason: String) -> DeliveryOutcome {
-    DeliveryOutcome::Permanent {
-        status: None,
-        reason,
-    }
-}
-
-fn transient(reason: String) -> DeliveryOutcome {
-    DeliveryOutcome::Transient {
-        status: None,
-        retry_after: None,
-        reason,
     }
 }
