@@ -232,11 +232,8 @@ impl SenderArgs {
             ..HttpConfig::default()
         };
         let web_push = WebPushConfig {
-            request_timeout: http.request_timeout,
-            connect_timeout: http.connect_timeout,
+            http: http.clone(),
             per_origin_concurrency: self.origin_concurrency,
-            extra_root_certificates: http.extra_root_certificates.clone(),
-            http2_prior_knowledge: http.http2_prior_knowledge,
             ..WebPushConfig::default()
         };
         let url = |key: &'static str, value: &Option<String>| match value.as_deref().map(str::trim)

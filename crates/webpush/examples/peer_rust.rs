@@ -41,7 +41,7 @@ use aws_lc_rs::hmac;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use pushservice_model::{ObjectId, Urgency};
-use pushservice_provider::DeliveryOutcome;
+use pushservice_provider::{DeliveryOutcome, HttpConfig};
 use pushservice_webpush::{
     VapidKey, WebPushClient, WebPushConfig, WebPushRequest, decode_auth, decode_p256dh,
 };
@@ -309,8 +309,11 @@ fn send(
     // The product's client as the sender builds it; the per-origin limit is raised to C so
     // the only bound on requests in flight is this run's concurrency (all go to one origin).
     let client = WebPushClient::new(WebPushConfig {
+        http: HttpConfig {
+            extra_root_certificates,
+            ..HttpConfig::default()
+        },
         per_origin_concurrency: concurrency,
-        extra_root_certificates,
         ..WebPushConfig::default()
     })
     .map_err(|e| e.to_string())?;

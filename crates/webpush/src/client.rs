@@ -25,24 +25,11 @@ use crate::vapid::{VapidCache, VapidKey};
 /// How the client talks to push services. `Default` suits production.
 #[derive(Debug, Clone)]
 pub struct WebPushConfig {
-    /// Whole-request limit: connect, send, and read the response (default 30 s).
-    pub request_timeout: Duration,
-    /// TCP + TLS connect limit (default 10 s).
-    pub connect_timeout: Duration,
-    /// Response bytes read at most; push services answer with empty or short bodies, so
-    /// anything past this is not read (default 64 KiB).
-    pub max_response_bytes: usize,
+    /// Timeouts, response cap, pool, extra roots, h2c: what every provider's client shares.
+    pub http: HttpConfig,
     /// Requests in flight per push service origin (default 256). HTTP/2 servers also cap
     /// streams per connection (often 100); requests beyond that wait inside the client.
     pub per_origin_concurrency: usize,
-    /// Idle pooled connections are closed after this (default 90 s).
-    pub pool_idle_timeout: Duration,
-    /// Extra trusted roots, PEM (one or more certificates each), added to the platform's:
-    /// for simulators and tests with their own CA.
-    pub extra_root_certificates: Vec<Vec<u8>>,
-    /// Speak HTTP/2 without TLS (h2c) from the first byte: for cleartext simulators only, as
-    /// it breaks HTTP/1.1-only endpoints.
-    pub http2_prior_knowledge: bool,
     /// Lifetime of VAPID JWTs (default 12 h, at most 24 h).
     pub vapid_validity: Duration,
 }
@@ -50,13 +37,8 @@ pub struct WebPushConfig {
 impl Default for WebPushConfig {
     fn default() -> Self {
         WebPushConfig {
-            request_timeout: Duration::from_secs(30),
-            connect_timeout: Duration::from_secs(10),
-            max_response_bytes: 64 * 1024,
+            http: HttpConfig::default(),
             per_origin_concurrency: 256,
-            pool_idle_timeout: Duration::from_secs(90),
-            extra_root_certificates: Vec::new(),
-            http2_prior_knowledge: false,
             vapid_validity: Duration::from_secs(12 * 3600),
         }
     }
@@ -124,22 +106,14 @@ impl WebPushClient {
                 "per_origin_concurrency must be at least 1",
             ));
         }
-        let http = HttpConfig {
-            request_timeout: config.request_timeout,
-            connect_timeout: config.connect_timeout,
-            max_response_bytes: config.max_response_bytes,
-            pool_idle_timeout: config.pool_idle_timeout,
-            extra_root_certificates: config.extra_root_certificates,
-            http2_prior_knowledge: config.http2_prior_knowledge,
-        };
         Ok(WebPushClient {
             http: build_client(
-                &http,
+                &config.http,
                 concat!("pushservice-webpush/", env!("CARGO_PKG_VERSION")),
             )?,
             vapid: VapidCache::new(config.vapid_validity),
             limiter: OriginLimiter::new(config.per_origin_concurrency),
-            max_response_bytes: config.max_response_bytes,
+            max_response_bytes: config.http.max_response_bytes,
         })
     }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use common::{Protocol, PushServer, Subscriber, verify_vapid};
 use hyper::Version;
 use pushservice_model::Urgency;
-use pushservice_provider::DeliveryOutcome;
+use pushservice_provider::{DeliveryOutcome, HttpConfig};
 use pushservice_webpush::{MAX_PLAINTEXT, VapidKey, WebPushClient, WebPushConfig, WebPushRequest};
 
 const SUBJECT: &str = "mailto:ops@example.com";
@@ -25,7 +25,10 @@ fn client_for(server: &PushServer, config: WebPushConfig) -> WebPushClient {
         .map(|pem| pem.as_bytes().to_vec())
         .collect();
     WebPushClient::new(WebPushConfig {
-        extra_root_certificates,
+        http: HttpConfig {
+            extra_root_certificates,
+            ..config.http
+        },
         ..config
     })
     .expect("client")
@@ -197,7 +200,10 @@ async fn unreachable_and_slow_push_services_are_transient() {
 
     let server = PushServer::start(Protocol::Tls).await;
     let config = WebPushConfig {
-        request_timeout: Duration::from_millis(300),
+        http: HttpConfig {
+            request_timeout: Duration::from_millis(300),
+            ..HttpConfig::default()
+        },
         ..WebPushConfig::default()
     };
     let client = client_for(&server, config);
@@ -235,7 +241,10 @@ async fn speaks_http1_and_h2c_to_cleartext_endpoints() {
     ] {
         let server = PushServer::start(protocol).await;
         let config = WebPushConfig {
-            http2_prior_knowledge: prior_knowledge,
+            http: HttpConfig {
+                http2_prior_knowledge: prior_knowledge,
+                ..HttpConfig::default()
+            },
             ..WebPushConfig::default()
         };
         let client = client_for(&server, config);
@@ -343,7 +352,10 @@ async fn bad_subscriptions_and_settings_fail_permanently_without_a_request() {
     };
     assert!(WebPushClient::new(config).is_err());
     let config = WebPushConfig {
-        extra_root_certificates: vec![b"not a certificate".to_vec()],
+        http: HttpConfig {
+            extra_root_certificates: vec![b"not a certificate".to_vec()],
+            ..HttpConfig::default()
+        },
         ..WebPushConfig::default()
     };
     assert!(WebPushClient::new(config).is_err());
