@@ -134,7 +134,6 @@ pub async fn watch(
     }];
     let mut stats = Stats::default();
     let mut push = None;
-    let mut send_done = send.is_none();
     let mut last_line = Instant::now();
     let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
     let end = loop {
@@ -175,9 +174,9 @@ pub async fn watch(
             );
         }
 
-        if let Some(running) = send.as_mut().filter(|s| !send_done && s.has_ended()) {
-            send_done = true;
-            let exit = running.wait(Duration::from_secs(1)).await?;
+        // `send` is taken once it has ended: what is left at the end is still running.
+        if let Some(mut ended) = send.take_if(|s| s.has_ended()) {
+            let exit = ended.wait(Duration::from_secs(1)).await?;
             if !exit.success() {
                 break End::Failed(format!("`pushctl send` failed ({exit}); see pushctl.log"));
             }
@@ -207,7 +206,7 @@ pub async fn watch(
         }
     };
     bar.finish_and_clear();
-    if let Some(running) = send.as_mut().filter(|_| !send_done) {
+    if let Some(mut running) = send {
         running.terminate();
         let _ = running.wait(Duration::from_secs(5)).await;
     }
