@@ -33,6 +33,22 @@ impl World {
             .expect("pushctl runs")
     }
 
+    /// `pushctl site apns <site_id> --key-file <key_file>`, team TEAMID0001, app
+    /// com.example.app.
+    fn set_apns(&self, site_id: &str, key_file: &str) -> Output {
+        self.pushctl(&[
+            "site",
+            "apns",
+            site_id,
+            "--key-file",
+            key_file,
+            "--team-id",
+            "TEAMID0001",
+            "--topic",
+            "com.example.app",
+        ])
+    }
+
     fn write(&self, name: &str, text: &str) -> String {
         let path = self.dir.join(name);
         std::fs::write(&path, text).expect("write");
@@ -66,17 +82,7 @@ async fn apns_and_fcm_credentials_are_set_shown_without_secrets_and_removed() {
         fcm_test_service_account("site-test", "https://oauth2.googleapis.com/token").expect("SA");
     let account_file = world.write("service-account.json", &account);
 
-    let shown = stdout_json(&world.pushctl(&[
-        "site",
-        "apns",
-        &id,
-        "--key-file",
-        &key_file,
-        "--team-id",
-        "TEAMID0001",
-        "--topic",
-        "com.example.app",
-    ]));
+    let shown = stdout_json(&world.set_apns(&id, &key_file));
     assert_eq!(shown["apns"]["keyId"], key.key_id.as_str());
     assert_eq!(shown["apns"]["teamId"], "TEAMID0001");
     assert_eq!(shown["apns"]["sandbox"], false);
@@ -119,34 +125,14 @@ async fn unusable_files_and_unknown_sites_are_refused_with_what_to_do() {
     let id = site.id.to_hex();
 
     let not_a_key = world.write("AuthKey_ABCDEFGHIJ.p8", "hello");
-    let output = world.pushctl(&[
-        "site",
-        "apns",
-        &id,
-        "--key-file",
-        &not_a_key,
-        "--team-id",
-        "TEAMID0001",
-        "--topic",
-        "com.example.app",
-    ]);
+    let output = world.set_apns(&id, &not_a_key);
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("AuthKey_ABCDEFGHIJ.p8"), "{stderr}");
 
     let key = apns_test_key().expect("APNs key");
     let badly_named = world.write("signing.p8", &key.p8);
-    let output = world.pushctl(&[
-        "site",
-        "apns",
-        &id,
-        "--key-file",
-        &badly_named,
-        "--team-id",
-        "TEAMID0001",
-        "--topic",
-        "com.example.app",
-    ]);
+    let output = world.set_apns(&id, &badly_named);
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--key-id"));
 
@@ -157,17 +143,7 @@ async fn unusable_files_and_unknown_sites_are_refused_with_what_to_do() {
 
     let good = world.write(&key.file_name(), &key.p8);
     let unknown = pushservice_model::ObjectId::new().to_hex();
-    let output = world.pushctl(&[
-        "site",
-        "apns",
-        &unknown,
-        "--key-file",
-        &good,
-        "--team-id",
-        "TEAMID0001",
-        "--topic",
-        "com.example.app",
-    ]);
+    let output = world.set_apns(&unknown, &good);
     assert_eq!(output.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&output.stderr).contains("does not exist"));
 

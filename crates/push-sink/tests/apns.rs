@@ -7,7 +7,7 @@ mod common;
 use common::apns::{assert_reason, payload, send, url};
 use common::mobile::{answer, apns_token};
 use common::{Client, client};
-use pushservice_push_sink::{Behaviour, Fate, Protocol, SinkConfig, planned_fate};
+use pushservice_push_sink::{Behaviour, Fate, Protocol, SinkConfig};
 use serde_json::Value;
 
 #[tokio::test]
@@ -65,12 +65,9 @@ async fn counting_mode_accepts_and_answers_an_apns_id() {
     sink.shutdown().await;
 }
 
-/// A device token with the given planned fate.
+/// A token with the given planned fate.
 fn token_with(behaviour: &Behaviour, fate: Fate) -> String {
-    (0..100_000)
-        .map(|_| apns_token())
-        .find(|token| planned_fate(behaviour, token) == fate)
-        .unwrap_or_else(|| panic!("no token with fate {fate:?} in 100k tries"))
+    common::mobile::token_with_fate(behaviour, fate, apns_token)
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use common::fcm::{
 };
 use common::mobile::{JWT_BEARER, ServiceAccount, answer, fcm_token, start_verifying, token_form};
 use common::{Client, client, now_secs};
-use pushservice_push_sink::{Behaviour, Fate, MobileKind, Protocol, SinkConfig, planned_fate};
+use pushservice_push_sink::{Behaviour, Fate, MobileKind, Protocol, SinkConfig};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -81,12 +81,9 @@ async fn counting_mode_issues_tokens_and_accepts_any_sender() {
     sink.shutdown().await;
 }
 
-/// An FCM token with the given planned fate.
+/// A token with the given planned fate.
 fn token_with(behaviour: &Behaviour, fate: Fate) -> String {
-    (0..100_000)
-        .map(|_| fcm_token())
-        .find(|token| planned_fate(behaviour, token) == fate)
-        .unwrap_or_else(|| panic!("no token with fate {fate:?} in 100k tries"))
+    common::mobile::token_with_fate(behaviour, fate, fcm_token)
 }
 
 #[tokio::test]

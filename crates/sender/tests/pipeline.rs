@@ -33,6 +33,17 @@ const APNS_TEAM: &str = "PIPELINE01";
 const APNS_TOPIC: &str = "com.example.pipeline";
 const FCM_PROJECT: &str = "pipeline-project";
 
+/// Every kind of push-service trouble at once: gone (410 and 404), a 429 with
+/// `Retry-After`, a 500 and a reset on the first attempt; the rest accepted.
+const EVERY_MISBEHAVIOUR: Behaviour = Behaviour {
+    gone_per_mille: 60,
+    not_found_per_mille: 20,
+    throttle_per_mille: 60,
+    retry_after_secs: 1,
+    error_once_per_mille: 60,
+    reset_per_mille: 20,
+};
+
 struct World {
     mongo: MongoSettings,
     kafka: KafkaSettings,
@@ -273,14 +284,7 @@ fn terminate(child: &mut Child) -> Option<i32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_subscriber_gets_its_notification_and_gone_ones_are_unsubscribed() {
     const AUDIENCE: u64 = 2_000;
-    let behaviour = Behaviour {
-        gone_per_mille: 60,
-        not_found_per_mille: 20,
-        throttle_per_mille: 60,
-        retry_after_secs: 1,
-        error_once_per_mille: 60,
-        reset_per_mille: 20,
-    };
+    let behaviour = EVERY_MISBEHAVIOUR;
     let world = World::new(AUDIENCE, behaviour, Latency::None).await;
     let expected_gone = world
         .subscribers()
@@ -456,14 +460,7 @@ fn sink_key(subscriber: &Subscriber) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ios_and_android_subscribers_get_it_through_apns_and_fcm() {
     const PER_PLATFORM: u64 = 400;
-    let behaviour = Behaviour {
-        gone_per_mille: 60,
-        not_found_per_mille: 20,
-        throttle_per_mille: 60,
-        retry_after_secs: 1,
-        error_once_per_mille: 60,
-        reset_per_mille: 20,
-    };
+    let behaviour = EVERY_MISBEHAVIOUR;
     let audience = [
         (Platform::Web, PER_PLATFORM),
         (Platform::Ios, PER_PLATFORM),

@@ -7,7 +7,7 @@ use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, RSA_PKCS1_SHA256};
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use pushservice_push_sink::{ApnsKey, FcmAccount, Protocol, Sink, SinkConfig, Verify};
 use serde_json::Value;
 
@@ -16,16 +16,7 @@ pub const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
 /// PKCS#8 DER as a `PRIVATE KEY` PEM block.
 pub fn pem(der: &[u8]) -> String {
-    let body = STANDARD.encode(der);
-    let lines: Vec<String> = body
-        .as_bytes()
-        .chunks(64)
-        .map(|line| String::from_utf8_lossy(line).into_owned())
-        .collect();
-    format!(
-        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
-        lines.join("\n")
-    )
+    pushservice_provider::pem_from_pkcs8(der)
 }
 
 fn b64(bytes: impl AsRef<[u8]>) -> String {
@@ -228,4 +219,16 @@ pub async fn answer(request: reqwest::RequestBuilder) -> Option<Answer> {
         content_type,
         json,
     })
+}
+
+/// A token made by `make` whose planned fate under `behaviour` is `fate`.
+pub fn token_with_fate(
+    behaviour: &pushservice_push_sink::Behaviour,
+    fate: pushservice_push_sink::Fate,
+    make: impl Fn() -> String,
+) -> String {
+    (0..100_000)
+        .map(|_| make())
+        .find(|token| pushservice_push_sink::planned_fate(behaviour, token) == fate)
+        .unwrap_or_else(|| panic!("no token with fate {fate:?} in 100k tries"))
 }
