@@ -102,6 +102,17 @@ pub struct DeliveryMessage {
     /// Deliveries already attempted (0 on the first).
     #[serde(default)]
     pub attempt: u32,
+    /// When the first attempt was made, milliseconds since the Unix epoch; set once the
+    /// delivery needs a retry (the retry budget is counted from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_attempt_at: Option<u64>,
+    /// When a retry is due, milliseconds since the Unix epoch (messages on a retry topic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_at: Option<u64>,
+    /// Put back on the push topic from the dead-letter topic (`pushctl dlq replay`): the
+    /// push already counted this delivery as failed, so its final outcome replaces that.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replayed: bool,
     /// What the service worker receives: JSON, embedded verbatim.
     pub payload: Box<RawValue>,
 }
@@ -281,6 +292,9 @@ mod tests {
             urgency: Urgency::High,
             topic: None,
             attempt: 0,
+            first_attempt_at: None,
+            due_at: None,
+            replayed: false,
             payload: NotificationPayload::of(&push).to_raw(),
         }
     }

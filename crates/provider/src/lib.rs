@@ -34,6 +34,31 @@ pub enum DeliveryOutcome {
         /// HTTP status the push service answered.
         status: u16,
     },
+    /// The push service rejected the device token in a way that also happens when the
+    /// *site's* settings are wrong (APNs `BadDeviceToken` / `DeviceTokenNotForTopic`, which
+    /// Apple answers for every token when sandbox and production are mixed up; FCM 404
+    /// without `UNREGISTERED`). The sender's per-site breaker decides: among successes it is
+    /// one dead token (unsubscribe it); when most answers of a site are like this, the
+    /// setting is wrong and nobody is unsubscribed.
+    SuspectToken {
+        /// HTTP status the push service answered.
+        status: u16,
+        /// What the push service said.
+        reason: String,
+        /// The setting an operator should check if this turns out to be the site's fault.
+        setting: &'static str,
+    },
+    /// The site's credentials or environment are wrong for every device (APNs
+    /// `TopicDisallowed`, FCM `SENDER_ID_MISMATCH` / `THIRD_PARTY_AUTH_ERROR`): fail the
+    /// delivery naming the setting, trip the site's breaker, never unsubscribe.
+    Misconfigured {
+        /// HTTP status the push service answered.
+        status: u16,
+        /// What the push service said.
+        reason: String,
+        /// The setting an operator should fix.
+        setting: &'static str,
+    },
     /// Will never succeed as sent (400, 403, 413, a broken subscription ...): count, log and
     /// dead-letter; do not retry.
     Permanent {
@@ -74,11 +99,14 @@ impl DeliveryOutcome {
         }
     }
 
-    /// Short label for metrics and logs: `accepted`, `gone`, `permanent`, `transient`.
+    /// Short label for metrics and logs: `accepted`, `gone`, `suspect`, `misconfigured`,
+    /// `permanent`, `transient`.
     pub fn label(&self) -> &'static str {
         match self {
             DeliveryOutcome::Accepted => "accepted",
             DeliveryOutcome::SubscriptionGone { .. } => "gone",
+            DeliveryOutcome::SuspectToken { .. } => "suspect",
+            DeliveryOutcome::Misconfigured { .. } => "misconfigured",
             DeliveryOutcome::Permanent { .. } => "permanent",
             DeliveryOutcome::Transient { .. } => "transient",
         }
