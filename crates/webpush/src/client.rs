@@ -224,6 +224,10 @@ impl WebPushClient {
             DeliveryOutcome::Permanent { status, reason } => {
                 tracing::debug!(origin, elapsed_us, ?status, %reason, outcome = "permanent", "web push failed");
             }
+            DeliveryOutcome::SuspectToken { status, reason, .. }
+            | DeliveryOutcome::Misconfigured { status, reason, .. } => {
+                tracing::debug!(origin, elapsed_us, status, %reason, outcome = outcome.label(), "web push failed");
+            }
             DeliveryOutcome::Transient {
                 status,
                 retry_after,
