@@ -49,6 +49,41 @@ pub struct TopicArgs {
     )]
     pub topic_push_dlq_partitions: i32,
 
+    /// Retry topics' name prefix: a delivery waiting for a retry lives on
+    /// `<prefix>-10s`, `<prefix>-1m` or `<prefix>-10m` (by how long it waits), not in a
+    /// sender's memory.
+    #[arg(
+        long = "topic-push-retry",
+        env = "TOPIC_PUSH_RETRY",
+        default_value = "push-retry"
+    )]
+    pub topic_push_retry: String,
+
+    /// Partitions of each retry topic.
+    #[arg(
+        long = "topic-push-retry-partitions",
+        env = "TOPIC_PUSH_RETRY_PARTITIONS",
+        default_value_t = 32
+    )]
+    pub topic_push_retry_partitions: i32,
+
+    /// Outcome topic: every final delivery outcome, recorded before its message counts as
+    /// done; MongoDB's counters and unsubscribes are applied from it.
+    #[arg(
+        long = "topic-push-outcomes",
+        env = "TOPIC_PUSH_OUTCOMES",
+        default_value = "push-outcomes"
+    )]
+    pub topic_push_outcomes: String,
+
+    /// Partitions of the outcome topic: how many senders apply outcomes to MongoDB at once.
+    #[arg(
+        long = "topic-push-outcomes-partitions",
+        env = "TOPIC_PUSH_OUTCOMES_PARTITIONS",
+        default_value_t = 16
+    )]
+    pub topic_push_outcomes_partitions: i32,
+
     /// Replication factor of topics `pushctl topics create` makes (3 in production clusters).
     #[arg(
         long = "topic-replication-factor",
@@ -78,16 +113,50 @@ pub struct Topics {
     pub push: TopicSpec,
     /// The dead-letter topic of failed deliveries.
     pub dead_letter: TopicSpec,
+    /// Retry topics' prefix and partition count (see [`Topics::retry_tiers`]).
+    pub retry: TopicSpec,
+    /// The outcome topic.
+    pub outcomes: TopicSpec,
 }
+
+/// How long deliveries on each retry topic wait at most, with the topic's name suffix.
+///
+/// A delivery goes to the first tier whose wait covers its delay, so within one retry
+/// partition the due times of consecutive messages differ by less than the tier's width: the
+/// consumer waiting for the oldest one due holds back a later one by at most that much.
+/// Longer delays (a `Retry-After` of an hour) go to the last tier and wait there.
+pub const RETRY_TIERS: [(&str, std::time::Duration); 3] = [
+    ("10s", std::time::Duration::from_secs(10)),
+    ("1m", std::time::Duration::from_secs(60)),
+    ("10m", std::time::Duration::from_secs(600)),
+];
 
 impl Topics {
     /// Every topic, in creation order.
-    pub fn all(&self) -> [TopicSpec; 3] {
-        [
+    pub fn all(&self) -> Vec<TopicSpec> {
+        let mut all = vec![
             self.raw_push.clone(),
             self.push.clone(),
             self.dead_letter.clone(),
-        ]
+            self.outcomes.clone(),
+        ];
+        all.extend(self.retry_tiers().into_iter().map(|(spec, _)| spec));
+        all
+    }
+
+    /// The retry topics, shortest wait first, with the longest wait of each
+    /// ([`RETRY_TIERS`]).
+    pub fn retry_tiers(&self) -> Vec<(TopicSpec, std::time::Duration)> {
+        RETRY_TIERS
+            .iter()
+            .map(|(suffix, wait)| {
+                let spec = TopicSpec {
+                    name: format!("{}-{suffix}", self.retry.name),
+                    ..self.retry.clone()
+                };
+                (spec, *wait)
+            })
+            .collect()
     }
 }
 
@@ -120,6 +189,25 @@ impl TopicArgs {
                 partitions: partitions(
                     "TOPIC_PUSH_DLQ_PARTITIONS",
                     self.topic_push_dlq_partitions,
+                )?,
+                replication,
+            },
+            retry: TopicSpec {
+                // Room for the longest tier suffix within Kafka's 249 characters.
+                name: topic_name("TOPIC_PUSH_RETRY", &self.topic_push_retry)
+                    .and_then(|name| topic_name("TOPIC_PUSH_RETRY", &format!("{name}-10m")))
+                    .map(|name| name.trim_end_matches("-10m").to_owned())?,
+                partitions: partitions(
+                    "TOPIC_PUSH_RETRY_PARTITIONS",
+                    self.topic_push_retry_partitions,
+                )?,
+                replication,
+            },
+            outcomes: TopicSpec {
+                name: topic_name("TOPIC_PUSH_OUTCOMES", &self.topic_push_outcomes)?,
+                partitions: partitions(
+                    "TOPIC_PUSH_OUTCOMES_PARTITIONS",
+                    self.topic_push_outcomes_partitions,
                 )?,
                 replication,
             },
@@ -168,10 +256,27 @@ mod tests {
             topic_push_partitions: 200,
             topic_push_dlq: "push-dlq".into(),
             topic_push_dlq_partitions: 4,
+            topic_push_retry: "push-retry".into(),
+            topic_push_retry_partitions: 32,
+            topic_push_outcomes: "push-outcomes".into(),
+            topic_push_outcomes_partitions: 16,
             topic_replication_factor: 1,
         };
         let topics = args.settings().expect("defaults valid");
         assert_eq!(topics.push.partitions, 200);
+        let names: Vec<String> = topics.all().into_iter().map(|t| t.name).collect();
+        assert_eq!(
+            names,
+            [
+                "raw-push",
+                "push",
+                "push-dlq",
+                "push-outcomes",
+                "push-retry-10s",
+                "push-retry-1m",
+                "push-retry-10m"
+            ]
+        );
         args.topic_push = "bad topic".into();
         assert_eq!(args.settings().expect_err("space").key, "TOPIC_PUSH");
         args.topic_push = "push".into();

@@ -89,6 +89,16 @@ pub fn topics() -> Topics {
             partitions: 1,
             replication: 1,
         },
+        retry: TopicSpec {
+            name: unique_name("push-retry"),
+            partitions: 2,
+            replication: 1,
+        },
+        outcomes: TopicSpec {
+            name: unique_name("push-outcomes"),
+            partitions: 2,
+            replication: 1,
+        },
     }
 }
 
@@ -115,6 +125,16 @@ pub fn env_for(
         (
             "TOPIC_PUSH_DLQ_PARTITIONS".into(),
             topics.dead_letter.partitions.to_string(),
+        ),
+        ("TOPIC_PUSH_RETRY".into(), topics.retry.name.clone()),
+        (
+            "TOPIC_PUSH_RETRY_PARTITIONS".into(),
+            topics.retry.partitions.to_string(),
+        ),
+        ("TOPIC_PUSH_OUTCOMES".into(), topics.outcomes.name.clone()),
+        (
+            "TOPIC_PUSH_OUTCOMES_PARTITIONS".into(),
+            topics.outcomes.partitions.to_string(),
         ),
         // Keep a developer's .env out of the tests.
         ("PUSHSERVICE_ENV_FILE".into(), "/dev/null".into()),
@@ -178,6 +198,10 @@ pub fn topic_args(topics: &Topics) -> pushservice_config::TopicArgs {
         topic_push_partitions: topics.push.partitions,
         topic_push_dlq: topics.dead_letter.name.clone(),
         topic_push_dlq_partitions: topics.dead_letter.partitions,
+        topic_push_retry: topics.retry.name.clone(),
+        topic_push_retry_partitions: topics.retry.partitions,
+        topic_push_outcomes: topics.outcomes.name.clone(),
+        topic_push_outcomes_partitions: topics.outcomes.partitions,
         topic_replication_factor: 1,
     }
 }
