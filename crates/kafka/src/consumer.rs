@@ -31,6 +31,9 @@ pub struct ConsumerTuning {
     pub fetch_max_bytes: u32,
     /// Largest share of one partition in a fetch response, bytes.
     pub partition_fetch_max_bytes: u32,
+    /// Offsets are committed by a transactional producer together with what processing the
+    /// messages produced (`send_offsets_to_transaction`), never by the consumer itself.
+    pub transactional: bool,
 }
 
 impl Default for ConsumerTuning {
@@ -46,6 +49,7 @@ impl Default for ConsumerTuning {
             queued_max_kbytes: 8 * 1024,
             fetch_max_bytes: 4 * 1024 * 1024,
             partition_fetch_max_bytes: 256 * 1024,
+            transactional: false,
         }
     }
 }
@@ -102,8 +106,18 @@ pub fn group_consumer<C: ConsumerContext + 'static>(
 ) -> Result<StreamConsumer<C>, KafkaError> {
     client_config(settings)
         .set("group.id", group_id)
-        .set("enable.auto.commit", "true")
+        .set(
+            "enable.auto.commit",
+            if tuning.transactional {
+                "false"
+            } else {
+                "true"
+            },
+        )
         .set("enable.auto.offset.store", "false")
+        // Only what committed transactions wrote (librdkafka's default, stated because
+        // the retry and outcome topics depend on it).
+        .set("isolation.level", "read_committed")
         .set(
             "auto.commit.interval.ms",
             tuning.commit_interval.as_millis().to_string(),

@@ -10,11 +10,13 @@
 //! - [`client`] — the connection settings every client shares (brokers, SASL/TLS, timeouts) and
 //!   the reachability probe that turns "nothing answers" into an error naming the brokers.
 //! - [`producer`] — producers tuned for a high-volume pipeline (acks=all, idempotence, lz4
-//!   batches) or for a one-shot command (short timeouts).
+//!   batches) or for a one-shot command (short timeouts), and transactional producers that
+//!   commit a consumer's offsets together with what it wrote.
 //! - [`consumer`] — consumer-group members with automatic offset *storing* off, so offsets only
 //!   advance once the application says a message's outcome is final.
 //! - [`admin`] — idempotent topic creation and partition counts.
-//! - [`reader`] — reads a topic without joining a group (`pushctl tail`, tests).
+//! - [`reader`] — reads a topic without joining a group (`pushctl tail`, `pushctl dlq`,
+//!   tests), until quiet or up to the end it had when the scan started.
 
 pub mod admin;
 pub mod client;
@@ -25,6 +27,6 @@ pub mod reader;
 pub use admin::{TopicOutcome, ensure_topics, partition_count};
 pub use client::{KafkaError, check_reachable, client_config};
 pub use consumer::{ConsumerTuning, LoggingContext, describe, group_consumer};
-pub use producer::{ProducerTuning, producer};
+pub use producer::{ProducerTuning, producer, transactional_producer};
 pub use rdkafka;
-pub use reader::{ReadFrom, ReadMessage, read_topic};
+pub use reader::{ReadFrom, ReadMessage, ScanFrom, read_topic, scan_topic};

@@ -8,7 +8,8 @@
 use std::time::Duration;
 
 use pushservice_config::KafkaSettings;
-use rdkafka::producer::FutureProducer;
+use rdkafka::producer::{FutureProducer, ThreadedProducer};
+use rdkafka::producer::{DefaultProducerContext, Producer as _};
 
 use crate::client::{KafkaError, client_config};
 
@@ -81,4 +82,50 @@ pub fn producer(
         )
         .create()
         .map_err(|e| KafkaError::client("creating producer", e))
+}
+
+/// Builds a transactional producer with id `transactional_id` and initializes its
+/// transactions (fencing an earlier producer with the same id, aborting what it left open).
+/// Its transactions abort on their own after `transaction_timeout` if the process dies in
+/// the middle of one; until then `read_committed` consumers of the partitions it wrote to
+/// wait. Blocking: call it from `spawn_blocking` or a thread of its own.
+pub fn transactional_producer(
+    settings: &KafkaSettings,
+    tuning: &ProducerTuning,
+    transactional_id: &str,
+    transaction_timeout: Duration,
+) -> Result<ThreadedProducer<DefaultProducerContext>, KafkaError> {
+    let producer: ThreadedProducer<DefaultProducerContext> = client_config(settings)
+        .set("transactional.id", transactional_id)
+        .set(
+            "transaction.timeout.ms",
+            transaction_timeout.as_millis().to_string(),
+        )
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("compression.type", tuning.compression)
+        .set("linger.ms", tuning.linger.as_millis().to_string())
+        .set("batch.size", tuning.batch_bytes.to_string())
+        .set(
+            "queue.buffering.max.messages",
+            tuning.queue_messages.to_string(),
+        )
+        .set(
+            "queue.buffering.max.kbytes",
+            tuning.queue_kbytes.to_string(),
+        )
+        .set(
+            "message.timeout.ms",
+            tuning
+                .message_timeout
+                .min(transaction_timeout)
+                .as_millis()
+                .to_string(),
+        )
+        .create()
+        .map_err(|e| KafkaError::client("creating transactional producer", e))?;
+    producer
+        .init_transactions(settings.timeout.max(Duration::from_secs(30)))
+        .map_err(|e| KafkaError::client("initializing transactions", e))?;
+    Ok(producer)
 }

@@ -1,9 +1,17 @@
-//! Reading a topic without joining a consumer group: for `pushctl tail` and for tests.
+//! Reading a topic without joining a consumer group: for `pushctl tail`, `pushctl dlq` and
+//! for tests.
+//!
+//! [`read_topic`] reads what arrives until the topic is quiet for a while. [`scan_topic`]
+//! reads every partition up to the end it had when the scan started (high watermarks taken
+//! first, so scanning a topic that keeps growing terminates), or on and on when following.
 
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use pushservice_config::KafkaSettings;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError as RdKafkaError;
+use rdkafka::message::{BorrowedMessage, Headers as _};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::client::{KafkaError, client_config};
@@ -30,6 +38,38 @@ pub struct ReadMessage {
     pub payload: Option<Vec<u8>>,
     /// Producer or broker timestamp, milliseconds since the epoch.
     pub timestamp_ms: Option<i64>,
+    /// Its headers in order, as (name, value); a header without a value has an empty one.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl ReadMessage {
+    fn from_borrowed(message: &BorrowedMessage<'_>) -> Self {
+        let headers = message
+            .headers()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        ReadMessage {
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().map(<[u8]>::to_vec),
+            timestamp_ms: message.timestamp().to_millis(),
+            headers,
+        }
+    }
+
+    /// The value of header `name` (the first, if repeated), as UTF-8 when it is.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .and_then(|(_, value)| std::str::from_utf8(value).ok())
+    }
 }
 
 /// Reads up to `max` messages of every partition of `topic`, stopping early once nothing
@@ -41,13 +81,7 @@ pub fn read_topic(
     max: usize,
     idle: Duration,
 ) -> Result<Vec<ReadMessage>, KafkaError> {
-    let consumer: BaseConsumer = client_config(settings)
-        // Never used to commit: offsets are assigned explicitly and nothing is stored.
-        .set("group.id", "pushservice-reader")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .create()
-        .map_err(|e| KafkaError::client("creating reader", e))?;
+    let consumer = reader(settings, false)?;
     let partitions = crate::admin::partition_count(consumer.client(), settings, topic)?;
     let offset = match from {
         ReadFrom::Beginning => Offset::Beginning,
@@ -69,17 +103,129 @@ pub fn read_topic(
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(message)) => {
                 last_seen = Instant::now();
-                messages.push(ReadMessage {
-                    partition: message.partition(),
-                    offset: message.offset(),
-                    key: message.key().map(<[u8]>::to_vec),
-                    payload: message.payload().map(<[u8]>::to_vec),
-                    timestamp_ms: message.timestamp().to_millis(),
-                });
+                messages.push(ReadMessage::from_borrowed(&message));
             }
             Some(Err(e)) => return Err(KafkaError::client(format!("reading {topic:?}"), e)),
             None => {}
         }
     }
     Ok(messages)
+}
+
+/// A consumer that is never used to commit: offsets are assigned explicitly, nothing stored.
+fn reader(settings: &KafkaSettings, partition_eof: bool) -> Result<BaseConsumer, KafkaError> {
+    client_config(settings)
+        .set("group.id", "pushservice-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", if partition_eof { "true" } else { "false" })
+        .create()
+        .map_err(|e| KafkaError::client("creating reader", e))
+}
+
+/// Where [`scan_topic`] starts in each partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanFrom {
+    /// The oldest message still retained.
+    Beginning,
+    /// The last this many messages of each partition.
+    Last(u64),
+    /// The end the partition had when the scan started: only messages produced later.
+    End,
+}
+
+/// Reads every partition of `topic` without joining a group, from `from` up to the end each
+/// partition had when the scan started, handing each message to `visit` in partition order
+/// (partitions interleave); `visit` may stop the scan early. With `follow`, it does not stop
+/// at those ends but goes on reading what is produced later, until `visit` says stop.
+///
+/// The ends are the high watermarks read before anything else, so a topic that keeps growing
+/// is still scanned in bounded time. A partition also counts as read to its end when the
+/// broker says so (partition EOF), which covers offsets that hold no message (compaction,
+/// transaction markers). Unless following, fails when nothing arrives for the settings'
+/// timeout while partitions are unfinished. Blocking: call it from `spawn_blocking` in async
+/// code.
+pub fn scan_topic(
+    settings: &KafkaSettings,
+    topic: &str,
+    from: ScanFrom,
+    follow: bool,
+    mut visit: impl FnMut(ReadMessage) -> ControlFlow<()>,
+) -> Result<(), KafkaError> {
+    let consumer = reader(settings, !follow)?;
+    let partitions = crate::admin::partition_count(consumer.client(), settings, topic)?;
+    let mut assignment = TopicPartitionList::new();
+    // Per partition: the offset one past the last message to read (the high watermark).
+    let mut ends: Vec<Option<i64>> = Vec::new();
+    for partition in 0..partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition, settings.timeout)
+            .map_err(|e| KafkaError::client(format!("watermarks of {topic:?}/{partition}"), e))?;
+        let start = match from {
+            ScanFrom::Beginning => low,
+            ScanFrom::Last(n) => high
+                .saturating_sub(i64::try_from(n).unwrap_or(i64::MAX))
+                .max(low),
+            ScanFrom::End => high,
+        };
+        let unfinished = follow || start < high;
+        ends.push(unfinished.then_some(high));
+        if unfinished {
+            assignment
+                .add_partition_offset(topic, partition, Offset::Offset(start))
+                .map_err(|e| KafkaError::client("building assignment", e))?;
+        }
+    }
+    let mut remaining = ends.iter().filter(|end| end.is_some()).count();
+    if remaining == 0 {
+        return Ok(());
+    }
+    consumer
+        .assign(&assignment)
+        .map_err(|e| KafkaError::client(format!("assigning {topic:?}"), e))?;
+
+    let mut last_progress = Instant::now();
+    while follow || remaining > 0 {
+        let (partition, reached) = match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => {
+                let read = ReadMessage::from_borrowed(&message);
+                let (partition, offset) = (read.partition, read.offset);
+                if visit(read).is_break() {
+                    return Ok(());
+                }
+                (partition, offset + 1)
+            }
+            Some(Err(RdKafkaError::PartitionEOF(partition))) => (partition, i64::MAX),
+            Some(Err(e)) => return Err(KafkaError::client(format!("reading {topic:?}"), e)),
+            None => {
+                if !follow && last_progress.elapsed() > settings.timeout {
+                    return Err(KafkaError::client(
+                        format!(
+                            "reading {topic:?}: nothing arrived for {:?} with {remaining} \
+                             partition(s) not read to their end",
+                            settings.timeout
+                        ),
+                        RdKafkaError::MessageConsumption(
+                            rdkafka::types::RDKafkaErrorCode::OperationTimedOut,
+                        ),
+                    ));
+                }
+                continue;
+            }
+        };
+        last_progress = Instant::now();
+        if follow {
+            continue;
+        }
+        let end = usize::try_from(partition)
+            .ok()
+            .and_then(|p| ends.get_mut(p));
+        if let Some(end) = end
+            && end.is_some_and(|high| reached >= high)
+        {
+            *end = None;
+            remaining -= 1;
+        }
+    }
+    Ok(())
 }

@@ -12,6 +12,7 @@
 //! - [`push`] — one stored notification and its life cycle (`pending` → `processing` → `done`).
 //! - [`subscriber`] — one browser or device subscription, and parsing of `pushEndPoint`.
 //! - [`delivery`] — the per-subscriber delivery message on the `push` topic.
+//! - [`outcome`] — the outcome record of a finished delivery on the outcome topic.
 //! - [`message`] — the messages that travel through Kafka between `pushctl`, parser and sender.
 //! - [`id`] — parsing of ids given by people (command line, Kafka keys) with clear errors.
 //! - [`lenient`] — serde helpers that accept the number types mongoose happens to store.
@@ -20,6 +21,7 @@ pub mod delivery;
 pub mod id;
 pub mod lenient;
 pub mod message;
+pub mod outcome;
 pub mod push;
 pub mod site;
 pub mod subscriber;
@@ -32,6 +34,9 @@ pub use delivery::{
 };
 pub use id::{InvalidId, parse_object_id};
 pub use message::RawPushMessage;
-pub use push::{FanoutProgress, Notification, NotificationAction, Priority, Push, PushStatus};
+pub use outcome::{OUTCOME_VERSION, OutcomeRecord, OutcomeResult};
+pub use push::{
+    FanoutProgress, Notification, NotificationAction, Priority, Push, PushStatus, ReasonCount,
+};
 pub use site::{ApnsCredentials, FcmCredentials, Site};
 pub use subscriber::{Platform, PushSubscription, Subscriber, SubscriptionError};

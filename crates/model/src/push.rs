@@ -171,6 +171,10 @@ pub struct Push {
     /// Why the push failed, when `status` is `failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<String>,
+    /// Why deliveries failed, most frequent first (a reason names the setting to fix when
+    /// the site's credentials are at fault).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delivery_failures: Vec<ReasonCount>,
     /// When the document was created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<DateTime>,
@@ -180,6 +184,16 @@ pub struct Push {
     /// Mongoose's document version key.
     #[serde(rename = "__v", default)]
     pub version: i32,
+}
+
+/// How many deliveries of a push failed for one reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReasonCount {
+    /// Why.
+    pub reason: String,
+    /// How many deliveries.
+    #[serde(default, deserialize_with = "lenient::i64_from_any")]
+    pub count: i64,
 }
 
 /// The parser's checkpoint on a push document (field `fanout`).
@@ -231,6 +245,7 @@ impl Push {
             trigger_count: 0,
             fanout: None,
             failure_reason: None,
+            delivery_failures: Vec::new(),
             created_at: Some(now),
             updated_at: Some(now),
             version: 0,

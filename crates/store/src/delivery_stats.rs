@@ -1,16 +1,22 @@
-//! Delivery counters, one document per (push, sender instance).
+//! Delivery counters, one document per (push, outcome-topic partition).
 //!
-//! Senders count outcomes in memory and flush them every second. Each sender instance adds
-//! its counts with `$inc` to a document only it writes (`pushDeliveryStats`, `_id`
-//! `"<push id>:<sender id>"`), then sets the push document's `totalAccepted`,
-//! `totalUnsubscribed` and `totalFailed` to the sum over all senders.
+//! Final delivery outcomes are records on the outcome topic; the outcome recorder that owns
+//! a partition of it applies them in batches to a document only that partition writes
+//! (`pushDeliveryStats`, `_id` `"<push id>:outcomes-<partition>"`): absolute counts, the
+//! reasons deliveries failed, and the offset of the last record applied. Each write is
+//! conditional on the offset it read ([`Store::write_partition_counts`]), so a batch that is
+//! applied again (the recorder crashed before committing, or its partition moved while it
+//! wrote) is not counted twice: the recorder re-reads and applies only the records past the
+//! stored offset. The push document's `totalAccepted`, `totalUnsubscribed` and
+//! `totalFailed` are the sum over its documents.
 //!
 //! Why not `$inc` on the push document directly: MongoDB applies `$inc` atomically, but
 //! MongoDB-protocol servers such as FerretDB 1.x apply updates as read-modify-write, and two
-//! senders incrementing the same document at once lose increments (measured: 228 of 600
-//! survived). With one writer per document nothing is lost on any server; the totals on the
-//! push are a sum that any sender may recompute, and senders recompute it for a few seconds
-//! after their last change, so the totals settle on the exact sum once deliveries stop.
+//! writers incrementing the same document at once lose increments (measured: 228 of 600
+//! survived). With one writer per document, and absolute values written under a condition,
+//! nothing is lost or doubled on any server; the totals on the push are a sum that any
+//! recorder may recompute, and recorders recompute it for a few seconds after their last
+//! change, so the totals settle on the exact sum once deliveries stop.
 //!
 //! The same read-modify-write decides *when* senders may write the push document at all.
 //! While a push is `processing` its parser writes it (checkpoints, then `done`); a sender
@@ -23,7 +29,7 @@
 use bson::oid::ObjectId;
 use bson::{DateTime, doc};
 use futures::TryStreamExt as _;
-use pushservice_model::{Push, PushStatus};
+use pushservice_model::{Push, PushStatus, ReasonCount};
 
 use crate::error::StoreError;
 use crate::store::Store;
@@ -60,7 +66,184 @@ impl DeliveryCounts {
     }
 }
 
+/// Most distinct failure reasons kept per document; the rest are counted under
+/// [`OTHER_REASONS`].
+pub const MAX_REASONS: usize = 20;
+
+/// The reason failures beyond [`MAX_REASONS`] distinct ones are counted under.
+pub const OTHER_REASONS: &str = "(other reasons)";
+
+/// What one outcome-topic partition has applied to one push.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PartitionCounts {
+    /// Offset of the last outcome record applied.
+    pub last_offset: i64,
+    /// Outcomes counted.
+    pub counts: DeliveryCounts,
+    /// Failures by reason, at most [`MAX_REASONS`] entries plus [`OTHER_REASONS`].
+    pub reasons: Vec<ReasonCount>,
+}
+
+impl PartitionCounts {
+    /// Counts one failure for `reason` (or takes one back when `delta` is negative).
+    pub fn add_reason(&mut self, reason: &str, delta: i64) {
+        if let Some(entry) = self.reasons.iter_mut().find(|r| r.reason == reason) {
+            entry.count += delta;
+            return;
+        }
+        let reason = if self.reasons.len() >= MAX_REASONS {
+            OTHER_REASONS
+        } else {
+            reason
+        };
+        match self.reasons.iter_mut().find(|r| r.reason == reason) {
+            Some(entry) => entry.count += delta,
+            None => self.reasons.push(ReasonCount {
+                reason: reason.to_owned(),
+                count: delta,
+            }),
+        }
+    }
+}
+
+fn number(d: &bson::Document, key: &str) -> i64 {
+    match d.get(key) {
+        Some(bson::Bson::Int32(n)) => i64::from(*n),
+        Some(bson::Bson::Int64(n)) => *n,
+        Some(bson::Bson::Double(n)) => *n as i64,
+        _ => 0,
+    }
+}
+
+fn counts_of(d: &bson::Document) -> DeliveryCounts {
+    DeliveryCounts {
+        accepted: number(d, "accepted"),
+        unsubscribed: number(d, "unsubscribed"),
+        failed: number(d, "failed"),
+    }
+}
+
+fn reasons_of(d: &bson::Document) -> Vec<ReasonCount> {
+    let Ok(list) = d.get_array("reasons") else {
+        return Vec::new();
+    };
+    list.iter()
+        .filter_map(|entry| {
+            let entry = entry.as_document()?;
+            Some(ReasonCount {
+                reason: entry.get_str("reason").ok()?.to_owned(),
+                count: number(entry, "count"),
+            })
+        })
+        .collect()
+}
+
+fn partition_doc_id(push_id: ObjectId, partition: i32) -> String {
+    format!("{}:outcomes-{partition}", push_id.to_hex())
+}
+
 impl Store {
+    /// What outcome-topic partition `partition` has applied to push `push_id` so far.
+    pub async fn partition_counts(
+        &self,
+        push_id: ObjectId,
+        partition: i32,
+    ) -> Result<Option<PartitionCounts>, StoreError> {
+        let found = self
+            .delivery_stats
+            .find_one(doc! { "_id": partition_doc_id(push_id, partition) })
+            .await
+            .map_err(StoreError::query(format!(
+                "reading outcome counts of push {push_id}, partition {partition}"
+            )))?;
+        Ok(found.map(|d| PartitionCounts {
+            last_offset: number(&d, "lastOffset"),
+            counts: counts_of(&d),
+            reasons: reasons_of(&d),
+        }))
+    }
+
+    /// Writes `new` as what partition `partition` has applied to push `push_id`, if the
+    /// stored document still ends at `expected` (`None`: there is no document yet). Returns
+    /// false when it does not (someone applied records in between: read again and apply only
+    /// what is past the stored offset).
+    pub async fn write_partition_counts(
+        &self,
+        push_id: ObjectId,
+        partition: i32,
+        expected: Option<i64>,
+        new: &PartitionCounts,
+    ) -> Result<bool, StoreError> {
+        let id = partition_doc_id(push_id, partition);
+        let reasons: Vec<bson::Document> = new
+            .reasons
+            .iter()
+            .map(|r| doc! { "reason": &r.reason, "count": r.count })
+            .collect();
+        let fields = doc! {
+            "pushId": push_id,
+            "partition": partition,
+            "lastOffset": new.last_offset,
+            "accepted": new.counts.accepted,
+            "unsubscribed": new.counts.unsubscribed,
+            "failed": new.counts.failed,
+            "reasons": reasons,
+            "updatedAt": DateTime::now(),
+        };
+        let context = format!("writing outcome counts of push {push_id}, partition {partition}");
+        match expected {
+            Some(last) => {
+                let result = self
+                    .delivery_stats
+                    .update_one(
+                        doc! { "_id": &id, "lastOffset": last },
+                        doc! { "$set": fields },
+                    )
+                    .await
+                    .map_err(StoreError::query(context))?;
+                Ok(result.matched_count == 1)
+            }
+            None => {
+                let mut document = fields;
+                document.insert("_id", id);
+                match self.delivery_stats.insert_one(document).await {
+                    Ok(_) => Ok(true),
+                    Err(e) if is_duplicate_key(&e) => Ok(false),
+                    Err(e) => Err(StoreError::query(context)(e)),
+                }
+            }
+        }
+    }
+
+    /// Why deliveries of push `push_id` failed, summed over every partition's document,
+    /// most frequent first.
+    pub async fn delivery_failures(
+        &self,
+        push_id: ObjectId,
+    ) -> Result<Vec<ReasonCount>, StoreError> {
+        let context = format!("summing failure reasons of push {push_id}");
+        let documents: Vec<bson::Document> = self
+            .delivery_stats
+            .find(doc! { "pushId": push_id })
+            .await
+            .map_err(StoreError::query(context.clone()))?
+            .try_collect()
+            .await
+            .map_err(StoreError::query(context))?;
+        let mut total: Vec<ReasonCount> = Vec::new();
+        for d in &documents {
+            for r in reasons_of(d) {
+                match total.iter_mut().find(|t| t.reason == r.reason) {
+                    Some(t) => t.count += r.count,
+                    None => total.push(r),
+                }
+            }
+        }
+        total.retain(|r| r.count > 0);
+        total.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
+        Ok(total)
+    }
+
     /// Adds `counts` to sender `sender_id`'s counters of push `push_id` (only that sender
     /// writes this document).
     pub async fn add_sender_counts(
@@ -98,19 +281,9 @@ impl Store {
             .try_collect()
             .await
             .map_err(StoreError::query(context))?;
-        let number = |d: &bson::Document, key: &str| match d.get(key) {
-            Some(bson::Bson::Int32(n)) => i64::from(*n),
-            Some(bson::Bson::Int64(n)) => *n,
-            Some(bson::Bson::Double(n)) => *n as i64,
-            _ => 0,
-        };
         let mut total = DeliveryCounts::default();
         for d in &documents {
-            total.merge(DeliveryCounts {
-                accepted: number(d, "accepted"),
-                unsubscribed: number(d, "unsubscribed"),
-                failed: number(d, "failed"),
-            });
+            total.merge(counts_of(d));
         }
         Ok(total)
     }
@@ -130,6 +303,7 @@ impl Store {
         push.total_accepted = push.total_accepted.max(live.accepted);
         push.total_unsubscribed = push.total_unsubscribed.max(live.unsubscribed);
         push.total_failed = push.total_failed.max(live.failed);
+        push.delivery_failures = self.delivery_failures(push_id).await?;
         Ok(Some(push))
     }
 
@@ -156,5 +330,20 @@ impl Store {
                 "setting delivery totals of push {push_id}"
             )))?;
         Ok(result.matched_count == 1)
+    }
+}
+
+/// MongoDB's duplicate key error (code 11000), as servers report it on insert.
+fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
+    match error.kind.as_ref() {
+        mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(e)) => {
+            e.code == 11000
+        }
+        mongodb::error::ErrorKind::InsertMany(e) => e
+            .write_errors
+            .as_ref()
+            .is_some_and(|errors| errors.iter().any(|e| e.code == 11000)),
+        mongodb::error::ErrorKind::Command(e) => e.code == 11000,
+        _ => false,
     }
 }

@@ -10,7 +10,7 @@
 //! - [`store`] — connecting (bounded timeouts, a ping that names the address tried) and indexes.
 //! - [`sites`], [`pushes`], [`subscribers`] — the operations on each collection.
 //! - [`audience`] — streaming a site's subscribed audience for the parser.
-//! - [`delivery_stats`] — per-sender delivery counters and the push's totals.
+//! - [`delivery_stats`] — per-partition outcome counters (applied idempotently) and the push's totals.
 //! - [`error`] — [`StoreError`].
 
 pub mod audience;
@@ -22,7 +22,7 @@ pub mod store;
 pub mod subscribers;
 
 pub use audience::{AudienceMember, AudienceRow};
-pub use delivery_stats::{DELIVERY_STATS, DeliveryCounts};
+pub use delivery_stats::{DELIVERY_STATS, DeliveryCounts, PartitionCounts};
 pub use error::StoreError;
 pub use pushes::Transition;
 pub use store::{PUSHES, SITES, SUBSCRIBERS, Store};

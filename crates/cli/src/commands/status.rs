@@ -33,6 +33,7 @@ pub async fn run(args: StatusArgs) -> Result<(), CommandError> {
                 "lastSubscriberId": f.last_subscriber_id.map(|id| id.to_hex()),
             })),
             "failureReason": push.failure_reason,
+            "deliveryFailures": push.delivery_failures,
         });
         println!("{summary:#}");
         Ok(())
