@@ -1,16 +1,24 @@
-//! The APNs client: one pooled HTTP/2 client and the provider-token cache, and
-//! [`ApnsClient::send`], which turns one device token and payload into a [`DeliveryOutcome`].
+//! The APNs client: one pooled HTTP/2 client, the provider-token cache and the request
+//! slots, and [`ApnsClient::send`], which turns one device token and payload into a
+//! [`DeliveryOutcome`].
+//!
+//! Requests take a slot keyed by (signing key, APNs host) before a global one, so one site's
+//! slow or throttled traffic fills only its own share. The APNs host comes from
+//! configuration, checked against the endpoint policy when the client is built (and its
+//! addresses again at connection time).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use pushservice_provider::{
-    ClientError, DeliveryOutcome, HttpConfig, build_client, read_answer, transient_from_error,
+    ClientError, DeliveryOutcome, HttpConfig, RequestSlots, build_client, outcome_from_error,
+    read_answer,
 };
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue};
 
 use crate::classify::{classify, reason};
 use crate::payload::ApnsPayload;
-use crate::token::{ApnsKey, TOKEN_REFRESH, TokenCache};
+use crate::token::{ApnsKey, Refusal, TOKEN_REFRESH, TokenCache};
 
 /// Apple's production endpoint.
 pub const PRODUCTION_URL: &str = "https://api.push.apple.com";
@@ -23,12 +31,17 @@ const MAX_TOKEN_LEN: usize = 200;
 /// How the client talks to APNs. `Default` suits production.
 #[derive(Debug, Clone)]
 pub struct ApnsConfig {
-    /// Timeouts, pool, extra roots.
+    /// Timeouts, pool, extra roots, endpoint policy.
     pub http: HttpConfig,
     /// Send here instead of Apple's production and sandbox endpoints (a simulator).
     pub base_url: Option<String>,
     /// How long a signed provider token is reused.
     pub token_refresh: Duration,
+    /// Requests in flight at once (default 512), when the client makes its own slots (see
+    /// [`ApnsClient::with_slots`]).
+    pub concurrency: usize,
+    /// Requests in flight per (signing key, APNs host) (default 256).
+    pub per_credential_concurrency: usize,
 }
 
 impl Default for ApnsConfig {
@@ -37,6 +50,8 @@ impl Default for ApnsConfig {
             http: HttpConfig::default(),
             base_url: None,
             token_refresh: TOKEN_REFRESH,
+            concurrency: 512,
+            per_credential_concurrency: 256,
         }
     }
 }
@@ -67,12 +82,28 @@ pub struct ApnsClient {
     http: reqwest::Client,
     tokens: TokenCache,
     base_url: Option<String>,
+    slots: Arc<RequestSlots>,
     max_response_bytes: usize,
 }
 
 impl ApnsClient {
-    /// Builds the client from `config`.
+    /// Builds the client from `config`; a `base_url` the endpoint policy refuses is an error.
     pub fn new(config: ApnsConfig) -> Result<Self, ClientError> {
+        let policy = config.http.endpoint_policy.addresses_only();
+        let base_url = match config.base_url {
+            Some(url) => {
+                policy
+                    .check_url(&url)
+                    .map_err(|refused| ClientError::Endpoint {
+                        setting: "the APNs URL (SENDER_APNS_URL)",
+                        refused,
+                    })?;
+                Some(url.trim_end_matches('/').to_owned())
+            }
+            None => None,
+        };
+        let slots = RequestSlots::new(config.concurrency, config.per_credential_concurrency)
+            .map_err(|_| ClientError::InvalidConfig("APNs concurrency must be at least 1"))?;
         let http = build_client(
             &config.http,
             concat!("pushservice-apns/", env!("CARGO_PKG_VERSION")),
@@ -80,11 +111,18 @@ impl ApnsClient {
         Ok(ApnsClient {
             http,
             tokens: TokenCache::new(config.token_refresh),
-            base_url: config
-                .base_url
-                .map(|url| url.trim_end_matches('/').to_owned()),
+            base_url,
+            slots: Arc::new(slots),
             max_response_bytes: config.http.max_response_bytes,
         })
+    }
+
+    /// Takes request slots from `slots` (shared with the Web Push and FCM clients, so one
+    /// global bound covers all three) instead of the client's own; keys are
+    /// `apns <host> <key fingerprint>`.
+    pub fn with_slots(mut self, slots: Arc<RequestSlots>) -> Self {
+        self.slots = slots;
+        self
     }
 
     /// Delivers one notification and says what became of it; never panics, never errors.
@@ -110,6 +148,7 @@ impl ApnsClient {
                 return DeliveryOutcome::permanent(e.to_string());
             }
         };
+        let used = authorization.clone();
         let Ok(topic) = HeaderValue::from_str(request.topic) else {
             return DeliveryOutcome::permanent("the site's APNs topic is not a valid header value");
         };
@@ -139,20 +178,38 @@ impl ApnsClient {
             http_request = http_request.header(HeaderName::from_static("apns-collapse-id"), id);
         }
         let origin = base;
+        // A slot of this (key, host), then a global one, held until the answer is read.
+        let slot_key = format!("apns {base} {}", request.key.fingerprint());
+        let Ok(_slot) = self.slots.acquire(&slot_key).await else {
+            // The semaphores are never closed; kept as an outcome so the sender never panics.
+            return DeliveryOutcome::transient(format!("request slots for {origin} closed"));
+        };
         let outcome = match http_request.send().await {
             Ok(response) => {
                 let answer = read_answer(origin, response, self.max_response_bytes).await;
-                if answer.status == 403
-                    && matches!(
-                        reason(&answer.body),
-                        Some("ExpiredProviderToken" | "InvalidProviderToken")
-                    )
-                {
-                    self.tokens.invalidate(request.key);
+                let outcome = classify(answer.status, answer.retry_after.as_deref(), &answer.body);
+                match reason(&answer.body) {
+                    Some("ExpiredProviderToken") => {
+                        self.tokens.expired(request.key, &used);
+                        outcome
+                    }
+                    // Refused once: sign a new token and retry; refused again: the key is
+                    // wrong (the outcome already says so, naming the setting).
+                    Some("InvalidProviderToken") => match self.tokens.refused(request.key, &used) {
+                        Refusal::Resigning => DeliveryOutcome::Transient {
+                            status: Some(answer.status),
+                            retry_after: None,
+                            reason: format!(
+                                "{} InvalidProviderToken: re-signing the provider token",
+                                answer.status
+                            ),
+                        },
+                        Refusal::KeyRefused => outcome,
+                    },
+                    _ => outcome,
                 }
-                classify(answer.status, answer.retry_after.as_deref(), &answer.body)
             }
-            Err(err) => transient_from_error(origin, err),
+            Err(err) => outcome_from_error(origin, err),
         };
         tracing::trace!(
             origin,

@@ -6,8 +6,15 @@
 //! - **Token-based authentication only.** One ES256 JWT per signing key serves every app of
 //!   the team and never expires with a certificate; Apple asks providers to reuse a token for
 //!   20–60 minutes, so [`TokenCache`] signs once per key every 50 minutes and APNs'
-//!   `ExpiredProviderToken` answer drops the token at once. (Certificate-based authentication
-//!   is not supported; a site stores a `.p8` key.)
+//!   `ExpiredProviderToken` answer drops the token at once. Tokens are cached by a hash of
+//!   the key material, so sites never share or poison each other's tokens. (Certificate-based
+//!   authentication is not supported; a site stores a `.p8` key.)
+//! - **Answers that may mean "the site is misconfigured"** (`BadDeviceToken`,
+//!   `DeviceTokenNotForTopic`, `TopicDisallowed`, a key refused after re-signing) are
+//!   `SuspectToken` / `Misconfigured` outcomes naming the setting to check, never an
+//!   unsubscribe by themselves; see [`classify`](mod@classify).
+//! - **Fair sharing**: requests take a slot per (key, host) before a global one
+//!   ([`pushservice_provider::RequestSlots`]).
 //! - **One HTTP/2 connection, many streams**: the shared client from
 //!   [`pushservice_provider::build_client`], like the Web Push provider.
 //! - **The payload is built per push, not per device**: [`payload::build`] turns the
@@ -33,4 +40,4 @@ pub use client::{ApnsClient, ApnsConfig, ApnsRequest, PRODUCTION_URL, SANDBOX_UR
 pub use payload::{ApnsPayload, build as build_payload};
 pub use pushservice_provider::key_id_from_file_name;
 pub use site::{CredentialFileError, credentials_from_file};
-pub use token::{ApnsKey, KeyError, TokenCache};
+pub use token::{ApnsKey, KeyError, Refusal, TokenCache};

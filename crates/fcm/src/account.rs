@@ -1,6 +1,7 @@
 //! A Google service account, as its JSON key file describes it, and the RS256 assertion it
 //! signs to get access tokens (RFC 7523, Google's "OAuth 2.0 for server to server").
 
+use aws_lc_rs::digest::{SHA256, digest};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::KeyPair;
 use aws_lc_rs::signature::RSA_PKCS1_SHA256;
@@ -52,13 +53,18 @@ struct KeyFile {
 pub struct ServiceAccount {
     /// Firebase project the account sends for (the `<project>` of the send URL).
     pub project_id: String,
-    /// The account's e-mail: the assertion's `iss`, and its cache key.
+    /// The account's e-mail: the assertion's `iss`.
     pub client_email: String,
     /// Key id (the assertion's `kid`).
     pub private_key_id: String,
     /// Where access tokens are obtained.
     pub token_uri: String,
     key: KeyPair,
+    /// SHA-256 of `client_email`, the PKCS#8 private key and `token_uri`: the access-token
+    /// cache key, so accounts sharing a public e-mail never share tokens.
+    fingerprint: [u8; 32],
+    /// Hex of the first 8 bytes of `fingerprint`: a non-secret name for slot keys and logs.
+    short_fingerprint: String,
 }
 
 impl std::fmt::Debug for ServiceAccount {
@@ -88,16 +94,35 @@ impl ServiceAccount {
         required(&file.private_key, "private_key")?;
         let der = pkcs8_from_pem(&file.private_key)?;
         let key = KeyPair::from_pkcs8(&der).map_err(|_| AccountError::NotRsa)?;
+        let token_uri = file
+            .token_uri
+            .filter(|uri| !uri.trim().is_empty())
+            .unwrap_or_else(|| GOOGLE_TOKEN_URI.to_owned());
+        let fingerprint = fingerprint(&[file.client_email.as_bytes(), &der, token_uri.as_bytes()]);
         Ok(ServiceAccount {
             project_id: file.project_id,
             client_email: file.client_email,
             private_key_id: file.private_key_id,
-            token_uri: file
-                .token_uri
-                .filter(|uri| !uri.trim().is_empty())
-                .unwrap_or_else(|| GOOGLE_TOKEN_URI.to_owned()),
+            token_uri,
             key,
+            short_fingerprint: fingerprint[..8]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+            fingerprint,
         })
+    }
+
+    /// SHA-256 of the account's e-mail, private key and `token_uri`: what its access tokens
+    /// are cached by.
+    pub fn cache_key(&self) -> &[u8; 32] {
+        &self.fingerprint
+    }
+
+    /// A short, non-secret name of this exact key material (hex of the first 8 bytes of
+    /// [`cache_key`](Self::cache_key)).
+    pub fn fingerprint(&self) -> &str {
+        &self.short_fingerprint
     }
 
     /// The signed assertion for `token_uri` (the `aud`), issued at `iat` for an hour.
@@ -127,6 +152,18 @@ impl ServiceAccount {
         jwt.push_str(&b64url(&signature));
         Ok(jwt)
     }
+}
+
+/// SHA-256 of `parts`, each preceded by its length so that no two different lists hash alike.
+fn fingerprint(parts: &[&[u8]]) -> [u8; 32] {
+    let mut input = Vec::with_capacity(parts.iter().map(|p| p.len() + 8).sum());
+    for part in parts {
+        input.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        input.extend_from_slice(part);
+    }
+    let mut out = [0; 32];
+    out.copy_from_slice(digest(&SHA256, &input).as_ref());
+    out
 }
 
 /// A site's FCM credentials from the service-account file at `path`, parsed exactly as the
@@ -213,5 +250,32 @@ pub(crate) mod tests {
         let (json, _) = key_file("");
         let account = ServiceAccount::from_json(&json).expect("valid");
         assert_eq!(account.token_uri, GOOGLE_TOKEN_URI, "empty token_uri");
+    }
+
+    #[test]
+    fn the_cache_key_is_the_key_material_not_the_e_mail() {
+        let (a, _) = key_file(GOOGLE_TOKEN_URI);
+        let (b, _) = key_file(GOOGLE_TOKEN_URI);
+        let (a, b) = (
+            ServiceAccount::from_json(&a).expect("valid"),
+            ServiceAccount::from_json(&b).expect("valid"),
+        );
+        assert_eq!(a.client_email, b.client_email);
+        assert_ne!(a.cache_key(), b.cache_key(), "same e-mail, different keys");
+        assert_ne!(a.fingerprint(), b.fingerprint());
+        let (json, _) = key_file(GOOGLE_TOKEN_URI);
+        let mut other_uri: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+        other_uri["token_uri"] = "https://oauth.example/token".into();
+        let same = ServiceAccount::from_json(&json).expect("valid");
+        let moved = ServiceAccount::from_json(&other_uri.to_string()).expect("valid");
+        assert_eq!(
+            same.cache_key(),
+            ServiceAccount::from_json(&json).expect("valid").cache_key()
+        );
+        assert_ne!(
+            same.cache_key(),
+            moved.cache_key(),
+            "token_uri is part of it"
+        );
     }
 }

@@ -9,7 +9,16 @@
 //!   one signature and one form POST; [`AccessTokens`] does it once per account per ~55
 //!   minutes, shared by every concurrent delivery, with aws-lc-rs (already the crypto of the
 //!   Web Push and APNs providers) instead of another dependency tree.
-//! - **One HTTP/2 connection, many streams**, from [`pushservice_provider::build_client`].
+//! - **Tokens cached by key material**: [`AccessTokens`] keys accounts by a hash of their
+//!   e-mail, private key and `token_uri`, so sites never share or poison each other's
+//!   tokens; the token endpoint is `SENDER_FCM_TOKEN_URL` (Google's by default), and an
+//!   account naming another is refused, never fetched from.
+//! - **No mass unsubscribe from a misconfiguration**: only `UNREGISTERED` means gone; answers
+//!   that also mean "wrong project or credentials" are `SuspectToken` / `Misconfigured`
+//!   outcomes naming the setting (see [`classify`](mod@classify)).
+//! - **One HTTP/2 connection, many streams**, from [`pushservice_provider::build_client`],
+//!   with a slot per service account before a global one
+//!   ([`pushservice_provider::RequestSlots`]).
 //! - **One message per device.** FCM's batch endpoint is gone; v1 sends one message per
 //!   request, and HTTP/2 multiplexing is how it is made fast.
 //!
@@ -27,7 +36,7 @@ pub mod client;
 pub mod message;
 pub mod oauth;
 
-pub use account::{AccountError, ServiceAccount, credentials_from_file};
+pub use account::{AccountError, GOOGLE_TOKEN_URI, ServiceAccount, credentials_from_file};
 pub use classify::classify;
 pub use client::{FCM_URL, FcmClient, FcmConfig, FcmRequest};
 pub use message::{FcmMessage, build as build_message};

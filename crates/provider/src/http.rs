@@ -6,10 +6,16 @@
 //! roots (a simulator's self-signed certificate). Answers are read with a size cap, and a
 //! request that got no answer becomes a transient outcome whose reason never contains the URL
 //! (Web Push endpoints and device tokens in paths are capabilities).
+//!
+//! Every client resolves names through a [`PolicyResolver`] enforcing the configured
+//! [`EndpointPolicy`], follows no redirects and uses no proxy (a proxy would resolve and
+//! connect on our behalf, out of the policy's reach). A request the policy stopped becomes a
+//! permanent outcome ([`outcome_from_error`]), since asking again changes nothing.
 
 use std::time::Duration;
 
 use crate::DeliveryOutcome;
+use crate::endpoint::{EndpointPolicy, PolicyResolver, refusal_in};
 
 /// How a provider's client talks to its push service. `Default` suits production.
 #[derive(Debug, Clone)]
@@ -27,6 +33,10 @@ pub struct HttpConfig {
     pub extra_root_certificates: Vec<Vec<u8>>,
     /// Speak HTTP/2 without TLS (h2c) from the first byte: for cleartext simulators only.
     pub http2_prior_knowledge: bool,
+    /// Which endpoints and resolved addresses may be connected to (default: public `https`
+    /// only). The client's resolver enforces its address rule; each provider also checks
+    /// URLs with it before sending, since IP-literal hosts are never resolved.
+    pub endpoint_policy: EndpointPolicy,
 }
 
 impl Default for HttpConfig {
@@ -38,6 +48,7 @@ impl Default for HttpConfig {
             pool_idle_timeout: Duration::from_secs(90),
             extra_root_certificates: Vec::new(),
             http2_prior_knowledge: false,
+            endpoint_policy: EndpointPolicy::default(),
         }
     }
 }
@@ -59,6 +70,15 @@ pub enum ClientError {
     /// The HTTP client could not be built (for example, no usable TLS roots).
     #[error("building the HTTP client failed: {0}")]
     Http(#[source] reqwest::Error),
+    /// A configured URL (APNs or FCM base, OAuth token endpoint) is refused by the endpoint
+    /// policy; `setting` names where it came from.
+    #[error("{setting}: {refused}")]
+    Endpoint {
+        /// Which URL: the config field or setting.
+        setting: &'static str,
+        /// Why.
+        refused: crate::EndpointRefused,
+    },
 }
 
 /// Builds the pooled HTTP/2 client `config` describes; `user_agent` names the provider.
@@ -94,6 +114,9 @@ pub fn build_client(config: &HttpConfig, user_agent: &str) -> Result<reqwest::Cl
         // Push services do not redirect; following one would send a payload (and, for Web
         // Push, a capability URL's message) somewhere we did not choose.
         .redirect(reqwest::redirect::Policy::none())
+        // Names resolve to the addresses the policy allows, or to an error naming it.
+        .dns_resolver(PolicyResolver::new(config.endpoint_policy.clone()))
+        .no_proxy()
         // Windows sized for many small concurrent streams rather than one bulk download.
         .http2_adaptive_window(true)
         // Detects a dead pooled connection before requests pile up on it.
@@ -157,9 +180,14 @@ pub async fn read_answer(
     }
 }
 
-/// A request that got no response: always worth retrying. The reason names `origin` and the
-/// cause chain, never the URL (reqwest puts it in its errors; it is stripped).
-pub fn transient_from_error(origin: &str, err: reqwest::Error) -> DeliveryOutcome {
+/// A request that got no response. Permanent when the endpoint policy refused every address
+/// of the host (`endpoint not allowed: ...`; no connection was made), otherwise transient
+/// (worth retrying). The reason names `origin` and the cause chain, never the URL (reqwest
+/// puts it in its errors; it is stripped).
+pub fn outcome_from_error(origin: &str, err: reqwest::Error) -> DeliveryOutcome {
+    if let Some(refused) = refusal_in(&err) {
+        return DeliveryOutcome::permanent(refused.to_string());
+    }
     DeliveryOutcome::transient(describe_error(&format!("talking to {origin}"), err))
 }
 

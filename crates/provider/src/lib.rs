@@ -9,17 +9,25 @@
 //! - [`DeliveryOutcome`], [`parse_retry_after`], [`snippet`] — the outcome and the pieces
 //!   every response classification uses.
 //! - [`http`] — the pooled HTTP/2 client ([`build_client`]), capped reading of answers,
-//!   transient outcomes for requests that got none.
+//!   outcomes for requests that got none.
+//! - [`endpoint`] — the [`EndpointPolicy`] against SSRF: which URLs and resolved addresses
+//!   the senders may connect to, enforced by the client's resolver.
+//! - [`slots`] — [`RequestSlots`]: a global bound on requests in flight with a fair share per
+//!   push service or credential.
 //! - [`keys`] — PKCS#8 private keys to and from PEM (APNs `.p8` files, service-account
 //!   keys), Apple's key file names, and JWT base64url.
 
+pub mod endpoint;
 pub mod http;
 pub mod keys;
+pub mod slots;
 
-pub use http::{Answer, ClientError, HttpConfig, build_client, read_answer, transient_from_error};
+pub use endpoint::{EndpointPolicy, EndpointRefused, is_public};
+pub use http::{Answer, ClientError, HttpConfig, build_client, outcome_from_error, read_answer};
 pub use keys::{
     PemError, b64url, jwt_signing_input, key_id_from_file_name, pem_from_pkcs8, pkcs8_from_pem,
 };
+pub use slots::{InvalidSlots, RequestSlot, RequestSlots};
 
 use std::time::Duration;
 
@@ -28,8 +36,8 @@ use std::time::Duration;
 pub enum DeliveryOutcome {
     /// The push service took the message (Web Push 201, APNs 200, FCM 200).
     Accepted,
-    /// The subscription no longer exists (Web Push 404/410, APNs 410 / `Unregistered` /
-    /// `BadDeviceToken`, FCM `UNREGISTERED`): mark the subscriber `subscribed: false`.
+    /// The subscription no longer exists (Web Push 404/410, APNs 410 `Unregistered` /
+    /// `ExpiredToken`, FCM 404 `UNREGISTERED`): mark the subscriber `subscribed: false`.
     SubscriptionGone {
         /// HTTP status the push service answered.
         status: u16,
@@ -52,7 +60,9 @@ pub enum DeliveryOutcome {
     /// `TopicDisallowed`, FCM `SENDER_ID_MISMATCH` / `THIRD_PARTY_AUTH_ERROR`): fail the
     /// delivery naming the setting, trip the site's breaker, never unsubscribe.
     Misconfigured {
-        /// HTTP status the push service answered.
+        /// HTTP status the push service answered; 0 when the configuration was refused before
+        /// anything was sent (an FCM service account whose `token_uri` is not
+        /// `SENDER_FCM_TOKEN_URL`).
         status: u16,
         /// What the push service said.
         reason: String,

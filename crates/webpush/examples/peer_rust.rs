@@ -41,7 +41,7 @@ use aws_lc_rs::hmac;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use pushservice_model::{ObjectId, Urgency};
-use pushservice_provider::{DeliveryOutcome, HttpConfig};
+use pushservice_provider::{DeliveryOutcome, EndpointPolicy, HttpConfig};
 use pushservice_webpush::{
     VapidKey, WebPushClient, WebPushConfig, WebPushRequest, decode_auth, decode_p256dh,
 };
@@ -306,13 +306,19 @@ fn send(
         .and_then(|s| endpoint_port(&s.endpoint));
     let clock_ticks = clock_ticks_per_second();
 
-    // The product's client as the sender builds it; the per-origin limit is raised to C so
+    // The product's client as the sender builds it; the request slots are raised to C so
     // the only bound on requests in flight is this run's concurrency (all go to one origin).
+    // The simulator listens on loopback: SENDER_ALLOW_PRIVATE_ENDPOINTS=true for the sender.
     let client = WebPushClient::new(WebPushConfig {
         http: HttpConfig {
             extra_root_certificates,
+            endpoint_policy: EndpointPolicy {
+                allow_private: true,
+                allowed_hosts: Vec::new(),
+            },
             ..HttpConfig::default()
         },
+        concurrency,
         per_origin_concurrency: concurrency,
         ..WebPushConfig::default()
     })

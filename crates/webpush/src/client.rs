@@ -1,4 +1,4 @@
-//! The Web Push client: one pooled HTTP/2 client, the VAPID cache and per-origin limits, and
+//! The Web Push client: one pooled HTTP/2 client, the VAPID cache and the request slots, and
 //! [`WebPushClient::send`], which turns one subscription and payload into a
 //! [`DeliveryOutcome`].
 //!
@@ -6,27 +6,36 @@
 //! service (ALPN on TLS picks h2; endpoints that only speak HTTP/1.1 get keep-alive HTTP/1.1),
 //! and all requests to that service are streams on it. TLS is rustls on aws-lc-rs, verifying
 //! against the platform's roots plus any configured extra roots.
+//!
+//! Endpoints come from browsers, so each is checked against the [`EndpointPolicy`] before
+//! anything else (and its host's addresses again when the connection is made): a refused one
+//! is a permanent failure and no connection is attempted.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pushservice_model::Urgency;
 pub use pushservice_provider::ClientError;
 use pushservice_provider::{
-    DeliveryOutcome, HttpConfig, build_client, read_answer, transient_from_error,
+    DeliveryOutcome, EndpointPolicy, HttpConfig, RequestSlots, build_client, outcome_from_error,
+    read_answer,
 };
 use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderName, HeaderValue};
 
 use crate::classify::classify;
 use crate::ece;
 use crate::endpoint::{self, is_valid_topic};
-use crate::limiter::OriginLimiter;
 use crate::vapid::{VapidCache, VapidKey};
 
 /// How the client talks to push services. `Default` suits production.
 #[derive(Debug, Clone)]
 pub struct WebPushConfig {
-    /// Timeouts, response cap, pool, extra roots, h2c: what every provider's client shares.
+    /// Timeouts, response cap, pool, extra roots, h2c, endpoint policy: what every provider's
+    /// client shares.
     pub http: HttpConfig,
+    /// Requests in flight at once, all origins together (default 512), when the client makes
+    /// its own [`RequestSlots`] (see [`WebPushClient::with_slots`]).
+    pub concurrency: usize,
     /// Requests in flight per push service origin (default 256). HTTP/2 servers also cap
     /// streams per connection (often 100); requests beyond that wait inside the client.
     pub per_origin_concurrency: usize,
@@ -38,6 +47,7 @@ impl Default for WebPushConfig {
     fn default() -> Self {
         WebPushConfig {
             http: HttpConfig::default(),
+            concurrency: 512,
             per_origin_concurrency: 256,
             vapid_validity: Duration::from_secs(12 * 3600),
         }
@@ -75,7 +85,8 @@ impl std::fmt::Debug for WebPushRequest<'_> {
         f.debug_struct("WebPushRequest")
             .field(
                 "origin",
-                &endpoint::origin(self.endpoint).unwrap_or("(invalid endpoint)"),
+                &endpoint::origin(self.endpoint)
+                    .unwrap_or_else(|_| "(invalid endpoint)".to_owned()),
             )
             .field("payload_len", &self.payload.len())
             .field("ttl", &self.ttl)
@@ -94,7 +105,9 @@ impl std::fmt::Debug for WebPushRequest<'_> {
 pub struct WebPushClient {
     http: reqwest::Client,
     vapid: VapidCache,
-    limiter: OriginLimiter,
+    /// Request slots keyed by origin; shared with the other providers via `with_slots`.
+    slots: Arc<RequestSlots>,
+    policy: EndpointPolicy,
     max_response_bytes: usize,
 }
 
@@ -106,15 +119,29 @@ impl WebPushClient {
                 "per_origin_concurrency must be at least 1",
             ));
         }
+        if config.concurrency == 0 {
+            return Err(ClientError::InvalidConfig("concurrency must be at least 1"));
+        }
+        let slots = RequestSlots::new(config.concurrency, config.per_origin_concurrency)
+            .map_err(|_| ClientError::InvalidConfig("concurrency must be at least 1"))?;
         Ok(WebPushClient {
             http: build_client(
                 &config.http,
                 concat!("pushservice-webpush/", env!("CARGO_PKG_VERSION")),
             )?,
             vapid: VapidCache::new(config.vapid_validity),
-            limiter: OriginLimiter::new(config.per_origin_concurrency),
+            slots: Arc::new(slots),
+            policy: config.http.endpoint_policy,
             max_response_bytes: config.http.max_response_bytes,
         })
+    }
+
+    /// Takes request slots from `slots` (shared with the APNs and FCM clients, so one global
+    /// bound covers all three) instead of the client's own; the per-key bound is then the
+    /// one `slots` was made with, keyed by push service origin.
+    pub fn with_slots(mut self, slots: Arc<RequestSlots>) -> Self {
+        self.slots = slots;
+        self
     }
 
     /// The client's VAPID header cache (shared with any other use of the same sites' keys).
@@ -126,8 +153,19 @@ impl WebPushClient {
     /// error: every failure is an outcome the sender acts on.
     pub async fn send(&self, request: &WebPushRequest<'_>) -> DeliveryOutcome {
         let started = Instant::now();
-        // 1. Origin: the VAPID audience, the concurrency key, and all we ever log.
-        let origin = match endpoint::origin(request.endpoint) {
+        // 1. The endpoint policy: https, an allowed host, no private address literal.
+        let url = match self.policy.check_url(request.endpoint) {
+            Ok(url) => url,
+            Err(refused) => {
+                return self.finish(
+                    "(refused endpoint)",
+                    started,
+                    DeliveryOutcome::permanent(refused.to_string()),
+                );
+            }
+        };
+        // 2. Origin: the VAPID audience, the concurrency key, and all we ever log.
+        let origin = match endpoint::origin_of(&url) {
             Ok(origin) => origin,
             Err(err) => {
                 return self.finish(
@@ -137,16 +175,7 @@ impl WebPushClient {
                 );
             }
         };
-        // 2. A slot among this origin's in-flight requests, held until the response is read.
-        let _permit = match self.limiter.acquire(origin).await {
-            Ok(permit) => permit,
-            // The semaphores are never closed; kept as an outcome so the sender never panics.
-            Err(_) => {
-                return DeliveryOutcome::transient(format!(
-                    "concurrency limiter for {origin} closed"
-                ));
-            }
-        };
+        let origin = origin.as_str();
         // 3. The site's signed VAPID header for this origin (cached, rarely signed).
         let authorization = match self.vapid.authorization(
             request.site_key,
@@ -166,10 +195,18 @@ impl WebPushClient {
                 return self.finish(origin, started, DeliveryOutcome::permanent(err.to_string()));
             }
         };
-        // 5. POST it.
+        // 5. A slot of this origin, then a global one, held until the response is read.
+        let _slot = match self.slots.acquire(origin).await {
+            Ok(slot) => slot,
+            // The semaphores are never closed; kept as an outcome so the sender never panics.
+            Err(_) => {
+                return DeliveryOutcome::transient(format!("request slots for {origin} closed"));
+            }
+        };
+        // 6. POST it.
         let mut http_request = self
             .http
-            .post(request.endpoint)
+            .post(url)
             .header(HeaderName::from_static("ttl"), request.ttl)
             .header(
                 HeaderName::from_static("urgency"),
@@ -193,10 +230,10 @@ impl WebPushClient {
             ),
             None => {}
         }
-        // 6. Read the (capped) response and classify it.
+        // 7. Read the (capped) response and classify it; a refused address is permanent.
         let outcome = match http_request.send().await {
             Ok(response) => self.read_response(origin, response).await,
-            Err(err) => transient_from_error(origin, err),
+            Err(err) => outcome_from_error(origin, err),
         };
         self.finish(origin, started, outcome)
     }

@@ -1,16 +1,22 @@
 //! Push service endpoints: their origin, and the `Topic` header's rules.
 //!
 //! The origin (`scheme://host[:port]`) is the VAPID `aud`, the key of the per-origin
-//! concurrency limit, and the only part of an endpoint we log: the full URL is a capability
-//! (anyone holding it can push to the subscriber), so it stays out of logs and reasons.
+//! concurrency limit and of the VAPID cache, and the only part of an endpoint we log: the full
+//! URL is a capability (anyone holding it can push to the subscriber), so it stays out of logs
+//! and reasons.
 //!
-//! [`origin`] borrows from the endpoint instead of parsing a `Url`, since it runs per message.
-//! It does not normalize case: browsers hand out lowercase endpoints, and a differently cased
-//! duplicate only costs one more cache entry.
+//! Origins come from the WHATWG URL parser (`url`), serialized as browsers do: scheme and host
+//! lowercased, a default port dropped, an internationalized host in its ASCII form. So
+//! `HTTPS://Host:443/a` and `https://host/b` are one origin, one cache entry and one
+//! concurrency bound. Whether an endpoint may be reached at all is
+//! [`pushservice_provider::EndpointPolicy`]'s decision, made before this one.
 
 /// Why an endpoint is unusable. Retrying never helps.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EndpointError {
+    /// Not a URL.
+    #[error("push endpoint is not a valid URL")]
+    Invalid,
     /// Not an `https://` (or, for local simulators, `http://`) URL.
     #[error("push endpoint is not an http(s) URL")]
     UnsupportedScheme,
@@ -24,44 +30,27 @@ pub enum EndpointError {
 }
 
 /// The origin of a push endpoint: `"https://fcm.googleapis.com/fcm/send/xyz"` →
-/// `"https://fcm.googleapis.com"`. A non-default port is kept; a default one (`:443` on https,
-/// `:80` on http) is dropped, as in a browser's origin. Only `https` and `http` are accepted.
-pub fn origin(endpoint: &str) -> Result<&str, EndpointError> {
-    let (scheme_len, default_port) = if starts_with_ignore_case(endpoint, "https://") {
-        ("https://".len(), ":443")
-    } else if starts_with_ignore_case(endpoint, "http://") {
-        ("http://".len(), ":80")
-    } else {
-        return Err(EndpointError::UnsupportedScheme);
-    };
-    let after_scheme = &endpoint[scheme_len..];
-    let authority_len = after_scheme
-        .find(['/', '?', '#'])
-        .unwrap_or(after_scheme.len());
-    let authority = &after_scheme[..authority_len];
-    if authority.contains('@') {
-        return Err(EndpointError::UserInfo);
-    }
-    let mut end = scheme_len + authority_len;
-    // The port is whatever follows the last ':' outside an IPv6 literal's brackets.
-    let host_len = match authority.rfind(':') {
-        Some(colon) if !authority[colon..].contains(']') => {
-            if authority.ends_with(default_port) && colon == authority.len() - default_port.len() {
-                end -= default_port.len();
-            }
-            colon
-        }
-        _ => authority.len(),
-    };
-    if host_len == 0 || authority.starts_with('[') && !authority[..host_len].ends_with(']') {
-        return Err(EndpointError::MissingHost);
-    }
-    Ok(&endpoint[..end])
+/// `"https://fcm.googleapis.com"`. Only `https` and `http` are accepted.
+pub fn origin(endpoint: &str) -> Result<String, EndpointError> {
+    let url = url::Url::parse(endpoint).map_err(|e| match e {
+        url::ParseError::EmptyHost => EndpointError::MissingHost,
+        _ => EndpointError::Invalid,
+    })?;
+    origin_of(&url)
 }
 
-fn starts_with_ignore_case(text: &str, prefix: &str) -> bool {
-    text.get(..prefix.len())
-        .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+/// The origin of an already parsed endpoint (see [`origin`]).
+pub fn origin_of(url: &url::Url) -> Result<String, EndpointError> {
+    if !matches!(url.scheme(), "https" | "http") {
+        return Err(EndpointError::UnsupportedScheme);
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(EndpointError::UserInfo);
+    }
+    if url.host().is_none() {
+        return Err(EndpointError::MissingHost);
+    }
+    Ok(url.origin().ascii_serialization())
 }
 
 /// RFC 8030 §5.4: a `Topic` is at most 32 characters of the base64url alphabet. Push services
@@ -98,25 +87,33 @@ mod tests {
             ("http://127.0.0.1:80/x", "http://127.0.0.1"),
             ("http://127.0.0.1:443/x", "http://127.0.0.1:443"),
             ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
-            ("HTTPS://Push.Example/x", "HTTPS://Push.Example"),
+            ("HTTPS://Push.Example/x", "https://push.example"),
             ("https://[::1]:8443/x", "https://[::1]:8443"),
             ("https://[::1]/x", "https://[::1]"),
             ("https://push.example?x", "https://push.example"),
+            ("https://bücher.example/x", "https://xn--bcher-kva.example"),
         ] {
-            assert_eq!(origin(endpoint), Ok(expected), "{endpoint}");
+            assert_eq!(origin(endpoint).as_deref(), Ok(expected), "{endpoint}");
         }
+    }
+
+    #[test]
+    fn one_origin_however_it_is_spelled() {
+        let a = origin("HTTPS://Host:443/a").expect("origin");
+        let b = origin("https://host/b").expect("origin");
+        assert_eq!(a, b);
+        assert_eq!(a, "https://host");
     }
 
     #[test]
     fn rejects() {
         for (endpoint, expected) in [
             ("ftp://push.example/x", EndpointError::UnsupportedScheme),
-            ("push.example/x", EndpointError::UnsupportedScheme),
-            ("", EndpointError::UnsupportedScheme),
-            ("https:/push.example", EndpointError::UnsupportedScheme),
-            ("https:///x", EndpointError::MissingHost),
+            ("wss://push.example/x", EndpointError::UnsupportedScheme),
+            ("push.example/x", EndpointError::Invalid),
+            ("", EndpointError::Invalid),
             ("https://:443/x", EndpointError::MissingHost),
-            ("https://[::1/x", EndpointError::MissingHost),
+            ("https://[::1/x", EndpointError::Invalid),
             ("https://user:pw@push.example/x", EndpointError::UserInfo),
         ] {
             assert_eq!(origin(endpoint), Err(expected), "{endpoint}");

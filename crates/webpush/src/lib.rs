@@ -14,7 +14,9 @@
 //!   nears expiry ([`VapidCache`]), so signing disappears from the per-message cost;
 //! - sends over one shared `reqwest` client: HTTP/2 negotiated by ALPN over rustls (on
 //!   aws-lc-rs, no OpenSSL at run time), many concurrent streams on one pooled connection per
-//!   push service, with bounded concurrency per origin and size-capped response reads.
+//!   push service, with bounded concurrency per origin and size-capped response reads;
+//! - connects only where the [`pushservice_provider::EndpointPolicy`] allows (public `https`
+//!   endpoints by default, checked again on the resolved addresses).
 //!
 //! Correctness is pinned by tests: RFC 8291 Appendix A reproduced byte for byte (with its
 //! intermediate keys), bodies decrypted by the independent OpenSSL-based `ece` crate, and JWTs
@@ -25,11 +27,13 @@
 //! - [`ece`] — `aes128gcm` encryption of one message for one subscription.
 //! - [`vapid`] — a site's [`VapidKey`], JWT signing, and the [`VapidCache`] of signed headers.
 //! - [`endpoint`] — the [`origin`] of a push endpoint (VAPID audience, concurrency key, and
-//!   the only part of an endpoint that is logged) and `Topic` validation.
+//!   the only part of an endpoint that is logged) and `Topic` validation. Which endpoints may
+//!   be reached at all is [`pushservice_provider::EndpointPolicy`].
 //! - [`classify`](mod@classify) — push service status → delivery outcome.
 //! - [`keys`] — decoding of base64(url) subscription keys (`p256dh`, `auth`).
-//! - [`client`] — [`WebPushClient::send`]: origin → permit → VAPID → encrypt → POST → classify.
-//! - `limiter` (private) — one semaphore per push service origin.
+//! - [`client`] — [`WebPushClient::send`]: endpoint policy → origin → VAPID → encrypt →
+//!   request slot (per origin, then global: [`pushservice_provider::RequestSlots`]) → POST →
+//!   classify.
 //!
 //! # Using it
 //!
@@ -62,12 +66,11 @@ pub mod client;
 pub mod ece;
 pub mod endpoint;
 pub mod keys;
-mod limiter;
 pub mod vapid;
 
 pub use classify::classify;
 pub use client::{ClientError, WebPushClient, WebPushConfig, WebPushRequest};
 pub use ece::{EncryptError, MAX_PLAINTEXT, RECORD_SIZE, encrypt, encrypt_with};
-pub use endpoint::{EndpointError, is_valid_topic, origin};
+pub use endpoint::{EndpointError, is_valid_topic, origin, origin_of};
 pub use keys::{KeyDecodeError, decode_auth, decode_p256dh};
 pub use vapid::{VapidCache, VapidError, VapidKey};

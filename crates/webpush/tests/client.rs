@@ -1,37 +1,52 @@
 //! `WebPushClient` against an in-process push service: HTTP/2 over TLS with ALPN, HTTP/1.1
 //! and h2c in cleartext, every response class, unreachable and slow services, and the
-//! per-origin concurrency bound. What the server received is decrypted with `ece` and its
-//! VAPID header verified with `p256`, independently of this crate.
+//! per-origin concurrency bound, fair request slots between origins, and the endpoint policy
+//! (a loopback listener that must see no connection). What the server received is decrypted
+//! with `ece` and its VAPID header verified with `p256`, independently of this crate.
 
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{Protocol, PushServer, Subscriber, verify_vapid};
 use hyper::Version;
 use pushservice_model::Urgency;
-use pushservice_provider::{DeliveryOutcome, HttpConfig};
+use pushservice_provider::{DeliveryOutcome, EndpointPolicy, HttpConfig, RequestSlots};
 use pushservice_webpush::{MAX_PLAINTEXT, VapidKey, WebPushClient, WebPushConfig, WebPushRequest};
 
 const SUBJECT: &str = "mailto:ops@example.com";
 const PAYLOAD: &[u8] = br#"{"title":"Sale","options":{"body":"50% off"}}"#;
 
-fn client_for(server: &PushServer, config: WebPushConfig) -> WebPushClient {
-    let extra_root_certificates = server
-        .ca_pem
+/// The endpoint policy of a simulator on loopback: `SENDER_ALLOW_PRIVATE_ENDPOINTS=true`.
+fn loopback_allowed() -> EndpointPolicy {
+    EndpointPolicy {
+        allow_private: true,
+        allowed_hosts: Vec::new(),
+    }
+}
+
+/// A client trusting `servers`' CAs, allowed to reach them on loopback.
+fn client_for_all(servers: &[&PushServer], config: WebPushConfig) -> WebPushClient {
+    let extra_root_certificates = servers
         .iter()
+        .flat_map(|server| server.ca_pem.iter())
         .map(|pem| pem.as_bytes().to_vec())
         .collect();
     WebPushClient::new(WebPushConfig {
         http: HttpConfig {
             extra_root_certificates,
+            endpoint_policy: loopback_allowed(),
             ..config.http
         },
         ..config
     })
     .expect("client")
+}
+
+fn client_for(server: &PushServer, config: WebPushConfig) -> WebPushClient {
+    client_for_all(&[server], config)
 }
 
 /// A request for `subscriber` to `endpoint`, signed by `key`, topic "sale", urgency high.
@@ -178,7 +193,14 @@ async fn unreachable_and_slow_push_services_are_transient() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = closed.local_addr().expect("addr").port();
     drop(closed);
-    let client = WebPushClient::new(WebPushConfig::default()).expect("client");
+    let client = WebPushClient::new(WebPushConfig {
+        http: HttpConfig {
+            endpoint_policy: loopback_allowed(),
+            ..HttpConfig::default()
+        },
+        ..WebPushConfig::default()
+    })
+    .expect("client");
     let endpoint = format!("http://127.0.0.1:{port}/wp/secret-token");
     match client.send(&request(&endpoint, &subscriber, &key)).await {
         DeliveryOutcome::Transient {
@@ -340,7 +362,10 @@ async fn bad_subscriptions_and_settings_fail_permanently_without_a_request() {
     assert!(permanent_reason(client.send(&req).await).contains("VAPID subject"));
 
     let req = request("wss://localhost/wp/abc", &subscriber, &key);
-    assert!(permanent_reason(client.send(&req).await).contains("not an http(s) URL"));
+    assert_eq!(
+        permanent_reason(client.send(&req).await),
+        "endpoint not allowed: wss:// is not allowed; push services use https"
+    );
 
     assert!(
         server.requests().is_empty(),
@@ -352,6 +377,11 @@ async fn bad_subscriptions_and_settings_fail_permanently_without_a_request() {
     };
     assert!(WebPushClient::new(config).is_err());
     let config = WebPushConfig {
+        concurrency: 0,
+        ..WebPushConfig::default()
+    };
+    assert!(WebPushClient::new(config).is_err());
+    let config = WebPushConfig {
         http: HttpConfig {
             extra_root_certificates: vec![b"not a certificate".to_vec()],
             ..HttpConfig::default()
@@ -359,4 +389,154 @@ async fn bad_subscriptions_and_settings_fail_permanently_without_a_request() {
         ..WebPushConfig::default()
     };
     assert!(WebPushClient::new(config).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_push_service_does_not_starve_the_others() {
+    let slow = PushServer::start(Protocol::Tls).await;
+    let fast = PushServer::start(Protocol::Tls).await;
+    // Shared slots as the sender makes them: 4 in flight in all, 2 per origin.
+    let slots = Arc::new(RequestSlots::new(4, 2).expect("slots"));
+    let client = Arc::new(
+        client_for_all(&[&slow, &fast], WebPushConfig::default()).with_slots(Arc::clone(&slots)),
+    );
+    let subscriber = Arc::new(Subscriber::new());
+    let key = Arc::new(VapidKey::generate().expect("VAPID key"));
+    // Ten deliveries to a push service answering in 5 s: two in flight, eight waiting.
+    let slow_endpoint = Arc::new(format!("https://localhost:{}/wp/slow", slow.addr.port()));
+    let mut stuck = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let (client, subscriber, key, endpoint) = (
+            client.clone(),
+            subscriber.clone(),
+            key.clone(),
+            slow_endpoint.clone(),
+        );
+        stuck.spawn(async move { client.send(&request(&endpoint, &subscriber, &key)).await });
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        slots.available(),
+        2,
+        "the slow origin holds only its own two slots"
+    );
+
+    let fast_endpoint = format!("https://localhost:{}/wp/abc", fast.addr.port());
+    let started = std::time::Instant::now();
+    for _ in 0..20 {
+        let outcome = client
+            .send(&request(&fast_endpoint, &subscriber, &key))
+            .await;
+        assert_eq!(outcome, DeliveryOutcome::Accepted);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "deliveries to the fast origin waited for the slow one: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(fast.requests().len(), 20);
+    stuck.abort_all();
+}
+
+/// Counts the connections a listener accepts.
+async fn counting_listener(address: std::net::SocketAddr) -> Option<(u16, Arc<AtomicUsize>)> {
+    let listener = tokio::net::TcpListener::bind(address).await.ok()?;
+    let port = listener.local_addr().ok()?.port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            drop(socket);
+        }
+    });
+    Some((port, accepted))
+}
+
+#[tokio::test]
+async fn the_default_policy_makes_no_connection_to_loopback() {
+    let (port, accepted) = counting_listener("127.0.0.1:0".parse().expect("address"))
+        .await
+        .expect("listener on 127.0.0.1");
+    // [::1] on the same port too when the machine has IPv6, so nothing could reach it unseen.
+    let v6 = counting_listener(format!("[::1]:{port}").parse().expect("address")).await;
+    let client = WebPushClient::new(WebPushConfig::default()).expect("client");
+    let (subscriber, key) = (Subscriber::new(), VapidKey::generate().expect("VAPID key"));
+    for endpoint in [
+        format!("https://127.0.0.1:{port}/x"),
+        format!("https://localhost:{port}/x"),
+        format!("https://[::1]:{port}/x"),
+        format!("http://127.0.0.1:{port}/x"),
+        format!("https://[::ffff:127.0.0.1]:{port}/x"),
+    ] {
+        match client.send(&request(&endpoint, &subscriber, &key)).await {
+            DeliveryOutcome::Permanent {
+                status: None,
+                reason,
+            } => assert!(
+                reason.starts_with("endpoint not allowed: "),
+                "{endpoint}: {reason}"
+            ),
+            other => panic!("{endpoint} gave {other:?}"),
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        0,
+        "127.0.0.1 was connected to"
+    );
+    if let Some((_, v6_accepted)) = &v6 {
+        assert_eq!(
+            v6_accepted.load(Ordering::SeqCst),
+            0,
+            "[::1] was connected to"
+        );
+    }
+
+    // The listener does see a connection when the policy allows one: the zeros above mean
+    // something.
+    let open = WebPushClient::new(WebPushConfig {
+        http: HttpConfig {
+            endpoint_policy: loopback_allowed(),
+            ..HttpConfig::default()
+        },
+        ..WebPushConfig::default()
+    })
+    .expect("client");
+    let endpoint = format!("http://127.0.0.1:{port}/x");
+    let outcome = open.send(&request(&endpoint, &subscriber, &key)).await;
+    assert_eq!(outcome.label(), "transient", "{outcome:?}");
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn allowed_hosts_refuse_other_hosts_before_connecting() {
+    let server = PushServer::start(Protocol::Tls).await;
+    let client = WebPushClient::new(WebPushConfig {
+        http: HttpConfig {
+            extra_root_certificates: server
+                .ca_pem
+                .iter()
+                .map(|p| p.as_bytes().to_vec())
+                .collect(),
+            endpoint_policy: EndpointPolicy {
+                allow_private: true,
+                allowed_hosts: vec!["push.example.com".into()],
+            },
+            ..HttpConfig::default()
+        },
+        ..WebPushConfig::default()
+    })
+    .expect("client");
+    let (subscriber, key) = (Subscriber::new(), VapidKey::generate().expect("VAPID key"));
+    let endpoint = format!("https://localhost:{}/wp/abc", server.addr.port());
+    match client.send(&request(&endpoint, &subscriber, &key)).await {
+        DeliveryOutcome::Permanent { reason, .. } => assert_eq!(
+            reason,
+            "endpoint not allowed: localhost is not in SENDER_ENDPOINT_ALLOWED_HOSTS"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(server.stats.connections.load(Ordering::SeqCst), 0);
 }

@@ -8,10 +8,16 @@
 //!
 //! An entry is reused only for the same public key and subject it was signed with, so a site
 //! whose keys or contact change gets a fresh header at once rather than hours of rejections.
-//! The map holds sites × origins entries (a handful of origins per site); an expired entry is
-//! replaced in place the next time it is asked for.
+//!
+//! The map holds sites × origins entries (a handful of origins per site), but origins come
+//! from subscribers' endpoints, so it is bounded: past `max_entries` an insert first drops
+//! entries due for re-signing, then the least recently used eighth. Readers stamp an entry's
+//! last use with a relaxed atomic store under the read lock, so the hot path stays a read
+//! lock; eviction scans the map, which happens at most once per `max_entries / 8` new
+//! entries. An evicted entry costs one more signature (~20 µs) when asked for again.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -24,13 +30,25 @@ const MAX_VALIDITY: Duration = Duration::from_secs(24 * 3600);
 /// Below this a header would be re-signed almost every time, defeating the cache.
 const MIN_VALIDITY: Duration = Duration::from_secs(60);
 
+/// Default bound of (site, origin) entries: far more than sites × browser vendors of any
+/// deployment, a few MiB at most.
+pub const DEFAULT_MAX_ENTRIES: usize = 16_384;
+
 /// Signed `Authorization` headers shared by every sending task (`Send + Sync`).
 #[derive(Debug)]
 pub struct VapidCache {
     /// JWT lifetime in whole seconds, within [`MIN_VALIDITY`, `MAX_VALIDITY`].
     validity_secs: u64,
-    /// site (cache key) → push service origin → entry.
-    entries: RwLock<HashMap<Box<str>, ByOrigin>>,
+    /// Most (site, origin) entries kept.
+    max_entries: usize,
+    /// site (cache key) → push service origin → entry, and the number of entries.
+    entries: RwLock<Entries>,
+}
+
+#[derive(Debug, Default)]
+struct Entries {
+    by_site: HashMap<Box<str>, ByOrigin>,
+    len: usize,
 }
 
 /// One site's entries, by push service origin.
@@ -47,17 +65,38 @@ struct Entry {
     refresh_after: u64,
     public: [u8; 65],
     subject: Box<str>,
+    /// Unix seconds of the last use: which entries eviction drops first.
+    last_used: AtomicU64,
 }
 
 impl VapidCache {
     /// A cache whose JWTs live `validity` (12 h is a good default). Values above 24 h are
     /// clamped to 24 h (push services reject longer), values below a minute to a minute.
     pub fn new(validity: Duration) -> Self {
+        VapidCache::with_capacity(validity, DEFAULT_MAX_ENTRIES)
+    }
+
+    /// A cache of at most `max_entries` (site, origin) headers (at least 8).
+    pub fn with_capacity(validity: Duration, max_entries: usize) -> Self {
         let validity = validity.clamp(MIN_VALIDITY, MAX_VALIDITY);
         VapidCache {
             validity_secs: validity.as_secs(),
-            entries: RwLock::new(HashMap::new()),
+            max_entries: max_entries.max(8),
+            entries: RwLock::new(Entries::default()),
         }
+    }
+
+    /// (site, origin) headers held now.
+    pub fn len(&self) -> usize {
+        self.entries
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len
+    }
+
+    /// Whether no header is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// The JWT lifetime in use, after clamping.
@@ -102,6 +141,7 @@ impl VapidCache {
             // still consistent (inserts are single calls), so keep using them.
             let entries = self.entries.read().unwrap_or_else(PoisonError::into_inner);
             let fresh = entries
+                .by_site
                 .get(cache_key)
                 .and_then(|by_origin| by_origin.get(origin))
                 .filter(|entry| {
@@ -111,6 +151,7 @@ impl VapidCache {
                         && *entry.subject == *subject
                 });
             if let Some(entry) = fresh {
+                entry.last_used.store(now, Ordering::Relaxed);
                 return Ok(entry.header.clone());
             }
         }
@@ -124,13 +165,58 @@ impl VapidCache {
             refresh_after: exp - self.validity_secs / 4,
             public: *key.public_bytes(),
             subject: subject.into(),
+            last_used: AtomicU64::new(now),
         };
         let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
-        entries
+        let known = entries
+            .by_site
+            .get(cache_key)
+            .is_some_and(|by_origin| by_origin.contains_key(origin));
+        if !known && entries.len >= self.max_entries {
+            entries.make_room(now, self.max_entries);
+        }
+        let previous = entries
+            .by_site
             .entry(cache_key.into())
             .or_default()
             .insert(origin.into(), entry);
+        if previous.is_none() {
+            entries.len += 1;
+        }
         Ok(header)
+    }
+}
+
+impl Entries {
+    /// Drops entries due for re-signing, then, if still at least `max`, the least recently
+    /// used eighth, so that the next `max / 8` inserts find room without scanning.
+    fn make_room(&mut self, now: u64, max: usize) {
+        let due = |entry: &Entry| now > entry.refresh_after || now < entry.signed_at;
+        self.retain(|entry| !due(entry));
+        if self.len < max {
+            return;
+        }
+        let mut uses: Vec<u64> = self
+            .by_site
+            .values()
+            .flat_map(|by_origin| by_origin.values())
+            .map(|entry| entry.last_used.load(Ordering::Relaxed))
+            .collect();
+        let drop = (max / 8).max(1).min(uses.len());
+        let (_, threshold, _) = uses.select_nth_unstable(drop - 1);
+        let threshold = *threshold;
+        // Ties at the threshold may drop a few more than an eighth; never fewer.
+        self.retain(|entry| entry.last_used.load(Ordering::Relaxed) > threshold);
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&Entry) -> bool) {
+        let mut len = 0;
+        self.by_site.retain(|_, by_origin| {
+            by_origin.retain(|_, entry| keep(entry));
+            len += by_origin.len();
+            !by_origin.is_empty()
+        });
+        self.len = len;
     }
 }
 
@@ -288,6 +374,38 @@ mod tests {
             .authorization("s", &key, "ops@example.com", FCM)
             .expect_err("subject");
         assert!(matches!(err, VapidError::InvalidSubject { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn stays_bounded_and_evicts_the_least_recently_used() {
+        let key = VapidKey::generate().expect("key");
+        let cache = VapidCache::with_capacity(Duration::from_secs(4000), 16);
+        let t0 = 1_700_000_000;
+        let hot = cache
+            .authorization_at(at(t0), "hot", &key, SUBJECT, FCM)
+            .expect("sign");
+        // A flood of origins (as hostile subscriptions could bring), the hot entry used between.
+        for i in 0..200u64 {
+            let origin = format!("https://push{i}.example");
+            cache
+                .authorization_at(at(t0 + 1 + i), "s", &key, SUBJECT, &origin)
+                .expect("sign");
+            let again = cache
+                .authorization_at(at(t0 + 1 + i), "hot", &key, SUBJECT, FCM)
+                .expect("hit");
+            assert_eq!(again, hot, "the entry in use is kept");
+            assert!(cache.len() <= 16, "grew to {}", cache.len());
+        }
+        // When full, entries due for re-signing go first, however recently used.
+        let full = VapidCache::with_capacity(Duration::from_secs(4000), 8);
+        for i in 0..8 {
+            full.authorization_at(at(t0), "s", &key, SUBJECT, &format!("https://p{i}.example"))
+                .expect("sign");
+        }
+        assert_eq!(full.len(), 8);
+        full.authorization_at(at(t0 + 10_000), "s", &key, SUBJECT, MOZILLA)
+            .expect("sign");
+        assert_eq!(full.len(), 1, "every other entry was due for re-signing");
     }
 
     #[test]

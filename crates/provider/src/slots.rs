@@ -1,0 +1,191 @@
+//! Request slots shared fairly between push services: a global bound on requests in flight,
+//! and a bound per key (Web Push: the push service origin; APNs: credential and host; FCM:
+//! credential).
+//!
+//! The per-key slot is taken **before** the global one. A push service that answers in 10 s
+//! therefore fills only its own key's slots, and the tasks waiting for it wait on its
+//! semaphore without holding a global slot; deliveries to every other key keep the rest of
+//! the global bound. (Taken the other way round, waiters for the slow key would sit on
+//! global slots and starve everyone.) Both semaphores are FIFO, so waiting is fair within a
+//! key and across keys.
+//!
+//! Keys come from subscribers' endpoints and sites' credentials, so their set is open-ended:
+//! past [`MAX_KEYS`] the map forgets semaphores nobody holds or waits on. A semaphore in use
+//! is never dropped (the map's `Arc` is then not the only one), so the bound of a busy key
+//! always holds.
+//!
+//! One [`RequestSlots`] can be shared by the Web Push, APNs and FCM clients (`with_slots`),
+//! which makes the global bound the sender's whole concurrency; keys of different providers
+//! never collide because each provider prefixes its own.
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
+
+/// More distinct keys than any real audience uses (a handful of push services, one key per
+/// site credential).
+pub const MAX_KEYS: usize = 4096;
+
+/// Why slots could not be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("request slots: {0} must be at least 1")]
+pub struct InvalidSlots(&'static str);
+
+/// A global bound plus one bound per key; `Send + Sync`, shared behind an `Arc`.
+#[derive(Debug)]
+pub struct RequestSlots {
+    global: Arc<Semaphore>,
+    per_key: usize,
+    keys: RwLock<HashMap<Box<str>, Arc<Semaphore>>>,
+}
+
+/// One request's slot: its key's permit and a global one, both freed on drop.
+#[derive(Debug)]
+pub struct RequestSlot {
+    // Dropped in declaration order: the global permit first, so a waiter of another key can
+    // start as soon as possible.
+    _global: OwnedSemaphorePermit,
+    _key: OwnedSemaphorePermit,
+}
+
+impl RequestSlots {
+    /// At most `global` requests in flight, and at most `per_key` of them for one key.
+    pub fn new(global: usize, per_key: usize) -> Result<Self, InvalidSlots> {
+        if global == 0 {
+            return Err(InvalidSlots("the global concurrency"));
+        }
+        if per_key == 0 {
+            return Err(InvalidSlots("the per-key concurrency"));
+        }
+        Ok(RequestSlots {
+            global: Arc::new(Semaphore::new(global.min(Semaphore::MAX_PERMITS))),
+            per_key: per_key.min(Semaphore::MAX_PERMITS),
+            keys: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// Waits for a slot of `key` (first) and a global one (second). The error only happens if
+    /// a semaphore was closed, which this type never does; callers turn it into a transient
+    /// outcome rather than panicking.
+    pub async fn acquire(&self, key: &str) -> Result<RequestSlot, AcquireError> {
+        let key_permit = self.semaphore(key).acquire_owned().await?;
+        let global = Arc::clone(&self.global).acquire_owned().await?;
+        Ok(RequestSlot {
+            _global: global,
+            _key: key_permit,
+        })
+    }
+
+    /// Global slots free right now (for tests and metrics).
+    pub fn available(&self) -> usize {
+        self.global.available_permits()
+    }
+
+    fn semaphore(&self, key: &str) -> Arc<Semaphore> {
+        // Poisoning only means a panic elsewhere mid-operation; a HashMap stays usable.
+        if let Some(semaphore) = self
+            .keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+        {
+            return Arc::clone(semaphore);
+        }
+        let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
+        if keys.len() >= MAX_KEYS && !keys.contains_key(key) {
+            // Only the map holds an idle semaphore; one with a clone out is held or awaited.
+            keys.retain(|_, semaphore| Arc::strong_count(semaphore) > 1);
+        }
+        Arc::clone(
+            keys.entry(key.into())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.per_key))),
+        )
+    }
+
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
+        self.keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    async fn blocked(slots: &RequestSlots, key: &str) -> bool {
+        tokio::time::timeout(Duration::from_millis(20), slots.acquire(key))
+            .await
+            .is_err()
+    }
+
+    #[tokio::test]
+    async fn bounds_each_key_and_the_total() {
+        let slots = RequestSlots::new(3, 2).expect("valid");
+        let a1 = slots.acquire("a").await.expect("slot");
+        let _a2 = slots.acquire("a").await.expect("slot");
+        assert!(blocked(&slots, "a").await, "a third slot for one key");
+        let _b1 = slots.acquire("b").await.expect("another key");
+        assert_eq!(slots.available(), 0);
+        assert!(blocked(&slots, "c").await, "the global bound holds");
+        drop(a1);
+        let _c1 = slots.acquire("c").await.expect("freed slot");
+    }
+
+    #[tokio::test]
+    async fn a_slow_key_holds_only_its_own_slots() {
+        let slots = Arc::new(RequestSlots::new(4, 2).expect("valid"));
+        // Two requests to a slow push service are in flight, and ten more wait for it.
+        let held: Vec<RequestSlot> = vec![
+            slots.acquire("slow").await.expect("slot"),
+            slots.acquire("slow").await.expect("slot"),
+        ];
+        let waiting: Vec<_> = (0..10)
+            .map(|_| {
+                let slots = Arc::clone(&slots);
+                tokio::spawn(async move { slots.acquire("slow").await.map(drop) })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        // The waiters hold no global slot: the other two are free for everyone else.
+        assert_eq!(slots.available(), 2);
+        let _f1 = slots.acquire("fast").await.expect("not starved");
+        let _f2 = slots.acquire("fast").await.expect("not starved");
+        drop(held);
+        drop(_f1);
+        drop(_f2);
+        for task in waiting {
+            task.await.expect("joined").expect("slot");
+        }
+    }
+
+    #[tokio::test]
+    async fn forgets_idle_keys_but_never_busy_ones() {
+        let slots = RequestSlots::new(10, 1).expect("valid");
+        let busy = slots.acquire("busy").await.expect("slot");
+        for i in 0..MAX_KEYS + 10 {
+            drop(slots.acquire(&format!("k{i}")).await.expect("slot"));
+        }
+        assert!(
+            slots.tracked() <= MAX_KEYS,
+            "map grew to {}",
+            slots.tracked()
+        );
+        assert!(
+            blocked(&slots, "busy").await,
+            "the busy key's bound was replaced"
+        );
+        drop(busy);
+    }
+
+    #[test]
+    fn zero_is_refused() {
+        assert!(RequestSlots::new(0, 1).is_err());
+        assert!(RequestSlots::new(1, 0).is_err());
+    }
+}
