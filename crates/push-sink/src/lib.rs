@@ -17,7 +17,9 @@
 //!
 //! Endpoints, under [`Sink::base_url`]: Web Push `/wp/<24-hex id>` (any prefix), APNs
 //! `/3/device/<hex token>`, FCM `/v1/projects/<project>/messages:send`, OAuth2 `/token` (the
-//! `token_uri` of test service accounts).
+//! `token_uri` of test service accounts). Admin: `GET /__sink/stats`, `POST /__sink/reset`,
+//! `POST`/`GET`/`DELETE /__sink/outage` (an [`Outage`]: every push request answered 503, or
+//! another status, with `Retry-After`, until it is over or ended).
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), pushservice_push_sink::SinkError> {
@@ -41,6 +43,7 @@
 //! - `tls` — self-signed certificate and ALPN for [`Protocol::Tls`].
 //! - `service` — dispatch to admin endpoints and push-service kinds; shared state.
 //! - [`fate`] — planned per-subscriber fates and the per-subscriber attempt table.
+//! - [`outage`] — a push service that is down for a while, started and ended at run time.
 //! - [`stats`] — lock-free counters and their [`Stats`] snapshot.
 //! - [`received`] — deliveries kept in verification mode (Web Push decrypted; APNs, FCM).
 //! - `body` — reading request bodies under a size limit.
@@ -61,6 +64,7 @@ pub mod credentials;
 pub mod fate;
 pub mod fcm;
 mod jwt;
+pub mod outage;
 pub mod received;
 mod server;
 mod service;
@@ -71,6 +75,7 @@ pub mod webpush;
 
 pub use config::{ApnsKey, Behaviour, FcmAccount, Latency, Protocol, SinkConfig, Verify};
 pub use fate::{Fate, planned_fate};
+pub use outage::{Outage, OutageStatus, PushKind};
 pub use received::{MobileKind, MobileReceived, Received};
 pub use sink::{Sink, SinkError};
 pub use stats::{KindStats, Stats, VerifyFailure};

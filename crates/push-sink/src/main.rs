@@ -21,6 +21,13 @@ use pushservice_push_sink::{
 /// planned failures), issues FCM access tokens at `/token`, counts everything, and optionally
 /// verifies: VAPID and decryption with seeded subscriber keys, APNs provider tokens against
 /// trusted `.p8` keys, FCM access tokens and token assertions against trusted service accounts.
+///
+/// Control endpoints (not counted as pushes): `GET /__sink/stats` (counters as JSON, with
+/// `outage` and `outage_answered`), `POST /__sink/reset` (zero them), `POST /__sink/outage`
+/// with `{"seconds": 60, "status": 503, "retryAfter": 5, "kind": "webpush|apns|fcm"}` (every
+/// push request, or those of one kind, answered that status, default 503, with `Retry-After`
+/// when given, until the time is over), `GET /__sink/outage`, `DELETE /__sink/outage` (end it
+/// now).
 #[derive(Debug, Parser)]
 #[command(name = "push-sink", version)]
 struct Cli {
@@ -52,7 +59,9 @@ struct Cli {
     /// Subscribers (per mille) whose first attempt is reset without a response.
     #[arg(long, env = "PUSH_SINK_RESET_PER_MILLE", default_value_t = 0)]
     reset_per_mille: u32,
-    /// Answer delay in milliseconds: `0`, `20`, or a uniform range `10-50`.
+    /// Delay before every push answer, in milliseconds: `0` (none), a fixed delay such as
+    /// `5000` (a slow push service), or a uniform random range such as `50-150` (a realistic
+    /// one). Concurrent requests wait side by side.
     #[arg(long, env = "PUSH_SINK_LATENCY_MS", default_value = "0")]
     latency_ms: Latency,
     /// Verify VAPID and headers and decrypt every payload (costs CPU; keeps deliveries).
@@ -219,6 +228,7 @@ fn log_stats(stats: &Stats, previous: &Stats, interval: Duration) {
         req_per_sec = per_sec.round() as u64,
         by_status = ?stats.by_status,
         resets = stats.resets,
+        outage_answered = stats.outage_answered,
         verify_failed = stats.verify_failures(),
         distinct = stats.distinct_accepted,
         duplicates = stats.duplicates,

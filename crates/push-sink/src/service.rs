@@ -1,9 +1,10 @@
-//! Per-request dispatch: the admin endpoints under `/__sink/`, then each push-service kind,
-//! then 404; and the state every request shares.
+//! Per-request dispatch: the admin endpoints under `/__sink/`, then each push-service kind
+//! (answered by the outage in force, if any, instead of its own handler), then 404; and the
+//! state every request shares.
 //!
 //! A kind (Web Push, APNs, FCM, and the OAuth token endpoint FCM senders use) is a module with
-//! a `matches(path)` test and a `handle` function; adding one is a module and one line in
-//! [`handle`]. Responses go through [`Shared::respond`] or [`Shared::respond_json`] so that
+//! a `matches(path)` test, a `handle` function and (push kinds) an `unavailable` answer for
+//! outages; adding one is a module and a line in [`handle`] and in `unavailable`. Responses go through [`Shared::respond`] or [`Shared::respond_json`] so that
 //! every answered request is counted, under its kind, in exactly one place.
 
 use std::sync::Arc;
@@ -11,13 +12,15 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 
+use crate::body::{BodyError, read_body};
 use crate::config::{Behaviour, Latency, SinkConfig};
 use crate::fate::SubscriberTable;
+use crate::outage::{Active, Outage, OutageSwitch};
 use crate::received::{DeliveryLog, MobileReceived, Received};
-use crate::stats::{Counters, Kind};
+use crate::stats::{Counters, Kind, Stats};
 use crate::{apns, fcm, webpush};
 
 /// Response body type: small and in one piece.
@@ -57,6 +60,8 @@ pub(crate) struct Shared {
     pub(crate) received: Option<DeliveryLog<Received>>,
     /// Accepted APNs and FCM deliveries, in verification mode only.
     pub(crate) received_mobile: Option<DeliveryLog<MobileReceived>>,
+    /// The outage in force, if any.
+    pub(crate) outage: OutageSwitch,
     /// State of the latency jitter generator (splitmix64).
     random: AtomicU64,
 }
@@ -80,7 +85,16 @@ impl Shared {
                 .map(|verify| fcm::Verifier::new(verify, scheme)),
             received: config.verify.as_ref().map(|_| DeliveryLog::new()),
             received_mobile: config.verify.as_ref().map(|_| DeliveryLog::new()),
+            outage: OutageSwitch::new(),
             random: AtomicU64::new(crate::stats::unix_ms()),
+        }
+    }
+
+    /// A snapshot of the counters, with the outage in force.
+    pub(crate) fn stats(&self) -> Stats {
+        Stats {
+            outage: self.outage.status(),
+            ..self.counters.snapshot()
         }
     }
 
@@ -123,7 +137,7 @@ impl Shared {
         response
     }
 
-    /// Zeroes counters and forgets attempts and deliveries.
+    /// Zeroes counters and forgets attempts and deliveries (an outage in force stays).
     fn reset(&self) {
         self.counters.reset();
         self.subscribers.clear();
@@ -157,62 +171,147 @@ pub(crate) async fn handle(
 ) -> Result<Response<Body>, ResetStream> {
     let path = request.uri().path();
     if let Some(command) = path.strip_prefix("/__sink/") {
-        return Ok(admin(&shared, request.method(), command));
+        let command = command.to_owned();
+        return Ok(admin(&shared, request, &command).await);
     }
     // The specific prefixes first: Web Push takes any path ending in 24 hex digits, which an
     // APNs device token can be.
-    if apns::matches(path) {
-        return apns::handle(&shared, request).await;
+    let kind = if apns::matches(path) {
+        Kind::Apns
+    } else if fcm::matches(path) {
+        Kind::Fcm
+    } else if fcm::oauth::matches(path) {
+        Kind::Oauth
+    } else if webpush::matches(path) {
+        Kind::WebPush
+    } else {
+        shared.counters.request(None);
+        shared.counters.status(None, StatusCode::NOT_FOUND.as_u16());
+        return Ok(response(
+            StatusCode::NOT_FOUND,
+            Bytes::from_static(
+                b"no push endpoint here: POST to /wp/<24-hex subscriber id>, /3/device/<hex token>, \
+                  /v1/projects/<project>/messages:send or /token",
+            ),
+        ));
+    };
+    if let Some(outage) = shared.outage.in_force(kind) {
+        return unavailable(&shared, kind, &outage, request).await;
     }
-    if fcm::matches(path) {
-        return fcm::handle(&shared, request).await;
+    match kind {
+        Kind::Apns => apns::handle(&shared, request).await,
+        Kind::Fcm => fcm::handle(&shared, request).await,
+        Kind::Oauth => fcm::oauth::handle(&shared, request).await,
+        Kind::WebPush => webpush::handle(&shared, request).await,
     }
-    if fcm::oauth::matches(path) {
-        return fcm::oauth::handle(&shared, request).await;
-    }
-    if webpush::matches(path) {
-        return webpush::handle(&shared, request).await;
-    }
-    shared.counters.request(None);
-    shared.counters.status(None, StatusCode::NOT_FOUND.as_u16());
-    Ok(response(
-        StatusCode::NOT_FOUND,
-        Bytes::from_static(
-            b"no push endpoint here: POST to /wp/<24-hex subscriber id>, /3/device/<hex token>, \
-              /v1/projects/<project>/messages:send or /token",
-        ),
-    ))
 }
 
-/// `GET /__sink/stats`: the stats as JSON. `POST /__sink/reset`: the stats as JSON, then
-/// zero them and forget attempts and deliveries. Not counted as push requests.
-fn admin(shared: &Shared, method: &Method, command: &str) -> Response<Body> {
-    let stats_json = || {
-        let stats = shared.counters.snapshot();
-        // Plain integers, strings and maps always serialise.
-        let json = serde_json::to_vec(&stats).unwrap_or_default();
-        let mut response = response(StatusCode::OK, Bytes::from(json));
+/// Largest body read (and dropped) from a request an outage answers; past it the answer goes
+/// out without the rest.
+const OUTAGE_BODY_LIMIT: usize = 64 * 1024;
+
+/// Answers a push request of `kind` on behalf of `outage`: the body is read and dropped (so
+/// the connection stays usable), the configured latency is waited as for any answer, then
+/// the kind's own error shape with the outage's status and `Retry-After`. The attempt table
+/// is not touched (see [`crate::outage`]).
+async fn unavailable(
+    shared: &Shared,
+    kind: Kind,
+    outage: &Active,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ResetStream> {
+    shared.counters.request(Some(kind));
+    match read_body(request.into_body(), false, OUTAGE_BODY_LIMIT).await {
+        Ok((length, _)) | Err(BodyError::TooLarge(length)) => shared.counters.bytes_in(length),
+        // The client went away mid-body: nobody to answer.
+        Err(BodyError::Aborted) => return Err(ResetStream),
+    }
+    shared.delay().await;
+    shared.counters.outage_answered(kind);
+    outage.answered_one();
+    let status = outage.outage.status;
+    let mut response = match kind {
+        Kind::WebPush => webpush::unavailable(shared, status),
+        Kind::Apns => apns::unavailable(shared, status),
+        Kind::Fcm | Kind::Oauth => fcm::unavailable(shared, status),
+    };
+    if let Some(seconds) = outage.outage.retry_after_secs {
         response
             .headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        response
-    };
-    match (method, command) {
-        (&Method::GET, "stats") => stats_json(),
+            .insert(RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    Ok(response)
+}
+
+/// What the admin endpoints take.
+const ADMIN_USAGE: &[u8] = b"admin endpoints: GET /__sink/stats, POST /__sink/reset, \
+    POST /__sink/outage {\"seconds\": 60, \"status\": 503, \"retryAfter\": 5, \"kind\": \"webpush|apns|fcm\"}, \
+    GET or DELETE /__sink/outage";
+
+/// Largest admin request body read.
+const ADMIN_BODY_LIMIT: usize = 4096;
+
+/// The admin endpoints, not counted as push requests:
+///
+/// - `GET /__sink/stats`: the stats as JSON (with the outage in force, if any);
+/// - `POST /__sink/reset`: the stats as JSON, then zero them and forget attempts and
+///   deliveries;
+/// - `POST /__sink/outage` with `{"seconds", "status", "retryAfter", "kind"}`: start an
+///   outage (replacing any in force); answers its [`crate::outage::OutageStatus`], or 400
+///   saying what is wrong with the body;
+/// - `GET /__sink/outage`: the outage in force, or `null`;
+/// - `DELETE /__sink/outage`: end it at once; answers what it was, or `null`.
+async fn admin(shared: &Shared, request: Request<Incoming>, command: &str) -> Response<Body> {
+    let method = request.method().clone();
+    match (&method, command) {
+        (&Method::GET, "stats") => json_response(StatusCode::OK, &shared.stats()),
         (&Method::POST, "reset") => {
-            let response = stats_json();
+            let response = json_response(StatusCode::OK, &shared.stats());
             shared.reset();
             response
         }
-        (_, "stats" | "reset") => response(
+        (&Method::POST, "outage") => {
+            let body = match read_body(request.into_body(), true, ADMIN_BODY_LIMIT).await {
+                Ok((_, body)) => body.unwrap_or_default(),
+                Err(BodyError::TooLarge(_)) | Err(BodyError::Aborted) => {
+                    return response(
+                        StatusCode::BAD_REQUEST,
+                        Bytes::from_static(b"outage body: not a small JSON object"),
+                    );
+                }
+            };
+            match Outage::from_json(&body) {
+                Ok(outage) => {
+                    let status = shared.outage.start(outage);
+                    tracing::info!(?outage, "outage started");
+                    json_response(StatusCode::OK, &status)
+                }
+                Err(message) => response(StatusCode::BAD_REQUEST, Bytes::from(message)),
+            }
+        }
+        (&Method::GET, "outage") => json_response(StatusCode::OK, &shared.outage.status()),
+        (&Method::DELETE, "outage") => {
+            let ended = shared.outage.end();
+            tracing::info!(?ended, "outage ended");
+            json_response(StatusCode::OK, &ended)
+        }
+        (_, "stats" | "reset" | "outage") => response(
             StatusCode::METHOD_NOT_ALLOWED,
-            Bytes::from_static(b"GET /__sink/stats or POST /__sink/reset"),
+            Bytes::from_static(ADMIN_USAGE),
         ),
-        _ => response(
-            StatusCode::NOT_FOUND,
-            Bytes::from_static(b"admin endpoints: GET /__sink/stats, POST /__sink/reset"),
-        ),
+        _ => response(StatusCode::NOT_FOUND, Bytes::from_static(ADMIN_USAGE)),
     }
+}
+
+/// `value` as an `application/json` response.
+fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
+    // Stats and outage reports are plain integers, strings and maps: they always serialise.
+    let json = serde_json::to_vec(value).unwrap_or_default();
+    let mut response = response(status, Bytes::from(json));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
 }
 
 /// One step of splitmix64: a well-mixed 64-bit number from a counter.

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{Protocol, SinkConfig};
+use crate::outage::{Outage, OutageStatus};
 use crate::received::{MobileReceived, Received};
 use crate::service::Shared;
 use crate::stats::Stats;
@@ -141,16 +142,27 @@ impl Sink {
         self.cert_pem.as_deref()
     }
 
-    /// A snapshot of the counters.
+    /// A snapshot of the counters, with the outage in force.
     pub fn stats(&self) -> Stats {
-        self.shared.counters.snapshot()
+        self.shared.stats()
+    }
+
+    /// Starts `outage` now, replacing any in force (as `POST /__sink/outage` does).
+    pub fn start_outage(&self, outage: Outage) -> OutageStatus {
+        self.shared.outage.start(outage)
+    }
+
+    /// Ends the outage in force at once (as `DELETE /__sink/outage` does): what it was, or
+    /// `None` when none was in force.
+    pub fn end_outage(&self) -> Option<OutageStatus> {
+        self.shared.outage.end()
     }
 
     /// A function that snapshots this sink's counters, for a task that reports them
     /// periodically while the sink runs.
     pub fn stats_source(&self) -> impl Fn() -> Stats + Send + Sync + 'static {
         let shared = self.shared.clone();
-        move || shared.counters.snapshot()
+        move || shared.stats()
     }
 
     /// The deliveries accepted for `subscriber_id`, decrypted, oldest first. Always empty
@@ -188,7 +200,7 @@ impl Sink {
     pub async fn finish(self) -> Stats {
         let shared = self.shared.clone();
         self.shutdown().await;
-        shared.counters.snapshot()
+        shared.stats()
     }
 }
 

@@ -105,6 +105,12 @@ reasons! {
     TooManyRequests = TOO_MANY_REQUESTS,
     /// APNs failed.
     InternalServerError = INTERNAL_SERVER_ERROR,
+    /// The request path is not a provider API path.
+    BadPath = NOT_FOUND,
+    /// The action is not allowed.
+    Forbidden = FORBIDDEN,
+    /// APNs is unavailable.
+    ServiceUnavailable = SERVICE_UNAVAILABLE,
 }
 
 /// The device token of an APNs request path: what follows [`PATH_PREFIX`], when it is one or
@@ -222,6 +228,24 @@ fn unregistered(shared: &Shared) -> Response<Body> {
         crate::stats::unix_ms()
     );
     shared.respond_json(APNS, StatusCode::GONE, body)
+}
+
+/// The answer of APNs when it is down (an outage, see [`crate::outage`]): `status` with the
+/// reason Apple gives for it (`ServiceUnavailable` for 503 and unlisted 5xx,
+/// `InternalServerError`, `TooManyRequests`, `BadRequest` for unlisted 4xx, ...).
+pub(crate) fn unavailable(shared: &Shared, status: StatusCode) -> Response<Body> {
+    let reason = match status.as_u16() {
+        403 => Reason::Forbidden,
+        404 => Reason::BadPath,
+        405 => Reason::MethodNotAllowed,
+        410 => return unregistered(shared),
+        413 => Reason::PayloadTooLarge,
+        429 => Reason::TooManyRequests,
+        500 => Reason::InternalServerError,
+        _ if status.is_client_error() => Reason::BadRequest,
+        _ => Reason::ServiceUnavailable,
+    };
+    shared.respond_json(APNS, status, Bytes::from_static(reason.body()))
 }
 
 /// A version-4-shaped UUID, uppercase as Apple writes them, from 128 well-mixed bits.

@@ -207,6 +207,26 @@ fn error(
     shared.respond_json(FCM, code, body)
 }
 
+/// The answer of FCM when it is down (an outage, see [`crate::outage`]): `status` with
+/// Google's canonical status name and the FcmError code Google documents for that HTTP status
+/// (503 `UNAVAILABLE`, 500 `INTERNAL`, 429 `QUOTA_EXCEEDED`, ...).
+pub(crate) fn unavailable(shared: &Shared, status: StatusCode) -> Response<Body> {
+    let (canonical, error_code) = match status.as_u16() {
+        400 => ("INVALID_ARGUMENT", "INVALID_ARGUMENT"),
+        401 => ("UNAUTHENTICATED", "THIRD_PARTY_AUTH_ERROR"),
+        403 => ("PERMISSION_DENIED", "SENDER_ID_MISMATCH"),
+        404 => ("NOT_FOUND", "UNREGISTERED"),
+        429 => ("RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED"),
+        500 => ("INTERNAL", "INTERNAL"),
+        503 => ("UNAVAILABLE", "UNAVAILABLE"),
+        504 => ("DEADLINE_EXCEEDED", "UNSPECIFIED_ERROR"),
+        _ if status.is_client_error() => ("FAILED_PRECONDITION", "UNSPECIFIED_ERROR"),
+        _ => ("UNKNOWN", "UNSPECIFIED_ERROR"),
+    };
+    let message = "The service is currently unavailable (push-sink outage).";
+    error(shared, status, canonical, message, Some(error_code))
+}
+
 /// 400 `INVALID_ARGUMENT`.
 fn invalid_argument(shared: &Shared, message: &str) -> Response<Body> {
     let status = StatusCode::BAD_REQUEST;

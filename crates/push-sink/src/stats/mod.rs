@@ -20,6 +20,8 @@ use serde::{Deserialize, Serialize};
 
 pub use failure::VerifyFailure;
 
+use crate::outage::OutageStatus;
+
 /// A snapshot of a sink's counters since start or the last reset.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
@@ -50,6 +52,13 @@ pub struct Stats {
     /// requests); kinds without requests are left out.
     #[serde(default)]
     pub by_kind: BTreeMap<String, KindStats>,
+    /// Push requests answered by an outage (see [`crate::outage`]) rather than by their
+    /// planned fate; they are also in `requests` and `by_status`, never in `accepted`.
+    #[serde(default)]
+    pub outage_answered: u64,
+    /// The outage in force, if any (`null` when the service is up).
+    #[serde(default)]
+    pub outage: Option<OutageStatus>,
 }
 
 impl Stats {
@@ -75,6 +84,9 @@ pub struct KindStats {
     pub accepted: u64,
     /// Requests per response status.
     pub by_status: BTreeMap<u16, u64>,
+    /// Of the requests, those answered by an outage.
+    #[serde(default)]
+    pub outage_answered: u64,
 }
 
 /// The kinds of endpoint a sink serves, each counted apart in [`Stats::by_kind`].
@@ -105,7 +117,7 @@ impl Kind {
     }
 
     /// Whether its requests are pushes, counted in the top-level totals too.
-    fn is_push(self) -> bool {
+    pub(crate) fn is_push(self) -> bool {
         !matches!(self, Kind::Oauth)
     }
 
@@ -117,11 +129,12 @@ impl Kind {
 /// Status codes are counted in an array indexed by code; anything outside is clamped to 599.
 const STATUS_SLOTS: usize = 600;
 
-/// A request count, an acceptance count and a status histogram.
+/// A request count, an acceptance count, a status histogram and outage answers.
 struct Tallies {
     requests: AtomicU64,
     accepted: AtomicU64,
     by_status: Box<[AtomicU64]>,
+    outage_answered: AtomicU64,
 }
 
 impl Tallies {
@@ -130,6 +143,7 @@ impl Tallies {
             requests: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
             by_status: (0..STATUS_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            outage_answered: AtomicU64::new(0),
         }
     }
 
@@ -151,7 +165,7 @@ impl Tallies {
     }
 
     fn counters(&self) -> impl Iterator<Item = &AtomicU64> {
-        [&self.requests, &self.accepted]
+        [&self.requests, &self.accepted, &self.outage_answered]
             .into_iter()
             .chain(self.by_status.iter())
     }
@@ -214,6 +228,15 @@ impl Counters {
 
     pub(crate) fn reset_stream(&self) {
         self.resets.fetch_add(1, Relaxed);
+    }
+
+    /// Counts a push request of `kind` answered by an outage (its status is counted by
+    /// [`Counters::status`] as any answer's).
+    pub(crate) fn outage_answered(&self, kind: Kind) {
+        self.by_kind[kind.index()]
+            .outage_answered
+            .fetch_add(1, Relaxed);
+        self.pushes.outage_answered.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn verify_failed(&self, reason: VerifyFailure) {
@@ -290,11 +313,15 @@ impl Counters {
                             requests,
                             accepted: tallies.accepted.load(Relaxed),
                             by_status: tallies.by_status(),
+                            outage_answered: tallies.outage_answered.load(Relaxed),
                         };
                         (kind.label().to_owned(), stats)
                     })
                 })
                 .collect(),
+            outage_answered: self.pushes.outage_answered.load(Relaxed),
+            // The counters do not know the switch: `Shared::stats` fills it in.
+            outage: None,
         }
     }
 }
@@ -337,6 +364,7 @@ mod tests {
             requests: 2,
             accepted: 2,
             by_status: BTreeMap::from([(201, 1), (410, 1)]),
+            outage_answered: 0,
         };
         assert_eq!(
             stats.by_kind,
@@ -380,6 +408,7 @@ mod tests {
                     requests: 1,
                     accepted: 1,
                     by_status: BTreeMap::from([(200, 1)]),
+                    outage_answered: 0,
                 },
             )]),
             ..Stats::default()

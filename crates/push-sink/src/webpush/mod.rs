@@ -147,6 +147,20 @@ pub(crate) async fn handle(
     Ok(shared.respond(WEBPUSH, StatusCode::CREATED, ""))
 }
 
+/// The answer of a push service that is down (an outage, see [`crate::outage`]): `status`
+/// with an error body in the JSON shape Mozilla's autopush uses,
+/// `{"code", "errno", "error", "message"}` (errno 999: unknown error).
+pub(crate) fn unavailable(shared: &Shared, status: StatusCode) -> Response<Body> {
+    let body = serde_json::json!({
+        "code": status.as_u16(),
+        "errno": 999,
+        "error": status.canonical_reason().unwrap_or("Error"),
+        "message": "push service unavailable (push-sink outage)",
+    })
+    .to_string();
+    shared.respond_json(WEBPUSH, status, body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
