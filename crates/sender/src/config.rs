@@ -10,7 +10,7 @@ use pushservice_config::{
 };
 use pushservice_daemon::TelemetryArgs;
 use pushservice_fcm::FcmConfig;
-use pushservice_provider::HttpConfig;
+use pushservice_provider::{EndpointPolicy, HttpConfig};
 use pushservice_webpush::WebPushConfig;
 
 use crate::retry::RetryPolicy;
@@ -111,14 +111,38 @@ pub struct SenderArgs {
         value_parser = BoolishValueParser::new()
     )]
     pub http2_prior_knowledge: bool,
+    /// Allow http:// and loopback, private, link-local and other non-public addresses as
+    /// push endpoints and provider URLs. For simulators only (tests, the demo, benchmarks):
+    /// with it, a subscription can make the senders reach the network they run in.
+    #[arg(
+        long = "sender-allow-private-endpoints",
+        env = "SENDER_ALLOW_PRIVATE_ENDPOINTS",
+        default_value = "false",
+        action = ArgAction::Set,
+        value_parser = BoolishValueParser::new()
+    )]
+    pub allow_private_endpoints: bool,
+    /// Comma-separated host suffixes Web Push endpoints must match (`mozilla.com` allows
+    /// `updates.push.services.mozilla.com`); empty allows any public host.
+    #[arg(
+        long = "sender-endpoint-allowed-hosts",
+        env = "SENDER_ENDPOINT_ALLOWED_HOSTS"
+    )]
+    pub endpoint_allowed_hosts: Option<String>,
     /// Send APNs requests here instead of Apple's endpoints (a simulator such as push-sink).
     #[arg(long = "sender-apns-url", env = "SENDER_APNS_URL")]
     pub apns_url: Option<String>,
     /// Send FCM requests here instead of https://fcm.googleapis.com (a simulator).
     #[arg(long = "sender-fcm-url", env = "SENDER_FCM_URL")]
     pub fcm_url: Option<String>,
-    /// Fetch FCM access tokens here instead of each service account's `token_uri`.
-    #[arg(long = "sender-fcm-token-url", env = "SENDER_FCM_TOKEN_URL")]
+    /// The OAuth endpoint FCM access tokens are fetched from. A site's service account must
+    /// name exactly this `token_uri`, or its deliveries fail as misconfigured (a key file does
+    /// not choose where the senders POST). Set it to a simulator's /token for tests.
+    #[arg(
+        long = "sender-fcm-token-url",
+        env = "SENDER_FCM_TOKEN_URL",
+        default_value = pushservice_fcm::GOOGLE_TOKEN_URI
+    )]
     pub fcm_token_url: Option<String>,
     /// How often per-push counters are written to MongoDB, milliseconds.
     #[arg(
@@ -224,35 +248,72 @@ impl SenderArgs {
             })?;
             extra_roots.push(pem);
         }
+        let mut allowed_hosts = Vec::new();
+        let listed = self.endpoint_allowed_hosts.iter();
+        for host in listed.flat_map(|list| list.split(',')) {
+            let host = host.trim().trim_matches('.').to_ascii_lowercase();
+            if host.is_empty() {
+                continue;
+            }
+            if !host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            {
+                return Err(bad(
+                    "SENDER_ENDPOINT_ALLOWED_HOSTS",
+                    "must be comma-separated host names such as push.services.mozilla.com",
+                ));
+            }
+            allowed_hosts.push(host);
+        }
+        let endpoint_policy = EndpointPolicy {
+            allow_private: self.allow_private_endpoints,
+            allowed_hosts,
+        };
         let http = HttpConfig {
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
             extra_root_certificates: extra_roots,
             http2_prior_knowledge: self.http2_prior_knowledge,
+            endpoint_policy: endpoint_policy.clone(),
             ..HttpConfig::default()
         };
         let web_push = WebPushConfig {
             http: http.clone(),
+            concurrency: self.concurrency,
             per_origin_concurrency: self.origin_concurrency,
             ..WebPushConfig::default()
         };
         let url = |key: &'static str, value: &Option<String>| match value.as_deref().map(str::trim)
         {
             None | Some("") => Ok(None),
-            Some(url) if url.starts_with("https://") || url.starts_with("http://") => {
-                Ok(Some(url.to_owned()))
-            }
-            Some(_) => Err(bad(key, "must be an http:// or https:// URL")),
+            // Provider URLs are configuration, so the host list does not apply; the scheme
+            // and address rules do (a simulator on loopback needs the private setting).
+            Some(url) => match endpoint_policy.addresses_only().check_url(url) {
+                Ok(_) => Ok(Some(url.to_owned())),
+                Err(refused) => Err(ConfigError {
+                    key,
+                    problem: format!(
+                        "{refused} (SENDER_ALLOW_PRIVATE_ENDPOINTS=true allows http:// and \
+                         loopback simulators)"
+                    ),
+                }),
+            },
         };
         let apns = ApnsConfig {
             http: http.clone(),
             base_url: url("SENDER_APNS_URL", &self.apns_url)?,
+            concurrency: self.concurrency,
+            per_credential_concurrency: self.origin_concurrency,
             ..ApnsConfig::default()
         };
         let fcm = FcmConfig {
             http,
             base_url: url("SENDER_FCM_URL", &self.fcm_url)?,
-            token_url: url("SENDER_FCM_TOKEN_URL", &self.fcm_token_url)?,
+            token_url: url("SENDER_FCM_TOKEN_URL", &self.fcm_token_url)?
+                .unwrap_or_else(|| pushservice_fcm::GOOGLE_TOKEN_URI.to_owned()),
+            concurrency: self.concurrency,
+            per_credential_concurrency: self.origin_concurrency,
         };
         Ok(SenderConfig {
             mongo: self.mongo.settings()?,
@@ -275,5 +336,59 @@ impl SenderArgs {
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             metrics_addr: self.telemetry.addr(),
         })
+    }
+}
+
+#[cfg(test)]
+mod endpoint_policy_tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    fn settings(flags: &[&str]) -> Result<SenderConfig, ConfigError> {
+        let argv = std::iter::once("sender").chain(flags.iter().copied());
+        let args = SenderArgs::try_parse_from(argv).expect("flags parse");
+        args.settings()
+    }
+
+    #[test]
+    fn simulators_on_loopback_need_the_private_endpoints_setting() {
+        let err = settings(&["--sender-fcm-url", "http://127.0.0.1:9090"])
+            .expect_err("http on loopback is refused by default");
+        assert_eq!(err.key, "SENDER_FCM_URL");
+        let problem = &err.problem;
+        assert!(problem.contains("endpoint not allowed"), "{problem}");
+        assert!(
+            problem.contains("SENDER_ALLOW_PRIVATE_ENDPOINTS"),
+            "{problem}"
+        );
+        let config = settings(&[
+            "--sender-allow-private-endpoints",
+            "true",
+            "--sender-fcm-url",
+            "http://127.0.0.1:9090",
+            "--sender-fcm-token-url",
+            "http://127.0.0.1:9090/token",
+            "--sender-endpoint-allowed-hosts",
+            " Push.Services.Mozilla.com, ,fcm.googleapis.com.",
+        ])
+        .expect("allowed");
+        let policy = &config.web_push.http.endpoint_policy;
+        assert!(policy.allow_private);
+        assert_eq!(
+            policy.allowed_hosts,
+            ["push.services.mozilla.com", "fcm.googleapis.com"]
+        );
+        assert_eq!(config.fcm.token_url, "http://127.0.0.1:9090/token");
+        assert_eq!(config.apns.http.endpoint_policy, *policy);
+    }
+
+    #[test]
+    fn the_fcm_token_endpoint_is_googles_by_default() {
+        let config = settings(&[]).expect("defaults");
+        assert_eq!(config.fcm.token_url, "https://oauth2.googleapis.com/token");
+        assert!(!config.fcm.http.endpoint_policy.allow_private);
+        let err = settings(&["--sender-endpoint-allowed-hosts", "a/b"]).expect_err("not a host");
+        assert_eq!(err.key, "SENDER_ENDPOINT_ALLOWED_HOSTS");
     }
 }

@@ -8,6 +8,10 @@
 //! unusable, is cached as such too: each of those deliveries fails permanently without a
 //! query, with a reason that says what to fix. A MongoDB error is not cached; the delivery
 //! retries.
+//!
+//! The cache is bounded: past [`MAX_SITES`] sites, adding one first drops the expired
+//! entries, then the least recently used eighth, so memory does not grow with the number of
+//! sites a long-running sender has ever seen.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -88,8 +92,13 @@ impl SiteCredentials {
 /// A site's credentials, or why it has none (a permanent condition).
 pub type Lookup = Result<Arc<SiteCredentials>, String>;
 
+/// Sites whose credentials are kept at most by default.
+pub const MAX_SITES: usize = 10_000;
+
 struct Slot {
     loaded: Instant,
+    /// Last asked for: eviction drops the least recently used first.
+    used: Instant,
     cell: Arc<OnceCell<Lookup>>,
 }
 
@@ -97,15 +106,22 @@ struct Slot {
 pub struct CredentialCache {
     store: Store,
     ttl: Duration,
+    max_sites: usize,
     slots: Mutex<HashMap<ObjectId, Slot>>,
 }
 
 impl CredentialCache {
-    /// An empty cache over `store`.
+    /// An empty cache over `store`, of at most [`MAX_SITES`] sites.
     pub fn new(store: Store, ttl: Duration) -> Self {
+        CredentialCache::with_capacity(store, ttl, MAX_SITES)
+    }
+
+    /// An empty cache over `store`, of at most `max_sites` sites (at least 8).
+    pub fn with_capacity(store: Store, ttl: Duration, max_sites: usize) -> Self {
         CredentialCache {
             store,
             ttl,
+            max_sites: max_sites.max(8),
             slots: Mutex::default(),
         }
     }
@@ -114,22 +130,28 @@ impl CredentialCache {
     pub async fn get(&self, site_id: ObjectId) -> Result<Lookup, StoreError> {
         let cell = {
             let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-            let fresh = slots
-                .get(&site_id)
-                .is_some_and(|s| s.loaded.elapsed() < self.ttl);
-            if !fresh {
-                slots.insert(
-                    site_id,
-                    Slot {
-                        loaded: Instant::now(),
-                        cell: Arc::default(),
-                    },
-                );
+            let now = Instant::now();
+            match slots.get_mut(&site_id) {
+                Some(slot) if now.duration_since(slot.loaded) < self.ttl => {
+                    slot.used = now;
+                    Arc::clone(&slot.cell)
+                }
+                stale => {
+                    if stale.is_none() && slots.len() >= self.max_sites {
+                        make_room(&mut slots, now, self.ttl, self.max_sites);
+                    }
+                    let cell = Arc::default();
+                    slots.insert(
+                        site_id,
+                        Slot {
+                            loaded: now,
+                            used: now,
+                            cell: Arc::clone(&cell),
+                        },
+                    );
+                    cell
+                }
             }
-            slots
-                .get(&site_id)
-                .map(|s| Arc::clone(&s.cell))
-                .unwrap_or_default()
         };
         cell.get_or_try_init(|| self.load(site_id)).await.cloned()
     }
@@ -139,5 +161,59 @@ impl CredentialCache {
             return Ok(Err(format!("site {site_id} does not exist")));
         };
         Ok(Ok(Arc::new(SiteCredentials::of(site))))
+    }
+}
+
+/// Drops expired slots, then, if still at least `max`, the least recently used eighth, so the
+/// next `max / 8` new sites find room without a scan. A load in progress in a dropped slot
+/// still completes for whoever awaits it; it is just not kept.
+fn make_room(slots: &mut HashMap<ObjectId, Slot>, now: Instant, ttl: Duration, max: usize) {
+    slots.retain(|_, slot| now.duration_since(slot.loaded) < ttl);
+    if slots.len() < max {
+        return;
+    }
+    let mut used: Vec<Instant> = slots.values().map(|slot| slot.used).collect();
+    let drop = (max / 8).max(1).min(used.len());
+    let (_, threshold, _) = used.select_nth_unstable(drop - 1);
+    let threshold = *threshold;
+    slots.retain(|_, slot| slot.used > threshold);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(loaded: Instant, used: Instant) -> Slot {
+        Slot {
+            loaded,
+            used,
+            cell: Arc::default(),
+        }
+    }
+
+    #[test]
+    fn room_is_made_from_expired_then_least_recently_used_sites() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let ttl = Duration::from_secs(300);
+        let mut slots = HashMap::new();
+        let hot = ObjectId::new();
+        slots.insert(hot, slot(at(0), at(100)));
+        let mut cold = Vec::new();
+        for i in 0..15 {
+            let id = ObjectId::new();
+            slots.insert(id, slot(at(0), at(i)));
+            cold.push(id);
+        }
+        make_room(&mut slots, at(200), ttl, 16);
+        assert_eq!(slots.len(), 14, "the least recently used eighth (2) went");
+        assert!(slots.contains_key(&hot));
+        assert!(!slots.contains_key(&cold[0]) && !slots.contains_key(&cold[1]));
+
+        // Expired sites go first, however recently used.
+        let later = at(200) + ttl;
+        slots.insert(ObjectId::new(), slot(later, later));
+        make_room(&mut slots, later, ttl, 16);
+        assert_eq!(slots.len(), 1, "only the fresh site is left");
     }
 }
