@@ -35,6 +35,8 @@ pub enum Command {
     Tail(TailArgs),
     /// Follow a push's progress until every delivery has an outcome.
     Watch(WatchArgs),
+    /// Dead letters: deliveries that failed for good (counts, listing, replay).
+    Dlq(DlqArgs),
 }
 
 /// `pushctl watch`.
@@ -196,4 +198,82 @@ pub struct TailArgs {
     /// Kafka settings.
     #[command(flatten)]
     pub kafka: KafkaArgs,
+}
+
+/// `pushctl dlq`.
+#[derive(Debug, Args)]
+pub struct DlqArgs {
+    /// What to do with the dead letters.
+    #[command(subcommand)]
+    pub action: DlqAction,
+}
+
+/// `pushctl dlq` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DlqAction {
+    /// Count the dead letters (the topic from its beginning to its end when the command
+    /// started) by push and by reason, with the oldest and newest failure times.
+    Stats(DlqStatsArgs),
+    /// Print dead letters as JSON lines: the last ones, all of them, or new ones as they come.
+    Tail(DlqTailArgs),
+    /// Put dead letters back onto the push topic with a fresh retry budget, each at most once
+    /// (recorded in the MongoDB collection `deadLetterReplays`) unless `--again`.
+    Replay(DlqReplayArgs),
+}
+
+/// `pushctl dlq stats`.
+#[derive(Debug, Args)]
+pub struct DlqStatsArgs {
+    /// Only dead letters of this push.
+    #[arg(long = "push", value_name = "PUSH_ID")]
+    pub push_id: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Kafka and topic settings.
+    #[command(flatten)]
+    pub kafka: KafkaTopicArgs,
+}
+
+/// `pushctl dlq tail`.
+#[derive(Debug, Args)]
+pub struct DlqTailArgs {
+    /// Print every dead letter from the oldest retained, not only the last ones.
+    #[arg(long)]
+    pub from_beginning: bool,
+    /// How many of the most recent dead letters to print (without `--from-beginning`).
+    #[arg(long, default_value_t = 10, conflicts_with = "from_beginning")]
+    pub last: usize,
+    /// Only dead letters of this push.
+    #[arg(long = "push", value_name = "PUSH_ID")]
+    pub push_id: Option<String>,
+    /// Then keep printing new dead letters as they arrive, until interrupted.
+    #[arg(long)]
+    pub follow: bool,
+    /// Kafka and topic settings.
+    #[command(flatten)]
+    pub kafka: KafkaTopicArgs,
+}
+
+/// `pushctl dlq replay`.
+#[derive(Debug, Args)]
+pub struct DlqReplayArgs {
+    /// Only dead letters of this push.
+    #[arg(long = "push", value_name = "PUSH_ID")]
+    pub push_id: Option<String>,
+    /// Only dead letters whose reason contains this text (case-insensitive).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Count what would be replayed; write nothing to Kafka or MongoDB.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Replay dead letters even if an earlier run already replayed them.
+    #[arg(long)]
+    pub again: bool,
+    /// MongoDB settings (where replays are recorded).
+    #[command(flatten)]
+    pub mongo: MongoArgs,
+    /// Kafka and topic settings.
+    #[command(flatten)]
+    pub kafka: KafkaTopicArgs,
 }

@@ -9,7 +9,7 @@
 //!
 //! - [`cli`] — flags and subcommands.
 //! - [`error`] — [`CommandError`] and exit codes.
-//! - [`commands`] — `send`, `status`, `watch`, `site`, `topics`, `setup`, `tail`.
+//! - [`commands`] — `send`, `status`, `watch`, `site`, `topics`, `setup`, `tail`, `dlq`.
 
 pub mod cli;
 pub mod commands;
@@ -28,5 +28,6 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
         Command::Setup(args) => commands::setup::run(args).await,
         Command::Tail(args) => commands::tail::run(args).await,
         Command::Watch(args) => commands::watch::run(args).await,
+        Command::Dlq(args) => commands::dlq::run(args).await,
     }
 }

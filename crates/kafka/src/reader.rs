@@ -118,13 +118,18 @@ fn reader(settings: &KafkaSettings, partition_eof: bool) -> Result<BaseConsumer,
         .set("group.id", "pushservice-reader")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", if partition_eof { "true" } else { "false" })
+        // Records of aborted transactions (a sender that died mid-batch) were never written.
+        .set("isolation.level", "read_committed")
+        .set(
+            "enable.partition.eof",
+            if partition_eof { "true" } else { "false" },
+        )
         .create()
         .map_err(|e| KafkaError::client("creating reader", e))
 }
 
 /// Where [`scan_topic`] starts in each partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ScanFrom {
     /// The oldest message still retained.
     Beginning,
@@ -132,6 +137,9 @@ pub enum ScanFrom {
     Last(u64),
     /// The end the partition had when the scan started: only messages produced later.
     End,
+    /// These offsets, by partition (what an earlier scan returned); partitions beyond the
+    /// list start at the beginning.
+    Offsets(Vec<i64>),
 }
 
 /// Reads every partition of `topic` without joining a group, from `from` up to the end each
@@ -145,31 +153,42 @@ pub enum ScanFrom {
 /// transaction markers). Unless following, fails when nothing arrives for the settings'
 /// timeout while partitions are unfinished. Blocking: call it from `spawn_blocking` in async
 /// code.
+///
+/// Returns, by partition, the offset a later scan would go on from ([`ScanFrom::Offsets`]):
+/// for a partition read to its end, that end.
 pub fn scan_topic(
     settings: &KafkaSettings,
     topic: &str,
     from: ScanFrom,
     follow: bool,
     mut visit: impl FnMut(ReadMessage) -> ControlFlow<()>,
-) -> Result<(), KafkaError> {
+) -> Result<Vec<i64>, KafkaError> {
     let consumer = reader(settings, !follow)?;
     let partitions = crate::admin::partition_count(consumer.client(), settings, topic)?;
     let mut assignment = TopicPartitionList::new();
-    // Per partition: the offset one past the last message to read (the high watermark).
+    // Per partition: the offset one past the last message to read (the high watermark),
+    // `None` once read to it; and where reading is (the next offset).
     let mut ends: Vec<Option<i64>> = Vec::new();
+    let mut positions: Vec<i64> = Vec::new();
     for partition in 0..partitions {
         let (low, high) = consumer
             .fetch_watermarks(topic, partition, settings.timeout)
             .map_err(|e| KafkaError::client(format!("watermarks of {topic:?}/{partition}"), e))?;
-        let start = match from {
+        let start = match &from {
             ScanFrom::Beginning => low,
             ScanFrom::Last(n) => high
-                .saturating_sub(i64::try_from(n).unwrap_or(i64::MAX))
+                .saturating_sub(i64::try_from(*n).unwrap_or(i64::MAX))
                 .max(low),
             ScanFrom::End => high,
+            ScanFrom::Offsets(offsets) => usize::try_from(partition)
+                .ok()
+                .and_then(|p| offsets.get(p).copied())
+                .unwrap_or(low)
+                .clamp(low, high),
         };
         let unfinished = follow || start < high;
         ends.push(unfinished.then_some(high));
+        positions.push(if unfinished { start } else { high });
         if unfinished {
             assignment
                 .add_partition_offset(topic, partition, Offset::Offset(start))
@@ -178,7 +197,7 @@ pub fn scan_topic(
     }
     let mut remaining = ends.iter().filter(|end| end.is_some()).count();
     if remaining == 0 {
-        return Ok(());
+        return Ok(positions);
     }
     consumer
         .assign(&assignment)
@@ -189,11 +208,17 @@ pub fn scan_topic(
         let (partition, reached) = match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(message)) => {
                 let read = ReadMessage::from_borrowed(&message);
-                let (partition, offset) = (read.partition, read.offset);
-                if visit(read).is_break() {
-                    return Ok(());
+                let (partition, next) = (read.partition, read.offset + 1);
+                if let Some(position) = usize::try_from(partition)
+                    .ok()
+                    .and_then(|p| positions.get_mut(p))
+                {
+                    *position = next;
                 }
-                (partition, offset + 1)
+                if visit(read).is_break() {
+                    return Ok(positions);
+                }
+                (partition, next)
             }
             Some(Err(RdKafkaError::PartitionEOF(partition))) => (partition, i64::MAX),
             Some(Err(e)) => return Err(KafkaError::client(format!("reading {topic:?}"), e)),
@@ -217,15 +242,19 @@ pub fn scan_topic(
         if follow {
             continue;
         }
-        let end = usize::try_from(partition)
-            .ok()
-            .and_then(|p| ends.get_mut(p));
-        if let Some(end) = end
-            && end.is_some_and(|high| reached >= high)
+        let Ok(index) = usize::try_from(partition) else {
+            continue;
+        };
+        if let Some(end) = ends.get_mut(index)
+            && let Some(high) = *end
+            && reached >= high
         {
             *end = None;
             remaining -= 1;
+            if let Some(position) = positions.get_mut(index) {
+                *position = (*position).max(high);
+            }
         }
     }
-    Ok(())
+    Ok(positions)
 }

@@ -1,5 +1,6 @@
 //! One module per `pushctl` subcommand.
 
+pub mod dlq;
 pub mod send;
 pub mod setup;
 pub mod site;
