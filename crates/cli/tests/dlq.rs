@@ -563,3 +563,58 @@ async fn a_missing_topic_or_a_bad_id_fails_with_the_documented_exit_code() {
     assert!(text.contains(": 0 dead letters"), "{text}");
     world.finish().await;
 }
+
+#[tokio::test]
+async fn a_claim_left_by_a_run_that_died_is_taken_over_and_a_live_one_is_left_alone() {
+    let mut world = World::new().await;
+    let push = ObjectId::new();
+    world
+        .write(&[Letter::of(push, REASON_503), Letter::of(push, REASON_503)])
+        .await;
+    let lines = json_lines(&world.ok(&["dlq", "tail", "--from-beginning"]));
+    let ids: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            format!(
+                "{}:{}:{}",
+                l["topic"].as_str().unwrap_or(""),
+                l["partition"],
+                l["offset"]
+            )
+        })
+        .collect();
+    // One claim from a run that died an hour ago mid-replay, one from a run still going.
+    let replays = world
+        .store
+        .database()
+        .collection::<bson::Document>("deadLetterReplays");
+    let hour_ago =
+        bson::DateTime::from_millis(bson::DateTime::now().timestamp_millis() - 3_600_000);
+    for (id, claimed_at) in [(&ids[0], hour_ago), (&ids[1], bson::DateTime::now())] {
+        replays
+            .insert_one(
+                doc! { "_id": id, "state": "producing", "claimedAt": claimed_at, "replays": 1 },
+            )
+            .await
+            .expect("marker");
+    }
+
+    let run = summary(&world.ok(&["dlq", "replay"]));
+    assert_eq!(run.get("replayed"), Some(&1), "{run:?}");
+    assert_eq!(run.get("skipped, already replayed"), Some(&1), "{run:?}");
+    let records = world.push_topic().await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        records[0].key.as_deref(),
+        lines[0]["key"].as_str().map(str::as_bytes),
+        "the abandoned one"
+    );
+    let taken = replays
+        .find_one(doc! { "_id": &ids[0] })
+        .await
+        .expect("query")
+        .expect("marker");
+    assert_eq!(taken.get_str("state"), Ok("replayed"), "{taken}");
+    assert_eq!(taken.get_i32("replays"), Ok(2), "{taken}");
+    world.finish().await;
+}
