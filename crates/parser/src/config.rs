@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::supervisor::RetryPolicy;
 use pushservice_config::{
     ConfigError, KafkaArgs, KafkaSettings, LogArgs, MongoArgs, MongoSettings, TopicArgs,
 };
@@ -40,13 +41,37 @@ pub struct ParserArgs {
         default_value_t = 5_000
     )]
     pub checkpoint_every: u32,
-    /// Wait this long before retrying a push after MongoDB or Kafka failed, in milliseconds.
+    /// Wait this long before retrying a fan-out that failed (MongoDB or Kafka trouble, a
+    /// panic), in milliseconds; each further retry waits twice as long.
     #[arg(
         long = "parser-retry-delay-ms",
         env = "PARSER_RETRY_DELAY_MS",
         default_value_t = 5_000
     )]
     pub retry_delay_ms: u64,
+    /// Longest wait between two tries of a failing fan-out, in milliseconds.
+    #[arg(
+        long = "parser-retry-max-delay-ms",
+        env = "PARSER_RETRY_MAX_DELAY_MS",
+        default_value_t = 60_000
+    )]
+    pub retry_max_delay_ms: u64,
+    /// A fan-out that keeps failing is given up (its push marked `failed` with the reason)
+    /// after at least this many tries in a row...
+    #[arg(
+        long = "parser-retry-attempts",
+        env = "PARSER_RETRY_ATTEMPTS",
+        default_value_t = 8
+    )]
+    pub retry_attempts: u32,
+    /// ...and at least this many seconds after its first failure. A failure after progress
+    /// (a checkpoint written) starts the count again.
+    #[arg(
+        long = "parser-retry-for-secs",
+        env = "PARSER_RETRY_FOR_SECS",
+        default_value_t = 300
+    )]
+    pub retry_for_secs: u64,
     /// Longest fan-out of one push before the group considers this parser stuck, in seconds.
     /// Raise it for audiences of tens of millions.
     #[arg(
@@ -72,8 +97,8 @@ pub struct ParserConfig {
     pub group: String,
     /// Subscribers between checkpoints.
     pub checkpoint_every: u32,
-    /// Delay before retrying a push after an infrastructure error.
-    pub retry_delay: Duration,
+    /// How a failing fan-out is retried, and when it is given up.
+    pub retry: RetryPolicy,
     /// `max.poll.interval.ms` of the consumer.
     pub max_poll_interval: Duration,
     /// Where to serve `/metrics`, `/healthz`, `/readyz`.
@@ -102,6 +127,7 @@ impl ParserArgs {
                 problem: "must be at least 60".into(),
             });
         }
+        let retry = self.retry_policy()?;
         Ok(ParserConfig {
             mongo: self.mongo.settings()?,
             kafka: self.kafka.settings()?,
@@ -109,9 +135,113 @@ impl ParserArgs {
             push_topic: topics.push.name,
             group: self.parser_group.trim().to_owned(),
             checkpoint_every: self.checkpoint_every,
-            retry_delay: Duration::from_millis(self.retry_delay_ms.max(10)),
+            retry,
             max_poll_interval: Duration::from_secs(self.max_poll_interval_secs),
             metrics_addr: self.telemetry.addr(),
         })
+    }
+}
+
+impl ParserArgs {
+    fn retry_policy(&self) -> Result<RetryPolicy, ConfigError> {
+        if !(10..=3_600_000).contains(&self.retry_delay_ms) {
+            return Err(ConfigError {
+                key: "PARSER_RETRY_DELAY_MS",
+                problem: format!("{} is not between 10 and 3600000", self.retry_delay_ms),
+            });
+        }
+        if !(self.retry_delay_ms..=3_600_000).contains(&self.retry_max_delay_ms) {
+            return Err(ConfigError {
+                key: "PARSER_RETRY_MAX_DELAY_MS",
+                problem: format!(
+                    "{} is not between PARSER_RETRY_DELAY_MS ({}) and 3600000",
+                    self.retry_max_delay_ms, self.retry_delay_ms
+                ),
+            });
+        }
+        if !(1..=1_000).contains(&self.retry_attempts) {
+            return Err(ConfigError {
+                key: "PARSER_RETRY_ATTEMPTS",
+                problem: format!("{} is not between 1 and 1000", self.retry_attempts),
+            });
+        }
+        if self.retry_for_secs > 7 * 24 * 3600 {
+            return Err(ConfigError {
+                key: "PARSER_RETRY_FOR_SECS",
+                problem: format!("{} is more than a week", self.retry_for_secs),
+            });
+        }
+        Ok(RetryPolicy {
+            first_delay: Duration::from_millis(self.retry_delay_ms),
+            max_delay: Duration::from_millis(self.retry_max_delay_ms),
+            attempts: self.retry_attempts,
+            patience: Duration::from_secs(self.retry_for_secs),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    fn args(extra: &[&str]) -> ParserArgs {
+        let mut argv = vec!["parser"];
+        argv.extend_from_slice(extra);
+        ParserArgs::try_parse_from(argv).expect("flags parse")
+    }
+
+    #[test]
+    fn the_default_retry_settings_are_the_default_policy() {
+        let config = args(&[]).settings().expect("valid");
+        assert_eq!(config.retry, RetryPolicy::default());
+    }
+
+    #[test]
+    fn retry_settings_are_checked_and_the_key_named() {
+        let cases: [(&[&str], &str); 4] = [
+            (&["--parser-retry-delay-ms", "0"], "PARSER_RETRY_DELAY_MS"),
+            (
+                &[
+                    "--parser-retry-delay-ms",
+                    "9000",
+                    "--parser-retry-max-delay-ms",
+                    "8000",
+                ],
+                "PARSER_RETRY_MAX_DELAY_MS",
+            ),
+            (&["--parser-retry-attempts", "0"], "PARSER_RETRY_ATTEMPTS"),
+            (
+                &["--parser-retry-for-secs", "99999999"],
+                "PARSER_RETRY_FOR_SECS",
+            ),
+        ];
+        for (flags, key) in cases {
+            let error = args(flags).settings().expect_err("rejected");
+            assert_eq!(error.key, key, "{flags:?}: {error:?}");
+        }
+        let policy = args(&[
+            "--parser-retry-delay-ms",
+            "200",
+            "--parser-retry-max-delay-ms",
+            "1000",
+            "--parser-retry-attempts",
+            "3",
+            "--parser-retry-for-secs",
+            "0",
+        ])
+        .settings()
+        .expect("valid")
+        .retry;
+        assert_eq!(
+            policy,
+            RetryPolicy {
+                first_delay: Duration::from_millis(200),
+                max_delay: Duration::from_secs(1),
+                attempts: 3,
+                patience: Duration::ZERO,
+            }
+        );
     }
 }

@@ -1,15 +1,24 @@
 //! The parser's consumer loop.
 //!
-//! One raw-push message is one fan-out task. While a partition's push is being fanned out
-//! the partition is *paused*, so its next push waits (pushes of one partition stay in order
-//! and the offset can simply be stored when the task ends) while other partitions' pushes run
-//! concurrently. The loop keeps polling the consumer throughout, so the group sees a live
-//! member. When a task ends:
-//! - for good ([`Verdict`]) → store its offset, resume the partition;
-//! - on a MongoDB/Kafka error → retry the same push after `retry_delay`, partition still
-//!   paused (the push resumes from its checkpoint);
+//! One raw-push message is one *job*: the supervised fan-out of its push
+//! ([`crate::supervisor`]: retries with backoff, a bounded budget, panics caught). While a
+//! partition's job runs the partition is *paused*, so its next push waits (pushes of one
+//! partition stay in order and the offset can simply be stored when the job ends) while other
+//! partitions' pushes run concurrently. The loop keeps polling the consumer throughout, so the
+//! group sees a live member. When a job ends:
+//! - with a verdict (done, skipped, or failed: given up after its retry budget and marked
+//!   `failed` with the reason) → store its offset, resume the partition;
 //! - cancelled (shutdown, partition revoked) → leave the offset: whoever owns the partition
-//!   next gets the message again and resumes from the checkpoint.
+//!   next gets the message again and resumes from the checkpoint. The partition is resumed
+//!   all the same, see below.
+//!
+//! **Rebalances.** librdkafka keeps a partition's pause across a revoke and a later assign,
+//! so a partition revoked while its job ran would come back paused with no job left to resume
+//! it, and never be read again. So the rebalance callback resumes every newly assigned
+//! partition that has no job here, and a job that ends resumes its partition whatever the
+//! reason (a no-op when the partition is no longer ours). A partition assigned back while its
+//! cancelled job still winds down stays paused until that job ends, so one parser never runs
+//! two fan-outs of the same partition.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -25,16 +34,25 @@ use pushservice_model::RawPushMessage;
 use pushservice_store::Store;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::config::ParserConfig;
-use crate::fanout::{Fanout, FanoutError, Verdict};
+use crate::fanout::{Fanout, Verdict};
 use crate::metrics::ParserMetrics;
+use crate::supervisor::{Supervised, Supervisor};
 
-/// Cancellation tokens of running fan-outs by partition, shared with the rebalance callback.
+/// The cancellation token of the job running on each partition (at most one), shared with
+/// the rebalance callback.
 type Running = Arc<Mutex<HashMap<i32, CancellationToken>>>;
 
-/// Consumer context that cancels the fan-outs of revoked partitions, so a partition's push
-/// never runs on two parsers at once for longer than one subscriber.
+fn lock(running: &Running) -> std::sync::MutexGuard<'_, HashMap<i32, CancellationToken>> {
+    // The map stays consistent whatever panicked while holding it: every change is one call.
+    running.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Consumer context that cancels the jobs of revoked partitions, so a partition's push never
+/// runs on two parsers at once for longer than one subscriber, and resumes newly assigned
+/// partitions that have no job (see the module docs).
 struct ParserContext {
     running: Running,
 }
@@ -47,7 +65,7 @@ impl ConsumerContext for ParserContext {
             Rebalance::Assign(list) => tracing::info!(partitions = %describe(list), "assigned"),
             Rebalance::Revoke(list) => {
                 tracing::info!(partitions = %describe(list), "revoked");
-                let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+                let running = lock(&self.running);
                 for element in list.elements() {
                     if let Some(token) = running.get(&element.partition()) {
                         token.cancel();
@@ -57,14 +75,45 @@ impl ConsumerContext for ParserContext {
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance failed"),
         }
     }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Assign(list) = rebalance else {
+            return;
+        };
+        let mut idle = TopicPartitionList::new();
+        {
+            let running = lock(&self.running);
+            for element in list.elements() {
+                if !running.contains_key(&element.partition()) {
+                    idle.add_partition(element.topic(), element.partition());
+                }
+            }
+        }
+        if idle.count() > 0 {
+            // Clears a pause left from before a revoke; a no-op on a partition never paused.
+            if let Err(e) = consumer.resume(&idle) {
+                tracing::warn!(partitions = %describe(&idle), error = %e,
+                    "could not resume assigned partitions");
+            }
+        }
+    }
 }
 
-/// What a finished task reports back to the loop.
-struct TaskEnd {
+/// Which raw-push message a job works on.
+#[derive(Debug, Clone)]
+struct JobKey {
     partition: i32,
     offset: i64,
-    message: RawPushMessage,
-    result: Result<Verdict, FanoutError>,
+    push_id: String,
+}
+
+/// How a job ended.
+#[derive(Debug)]
+enum JobEnd {
+    /// For good: the offset may be stored.
+    Verdict(Verdict),
+    /// Shutdown or revoke: the push resumes from its checkpoint wherever it runs next.
+    Cancelled { produced: i64 },
 }
 
 /// Runs the parser until `shutdown` resolves, then stops fan-outs at their next subscriber,
@@ -104,11 +153,16 @@ pub async fn run(config: ParserConfig, shutdown: impl Future<Output = ()>) -> an
         checkpoint_every: config.checkpoint_every,
         metrics: Arc::clone(&metrics),
     };
+    let supervisor = Supervisor {
+        policy: config.retry.clone(),
+        metrics: Arc::clone(&metrics),
+    };
     health.set_ready(true);
     tracing::info!(group = %config.group, raw_push = %config.raw_push_topic, push = %config.push_topic,
         brokers = %config.kafka.brokers, "parser started");
 
-    let mut tasks: JoinSet<TaskEnd> = JoinSet::new();
+    let mut jobs: JoinSet<JobEnd> = JoinSet::new();
+    let mut keys: HashMap<tokio::task::Id, JobKey> = HashMap::new();
     let mut shutdown = std::pin::pin!(shutdown);
     let topic = config.raw_push_topic.as_str();
     loop {
@@ -123,65 +177,47 @@ pub async fn run(config: ParserConfig, shutdown: impl Future<Output = ()>) -> an
                     }
                 };
                 let (partition, offset) = (message.partition(), message.offset());
-                let parsed = message
-                    .payload()
-                    .ok_or_else(|| "empty message".to_owned())
-                    .and_then(|p| RawPushMessage::from_json(p).map_err(|e| e.to_string()));
-                let raw = match parsed {
+                let raw = match parse_raw_push(message.payload()) {
                     Ok(raw) => raw,
                     Err(reason) => {
                         tracing::error!(partition, offset, %reason,
                             "malformed raw-push message skipped; re-send the push with pushctl");
+                        metrics.finished(&Verdict::Skipped(reason));
                         store_offset(&consumer, topic, partition, offset);
                         continue;
                     }
                 };
-                pause(&consumer, topic, partition, offset);
+                if lock(&running).contains_key(&partition) {
+                    // Not expected while the partition is paused. One job per partition keeps
+                    // offsets in order: this message comes again when the running job ends.
+                    tracing::warn!(partition, offset, "raw-push received while a job runs on its partition; deferred");
+                    pause(&consumer, topic, partition, offset);
+                    continue;
+                }
+                pause(&consumer, topic, partition, offset + 1);
                 metrics.running.add(1);
                 let token = CancellationToken::new();
-                running.lock().unwrap_or_else(|p| p.into_inner()).insert(partition, token.clone());
-                spawn(&mut tasks, fanout.clone(), partition, offset, raw, token, None);
+                lock(&running).insert(partition, token.clone());
+                let key = JobKey { partition, offset, push_id: raw.push_id.clone() };
+                let span = tracing::info_span!("fanout", push_id = %raw.push_id, partition, offset);
+                let job = run_job(fanout.clone(), supervisor.clone(), raw, token).instrument(span);
+                let handle = jobs.spawn(job);
+                keys.insert(handle.id(), key);
             }
-            Some(joined) = tasks.join_next() => {
-                let end = match joined {
-                    Ok(end) => end,
-                    Err(e) => {
-                        // A panicking fan-out is a bug; its partition stays paused until restart.
-                        tracing::error!(error = %e, "fan-out task panicked");
-                        continue;
-                    }
+            Some(joined) = jobs.join_next_with_id() => {
+                let (key, end) = match joined {
+                    Ok((id, end)) => (keys.remove(&id), Some(end)),
+                    Err(e) => (keys.remove(&e.id()), {
+                        // The supervisor catches fan-out panics; this is a panic outside them.
+                        tracing::error!(error = %e, "parser job crashed; its push is left as it is");
+                        None
+                    }),
                 };
-                let TaskEnd { partition, offset, message, result } = end;
-                let push_id = message.push_id.clone();
-                match result {
-                    Ok(verdict) => {
-                        metrics.running.add(-1);
-                        metrics.finished(&verdict);
-                        match &verdict {
-                            Verdict::Done(report) => tracing::info!(push_id, produced = report.produced,
-                                skipped = report.skipped, seconds = report.elapsed.as_secs_f64(),
-                                rate = format!("{:.0}/s", report.produced as f64 / report.elapsed.as_secs_f64().max(1e-3)),
-                                "push fanned out"),
-                            Verdict::Skipped(reason) => tracing::warn!(push_id, partition, offset, %reason, "raw-push skipped"),
-                            Verdict::Failed(reason) => tracing::error!(push_id, %reason, "push failed"),
-                        }
-                        running.lock().unwrap_or_else(|p| p.into_inner()).remove(&partition);
-                        store_offset(&consumer, topic, partition, offset);
-                        resume(&consumer, topic, partition);
-                    }
-                    Err(FanoutError::Cancelled { produced }) => {
-                        metrics.running.add(-1);
-                        tracing::info!(push_id, produced, "fan-out stopped; it resumes from its checkpoint");
-                        running.lock().unwrap_or_else(|p| p.into_inner()).remove(&partition);
-                    }
-                    Err(e) => {
-                        tracing::warn!(push_id, error = %e, retry_in = ?config.retry_delay,
-                            "fan-out interrupted; retrying from the checkpoint");
-                        let token = running.lock().unwrap_or_else(|p| p.into_inner())
-                            .get(&partition).cloned().unwrap_or_default();
-                        spawn(&mut tasks, fanout.clone(), partition, offset, message, token, Some(config.retry_delay));
-                    }
-                }
+                let Some(key) = key else {
+                    tracing::error!("a parser job ended that the loop did not start");
+                    continue;
+                };
+                job_ended(&consumer, topic, &running, &metrics, &key, end);
             }
         }
     }
@@ -189,21 +225,17 @@ pub async fn run(config: ParserConfig, shutdown: impl Future<Output = ()>) -> an
     health.set_ready(false);
 
     tracing::info!(
-        running = tasks.len(),
+        running = jobs.len(),
         "stopping fan-outs at their next subscriber"
     );
-    for token in running.lock().unwrap_or_else(|p| p.into_inner()).values() {
+    for token in lock(&running).values() {
         token.cancel();
     }
-    while let Some(joined) = tasks.join_next().await {
-        if let Ok(TaskEnd {
-            partition,
-            offset,
-            result: Ok(_),
-            ..
-        }) = joined
+    while let Some(joined) = jobs.join_next_with_id().await {
+        if let Ok((id, JobEnd::Verdict(_))) = joined
+            && let Some(key) = keys.remove(&id)
         {
-            store_offset(&consumer, topic, partition, offset);
+            store_offset(&consumer, topic, key.partition, key.offset);
         }
     }
     if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
@@ -215,27 +247,96 @@ pub async fn run(config: ParserConfig, shutdown: impl Future<Output = ()>) -> an
     Ok(())
 }
 
-fn spawn(
-    tasks: &mut JoinSet<TaskEnd>,
+/// Reads a raw-push record; the error says what is wrong with it.
+fn parse_raw_push(payload: Option<&[u8]>) -> Result<RawPushMessage, String> {
+    let payload = payload.ok_or_else(|| "empty message".to_owned())?;
+    RawPushMessage::from_json(payload).map_err(|e| e.to_string())
+}
+
+/// One raw-push message's job: the supervised fan-out, and the failure recorded on the push
+/// when it is given up.
+async fn run_job(
     fanout: Fanout,
-    partition: i32,
-    offset: i64,
-    message: RawPushMessage,
+    supervisor: Supervisor,
+    raw: RawPushMessage,
     token: CancellationToken,
-    delay: Option<std::time::Duration>,
-) {
-    tasks.spawn(async move {
-        if let Some(delay) = delay {
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                () = token.cancelled() => {
-                    return TaskEnd { partition, offset, message, result: Err(FanoutError::Cancelled { produced: 0 }) };
-                }
+) -> JobEnd {
+    let attempt = |progress| {
+        let (fanout, raw, token) = (fanout.clone(), raw.clone(), token.clone());
+        async move { fanout.process(&raw, &token, &progress).await }
+    };
+    match supervisor.run(&token, attempt).await {
+        Supervised::Finished(verdict) => JobEnd::Verdict(verdict),
+        Supervised::Cancelled { produced } => JobEnd::Cancelled { produced },
+        Supervised::GaveUp { reason } => {
+            match fanout
+                .record_failure(&raw, &reason, &supervisor.policy, &token)
+                .await
+            {
+                Some(verdict) => JobEnd::Verdict(verdict),
+                None => JobEnd::Cancelled { produced: 0 },
             }
         }
-        let result = fanout.process(&message, &token).await;
-        TaskEnd { partition, offset, message, result }
-    });
+    }
+}
+
+/// Books the end of a job: logs and counts it, stores its offset when it ended for good, and
+/// resumes its partition. `end` is `None` when the job crashed: its offset is stored all the
+/// same, so the parser moves on rather than wedging the partition.
+fn job_ended<C: ConsumerContext>(
+    consumer: &impl pushservice_kafka::rdkafka::consumer::Consumer<C>,
+    topic: &str,
+    running: &Running,
+    metrics: &ParserMetrics,
+    key: &JobKey,
+    end: Option<JobEnd>,
+) {
+    let JobKey {
+        partition,
+        offset,
+        ref push_id,
+        ..
+    } = *key;
+    metrics.running.add(-1);
+    lock(running).remove(&partition);
+    match end {
+        Some(JobEnd::Verdict(verdict)) => {
+            metrics.finished(&verdict);
+            match &verdict {
+                Verdict::Done(report) => tracing::info!(
+                    push_id,
+                    partition,
+                    offset,
+                    produced = report.produced,
+                    skipped = report.skipped,
+                    seconds = report.elapsed.as_secs_f64(),
+                    rate = format!(
+                        "{:.0}/s",
+                        report.produced as f64 / report.elapsed.as_secs_f64().max(1e-3)
+                    ),
+                    "push fanned out"
+                ),
+                Verdict::Skipped(reason) => {
+                    tracing::warn!(push_id, partition, offset, %reason, "raw-push skipped");
+                }
+                Verdict::Failed(reason) => {
+                    tracing::error!(push_id, partition, offset, %reason, "push failed");
+                }
+            }
+            store_offset(consumer, topic, partition, offset);
+        }
+        Some(JobEnd::Cancelled { produced }) => {
+            tracing::info!(
+                push_id,
+                partition,
+                offset,
+                produced,
+                "fan-out stopped; it resumes from its checkpoint"
+            );
+        }
+        None => store_offset(consumer, topic, partition, offset),
+    }
+    resume(consumer, topic, partition);
 }
 
 fn store_offset<C: ConsumerContext>(
@@ -257,21 +358,22 @@ fn partition_list(topic: &str, partition: i32) -> TopicPartitionList {
     list
 }
 
+/// Pauses `partition`; after `resume` it is read from offset `next`.
 fn pause<C: ConsumerContext>(
     consumer: &impl pushservice_kafka::rdkafka::consumer::Consumer<C>,
     topic: &str,
     partition: i32,
-    offset: i64,
+    next: i64,
 ) {
     if let Err(e) = consumer.pause(&partition_list(topic, partition)) {
         tracing::warn!(partition, error = %e, "could not pause partition");
     }
-    // librdkafka may have prefetched the next message of this partition already; rewinding
-    // to the one after ours makes it come again after `resume`.
+    // librdkafka may have prefetched messages after ours already; rewinding makes them come
+    // again after `resume`.
     if let Err(e) = consumer.seek(
         topic,
         partition,
-        Offset::Offset(offset + 1),
+        Offset::Offset(next),
         std::time::Duration::from_secs(1),
     ) {
         tracing::debug!(partition, error = %e, "seek after pause");

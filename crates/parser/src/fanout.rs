@@ -6,6 +6,10 @@
 //! subscribers; when a window closes, the window before it is settled (all its messages
 //! acknowledged) and its last subscriber id is written as the checkpoint. Settling one window
 //! behind keeps the producer busy while checkpoints never claim an unacknowledged message.
+//!
+//! A fan-out that fails returns a [`FanoutError`]; the [`crate::supervisor`] decides whether
+//! to retry it or give the push up, and [`Fanout::record_failure`] marks a given-up push
+//! `failed` with the reason.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +25,7 @@ use pushservice_store::{AudienceMember, AudienceRow, Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::ParserMetrics;
+use crate::supervisor::{Budget, Progress, RetryPolicy};
 
 /// Longest TTL we pass on: push services cap it at four weeks anyway.
 const MAX_TTL: i64 = 28 * 24 * 3600;
@@ -49,7 +54,8 @@ pub struct FanoutReport {
     pub elapsed: Duration,
 }
 
-/// Why a fan-out stopped before its end; the push is retried or resumed later.
+/// Why a fan-out stopped before its end; the push is retried, resumed later, or (when
+/// [`FanoutError::is_permanent`] or retried too long) marked `failed`.
 #[derive(Debug, thiserror::Error)]
 pub enum FanoutError {
     /// Shutdown or partition revoked; the checkpoint is written, another run resumes there.
@@ -71,6 +77,26 @@ pub enum FanoutError {
         /// librdkafka's error.
         source: KafkaError,
     },
+}
+
+impl FanoutError {
+    /// Whether retrying cannot help: a document that does not fit the model stays so until
+    /// someone edits it, and a delivery message too large for Kafka stays too large. Everything
+    /// else (MongoDB unreachable or failing a query, Kafka refusing or timing out a message, a
+    /// topic that does not exist yet) may pass and is retried within the budget.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            FanoutError::Cancelled { .. } => false,
+            FanoutError::Store(e) => matches!(
+                e,
+                StoreError::Decode { .. } | StoreError::Encode { .. } | StoreError::BadUrl { .. }
+            ),
+            FanoutError::Produce { source, .. } => matches!(
+                source.rdkafka_error_code(),
+                Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize)
+            ),
+        }
+    }
 }
 
 /// Everything a fan-out needs; shared by all fan-outs of a parser.
@@ -111,11 +137,12 @@ impl Window {
 
 impl Fanout {
     /// Fans out the push `raw` names. `cancel` stops it at the next subscriber, after which
-    /// everything produced is settled and checkpointed.
+    /// everything produced is settled and checkpointed; `progress` counts the checkpoints.
     pub async fn process(
         &self,
         raw: &RawPushMessage,
         cancel: &CancellationToken,
+        progress: &Progress,
     ) -> Result<Verdict, FanoutError> {
         let Ok(push_id) = parse_object_id("push", &raw.push_id) else {
             return Ok(Verdict::Skipped(format!(
@@ -126,8 +153,7 @@ impl Fanout {
         let push = match self.store.push(push_id).await {
             Ok(Some(push)) => push,
             Ok(None) => return Ok(Verdict::Skipped(format!("push {push_id} does not exist"))),
-            // A document we cannot read will not become readable by retrying.
-            Err(e @ StoreError::Decode { .. }) => return Ok(Verdict::Skipped(e.to_string())),
+            // A push that does not fit the model is permanent: the supervisor marks it failed.
             Err(e) => return Err(e.into()),
         };
         if push.status != PushStatus::Processing {
@@ -142,7 +168,11 @@ impl Fanout {
         }
         if self.store.site(push.site_id).await?.is_none() {
             let reason = format!("site {} does not exist", push.site_id);
-            self.store.fail_push(push_id, &reason).await?;
+            if !self.store.fail_push(push_id, &reason).await? {
+                return Ok(Verdict::Skipped(format!(
+                    "push {push_id} stopped being processing; not marked failed ({reason})"
+                )));
+            }
             return Ok(Verdict::Failed(reason));
         }
 
@@ -239,7 +269,7 @@ impl Fanout {
             if window.rows >= self.checkpoint_every {
                 (window.produced, window.skipped) = (produced, skipped);
                 if let Some(done) = previous.take() {
-                    self.settle_and_checkpoint(push_id, done).await?;
+                    self.settle_and_checkpoint(push_id, done, progress).await?;
                     tracing::info!(push_id = %push_id, produced, skipped,
                         rate = format!("{:.0}/s", rate(produced - resume.produced, started)),
                         "fan-out progress");
@@ -259,7 +289,8 @@ impl Fanout {
         if let Some(done) = previous.take() {
             self.settle(done.acks).await?;
         }
-        self.settle_and_checkpoint(push_id, window).await?;
+        self.settle_and_checkpoint(push_id, window, progress)
+            .await?;
         if cancelled {
             return Err(FanoutError::Cancelled { produced });
         }
@@ -309,14 +340,57 @@ impl Fanout {
         &self,
         push_id: ObjectId,
         window: Window,
+        progress: &Progress,
     ) -> Result<(), FanoutError> {
         self.settle(window.acks).await?;
         if let Some(last) = window.last {
             self.store
                 .checkpoint_fanout(push_id, last, window.produced, window.skipped)
                 .await?;
+            progress.advance();
         }
         Ok(())
+    }
+
+    /// Marks the push `raw` names `failed` with `reason` once its fan-out was given up,
+    /// retrying the write within `policy` (the store may be what failed). Returns `None` when
+    /// `cancel` fired first: the push is then left for whoever owns the partition next.
+    pub async fn record_failure(
+        &self,
+        raw: &RawPushMessage,
+        reason: &str,
+        policy: &RetryPolicy,
+        cancel: &CancellationToken,
+    ) -> Option<Verdict> {
+        let Ok(push_id) = parse_object_id("push", &raw.push_id) else {
+            // `process` skips a malformed id before anything can fail; nothing to mark.
+            return Some(Verdict::Failed(reason.to_owned()));
+        };
+        let mut budget = Budget::new(policy.clone());
+        loop {
+            let error = match self.store.fail_push(push_id, reason).await {
+                Ok(true) => return Some(Verdict::Failed(reason.to_owned())),
+                Ok(false) => {
+                    return Some(Verdict::Skipped(format!(
+                        "push {push_id} stopped being processing; not marked failed ({reason})"
+                    )));
+                }
+                Err(e) => e,
+            };
+            let Some(delay) = budget.failed(0) else {
+                tracing::error!(push_id = %push_id, error = %error, %reason,
+                    "push given up but not marked failed; it stays processing: re-send it with `pushctl send --force`");
+                return Some(Verdict::Failed(format!(
+                    "{reason}; not recorded on the push: {error}"
+                )));
+            };
+            tracing::warn!(push_id = %push_id, error = %error, retry_in = ?delay,
+                "could not mark the push failed; retrying");
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = cancel.cancelled() => return None,
+            }
+        }
     }
 
     /// Waits until Kafka acknowledged every message of a window.

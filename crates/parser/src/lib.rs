@@ -13,21 +13,29 @@
 //!   buffer, and the producer's queue is bounded; a full queue makes the stream wait.
 //! - **One bad record never stops it**: an unreadable subscriber is skipped and counted, an
 //!   unknown push or malformed message is logged and skipped, a push whose site is missing is
-//!   marked `failed`. MongoDB or Kafka trouble retries the push after a delay.
+//!   marked `failed`.
+//! - **A failing push never wedges the parser**: MongoDB or Kafka trouble and panics are
+//!   retried with backoff from the checkpoint; a fan-out that keeps failing past its budget
+//!   (`PARSER_RETRY_*`), or fails in a way retrying cannot fix, marks its push `failed` with
+//!   the reason and the parser moves on to the partition's next push.
 //!
 //! # Layout
 //!
 //! - [`config`] — flags and environment, validated into [`ParserConfig`].
 //! - [`fanout`] — the fan-out of one push, with checkpoints.
+//! - [`supervisor`] — retries of a failing fan-out within a budget, panics caught.
 //! - [`metrics`] — pushes by verdict, messages produced, subscribers skipped.
 //! - [`daemon`] — the consumer loop: one fan-out per partition at a time, offsets stored in
-//!   order, partitions paused while their push is being fanned out.
+//!   order, partitions paused while their push is being fanned out and resumed across
+//!   rebalances.
 
 pub mod config;
 pub mod daemon;
 pub mod fanout;
 pub mod metrics;
+pub mod supervisor;
 
 pub use config::{ParserArgs, ParserConfig};
 pub use daemon::run;
 pub use fanout::{FanoutError, FanoutReport, Verdict};
+pub use supervisor::RetryPolicy;

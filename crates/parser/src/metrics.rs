@@ -16,6 +16,10 @@ pub struct ParserMetrics {
     pub skipped: Arc<Counter>,
     /// Fan-outs in progress.
     pub running: Arc<Gauge>,
+    /// Fan-out attempts that failed and were retried (see `supervisor`).
+    pub retries: Arc<Counter>,
+    /// Fan-out attempts that panicked (a bug; the push was retried or failed, the parser went on).
+    pub panics: Arc<Counter>,
 }
 
 impl ParserMetrics {
@@ -43,6 +47,16 @@ impl ParserMetrics {
             running: registry.gauge(
                 "pushservice_parser_fanouts_running",
                 "Fan-outs in progress.",
+                &[],
+            ),
+            retries: registry.counter(
+                "pushservice_parser_fanout_retries_total",
+                "Fan-out attempts that failed and were retried.",
+                &[],
+            ),
+            panics: registry.counter(
+                "pushservice_parser_fanout_panics_total",
+                "Fan-out attempts that panicked.",
                 &[],
             ),
         }

@@ -1,175 +1,15 @@
 //! The parser against the real Kafka broker and MongoDB-protocol server.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bson::doc;
-use pushservice_config::{KafkaSettings, MongoSettings, Topics};
-use pushservice_kafka::rdkafka::producer::FutureRecord;
-use pushservice_kafka::{ProducerTuning, ReadFrom, producer, read_topic};
-use pushservice_model::{
-    DeliveryMessage, ObjectId, Platform, Push, PushStatus, RawPushMessage, Subscriber, Target,
-    Urgency,
-};
-use pushservice_parser::ParserConfig;
-use pushservice_seed::{
-    PushTemplate, SubscriberSeed, new_push, new_site, seed_subscribers, subscriber_batch,
-};
-use pushservice_store::Store;
-use pushservice_testkit::{create_topics, env_for, kafka_settings, mongo_settings, store, topics};
-use tokio::sync::oneshot;
-
-struct World {
-    mongo: MongoSettings,
-    kafka: KafkaSettings,
-    topics: Topics,
-    store: Store,
-}
-
-impl World {
-    async fn new() -> World {
-        let (mongo, kafka, topics) = (mongo_settings(), kafka_settings(), topics());
-        create_topics(&kafka, &topics).await;
-        let store = store(&mongo).await;
-        store.ensure_indexes().await.expect("indexes");
-        World {
-            mongo,
-            kafka,
-            topics,
-            store,
-        }
-    }
-
-    fn config(&self, checkpoint_every: u32) -> ParserConfig {
-        ParserConfig {
-            mongo: self.mongo.clone(),
-            kafka: self.kafka.clone(),
-            raw_push_topic: self.topics.raw_push.name.clone(),
-            push_topic: self.topics.push.name.clone(),
-            group: pushservice_testkit::unique_name("parsers"),
-            checkpoint_every,
-            retry_delay: Duration::from_millis(200),
-            max_poll_interval: Duration::from_secs(300),
-            metrics_addr: None,
-        }
-    }
-
-    /// A site and a push of it, already `processing` as `pushctl send` leaves it.
-    async fn triggered_push(&self, title: &str) -> Push {
-        let site = new_site("mailto:parser@example.com").expect("keys");
-        self.store.insert_site(&site).await.expect("site");
-        let template = PushTemplate {
-            title: title.into(),
-            body: "body".into(),
-            icon: Some("https://shop.example/icon.png".into()),
-            launch_url: Some("https://shop.example/sale".into()),
-            priority: pushservice_model::Priority::High,
-            time_to_live: 3_600,
-        };
-        let push = new_push(site.id, &template);
-        self.store.insert_push(&push).await.expect("push");
-        self.store
-            .restart_push(push.id, PushStatus::Pending)
-            .await
-            .expect("processing");
-        push
-    }
-
-    async fn trigger(&self, push: &Push) {
-        let message = RawPushMessage {
-            push_id: push.id.to_hex(),
-            site_id: push.site_id.to_hex(),
-            triggered_at: 1,
-        };
-        self.publish_raw(&message.push_id, &message.to_json()).await;
-    }
-
-    async fn publish_raw(&self, key: &str, payload: &[u8]) {
-        let producer = producer(
-            &self.kafka,
-            &ProducerTuning::command(Duration::from_secs(10)),
-        )
-        .expect("producer");
-        producer
-            .send(
-                FutureRecord::to(&self.topics.raw_push.name)
-                    .key(key)
-                    .payload(payload),
-                Duration::from_secs(10),
-            )
-            .await
-            .expect("raw-push acknowledged");
-    }
-
-    async fn wait_for_status(&self, push_id: ObjectId, wanted: PushStatus) -> Push {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let push = self
-                .store
-                .push(push_id)
-                .await
-                .expect("query")
-                .expect("push");
-            if push.status == wanted {
-                return push;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "push {push_id} stuck in {}",
-                push.status
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    async fn deliveries(&self) -> Vec<DeliveryMessage> {
-        let (kafka, topic) = (self.kafka.clone(), self.topics.push.name.clone());
-        let messages = tokio::task::spawn_blocking(move || {
-            read_topic(
-                &kafka,
-                &topic,
-                ReadFrom::Beginning,
-                usize::MAX,
-                Duration::from_secs(3),
-            )
-        })
-        .await
-        .expect("task")
-        .expect("read push topic");
-        messages
-            .iter()
-            .map(|m| {
-                let message = DeliveryMessage::from_json(m.payload.as_deref().expect("payload"))
-                    .expect("delivery message parses");
-                assert_eq!(
-                    m.key.as_deref(),
-                    Some(message.subscriber_id.as_bytes()),
-                    "keyed by subscriber"
-                );
-                message
-            })
-            .collect()
-    }
-
-    async fn finish(self) {
-        pushservice_testkit::remove_test_data(&self.store, &self.kafka, &self.topics).await;
-    }
-}
-
-/// Runs the parser in-process until the returned sender is used or dropped.
-fn start_parser(
-    config: ParserConfig,
-) -> (
-    oneshot::Sender<()>,
-    tokio::task::JoinHandle<anyhow::Result<()>>,
-) {
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(pushservice_parser::run(config, async {
-        let _ = stop_rx.await;
-    }));
-    (stop_tx, task)
-}
+use common::{World, start_parser};
+use pushservice_model::{ObjectId, Platform, PushStatus, Subscriber, Target, Urgency};
+use pushservice_seed::{SubscriberSeed, seed_subscribers, subscriber_batch};
+use pushservice_testkit::env_for;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fans_out_one_message_per_subscribed_subscriber_and_skips_broken_ones() {
@@ -227,11 +67,10 @@ async fn fans_out_one_message_per_subscribed_subscriber_and_skips_broken_ones() 
         .await
         .expect("broken");
 
-    let (stop, parser) = start_parser(world.config(250));
+    let parser = start_parser(world.config(250));
     world.trigger(&push).await;
     let done = world.wait_for_status(push.id, PushStatus::Done).await;
-    let _ = stop.send(());
-    parser.await.expect("join").expect("parser ran cleanly");
+    parser.stop().await;
 
     assert_eq!(done.total_sent, 1_200);
     let progress = done.fanout.expect("fan-out progress recorded");
@@ -279,65 +118,6 @@ async fn fans_out_one_message_per_subscribed_subscriber_and_skips_broken_ones() 
         .map(|d| d.subscriber_id.as_str())
         .collect();
     assert_eq!(distinct.len(), 1_200);
-    world.finish().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_triggers_are_skipped_or_failed_and_the_parser_goes_on() {
-    let world = World::new().await;
-    // All on one raw-push partition (same key), in order: the parser must get past each.
-    let key = "same-partition";
-    world.publish_raw(key, b"{ this is not json").await;
-    let unknown = RawPushMessage {
-        push_id: ObjectId::new().to_hex(),
-        site_id: ObjectId::new().to_hex(),
-        triggered_at: 1,
-    };
-    world.publish_raw(key, &unknown.to_json()).await;
-    let orphan = world.triggered_push("Orphan").await;
-    world
-        .store
-        .database()
-        .collection::<bson::Document>(pushservice_store::SITES)
-        .delete_one(doc! { "_id": orphan.site_id })
-        .await
-        .expect("delete site");
-    let orphan_message = RawPushMessage {
-        push_id: orphan.id.to_hex(),
-        site_id: orphan.site_id.to_hex(),
-        triggered_at: 1,
-    };
-    world.publish_raw(key, &orphan_message.to_json()).await;
-    let good = world.triggered_push("Good").await;
-    world
-        .store
-        .insert_subscribers(&subscriber_batch(
-            good.site_id,
-            10,
-            Platform::Web,
-            "https://push.example/wp",
-            b"s",
-        ))
-        .await
-        .expect("audience");
-    let good_message = RawPushMessage {
-        push_id: good.id.to_hex(),
-        site_id: good.site_id.to_hex(),
-        triggered_at: 1,
-    };
-    world.publish_raw(key, &good_message.to_json()).await;
-
-    let (stop, parser) = start_parser(world.config(100));
-    let done = world.wait_for_status(good.id, PushStatus::Done).await;
-    assert_eq!(done.total_sent, 10);
-    let failed = world.wait_for_status(orphan.id, PushStatus::Failed).await;
-    assert_eq!(
-        failed.failure_reason,
-        Some(format!("site {} does not exist", orphan.site_id))
-    );
-    let _ = stop.send(());
-    parser.await.expect("join").expect("parser ran cleanly");
-    assert_eq!(world.deliveries().await.len(), 10);
     world.finish().await;
 }
 

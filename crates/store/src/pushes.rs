@@ -190,9 +190,12 @@ impl Store {
         Ok(result.matched_count == 1)
     }
 
-    /// Marks push `id` `failed` with `reason`, from whatever non-final state it is in.
-    pub async fn fail_push(&self, id: ObjectId, reason: &str) -> Result<(), StoreError> {
-        self.pushes
+    /// Marks push `id` `failed` with `reason`, from whatever non-final state it is in. Returns
+    /// false when it was in none (done, failed or canceled meanwhile, or no such push). Works on
+    /// a push document that does not fit the model, as long as its `status` is readable.
+    pub async fn fail_push(&self, id: ObjectId, reason: &str) -> Result<bool, StoreError> {
+        let result = self
+            .pushes
             .update_one(
                 doc! { "_id": id, "status": { "$in": [PushStatus::Pending.as_str(), PushStatus::Processing.as_str()] } },
                 doc! { "$set": {
@@ -203,7 +206,7 @@ impl Store {
             )
             .await
             .map_err(StoreError::query(format!("failing push {id}")))?;
-        Ok(())
+        Ok(result.matched_count == 1)
     }
 }
 
