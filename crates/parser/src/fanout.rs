@@ -368,6 +368,7 @@ impl Fanout {
         };
         let mut budget = Budget::new(policy.clone());
         loop {
+            let started = tokio::time::Instant::now();
             let error = match self.store.fail_push(push_id, reason).await {
                 Ok(true) => return Some(Verdict::Failed(reason.to_owned())),
                 Ok(false) => {
@@ -377,7 +378,7 @@ impl Fanout {
                 }
                 Err(e) => e,
             };
-            let Some(delay) = budget.failed(0) else {
+            let Some(delay) = budget.failed(started, 0) else {
                 tracing::error!(push_id = %push_id, error = %error, %reason,
                     "push given up but not marked failed; it stays processing: re-send it with `pushctl send --force`");
                 return Some(Verdict::Failed(format!(

@@ -9,10 +9,10 @@
 //!
 //! **The budget.** Retries wait `first_delay`, then twice as long each time, up to
 //! `max_delay`. A push is given up once it has failed at least `attempts` times in a row *and*
-//! the first of those failures is at least `patience` ago. Both, so that slow failures (each
-//! attempt waiting out the MongoDB timeout) still get their tries and fast ones still get
-//! their time: with the defaults (8 tries, 5 minutes) a MongoDB or Kafka restart of a minute
-//! is ridden out. The bound is the larger of the two, plus one attempt and one delay: each
+//! the first of those failed attempts started at least `patience` ago. Both, so that slow
+//! failures (each attempt waiting out the MongoDB timeout) still get their tries and fast ones
+//! still get their time: with the defaults (8 tries, 5 minutes) a MongoDB or Kafka outage of
+//! up to about five minutes is ridden out. The bound is the larger of the two, plus one attempt and one delay: each
 //! attempt is itself bounded by the store's and the producer's timeouts. An attempt that wrote
 //! a checkpoint before failing ends the streak ([`Progress`]), so a fan-out of tens of millions
 //! that meets three short outages an hour apart is not failed for their sum.
@@ -98,7 +98,7 @@ impl Progress {
 #[derive(Debug)]
 pub struct Budget {
     policy: RetryPolicy,
-    /// Failures in the current streak and when its first one happened.
+    /// Failures in the current streak and when the first of them started.
     streak: Option<(u32, Instant)>,
     /// [`Progress`] as it was at the last failure.
     progress_at_failure: u64,
@@ -114,18 +114,18 @@ impl Budget {
         }
     }
 
-    /// Records a failure, `progress` being the checkpoints written so far. Returns how long
-    /// to wait before the next try, or `None` when the budget is spent.
-    pub fn failed(&mut self, progress: u64) -> Option<Duration> {
-        let now = Instant::now();
+    /// Records the failure of an attempt that began at `started`, `progress` being the
+    /// checkpoints written so far. Returns how long to wait before the next try, or `None`
+    /// when the budget is spent.
+    pub fn failed(&mut self, started: Instant, progress: u64) -> Option<Duration> {
         if progress != self.progress_at_failure {
             // The failed attempt moved the checkpoint: a new streak.
             self.streak = None;
             self.progress_at_failure = progress;
         }
-        let (failures, since) = self.streak.get_or_insert((0, now));
+        let (failures, since) = self.streak.get_or_insert((0, started));
         *failures += 1;
-        if *failures >= self.policy.attempts && now.duration_since(*since) >= self.policy.patience {
+        if *failures >= self.policy.attempts && since.elapsed() >= self.policy.patience {
             return None;
         }
         Some(self.policy.delay(*failures))
@@ -199,6 +199,7 @@ impl Supervisor {
         let mut budget = Budget::new(self.policy.clone());
         let progress = Progress::default();
         loop {
+            let started = Instant::now();
             let task = AbortOnDrop(tokio::spawn(attempt(progress.clone()).in_current_span()));
             let failure = match task.join().await {
                 Ok(Ok(verdict)) => return Supervised::Finished(verdict),
@@ -221,7 +222,7 @@ impl Supervisor {
                 tracing::info!(error = %failure, "fan-out attempt failed while stopping");
                 return Supervised::Cancelled { produced: 0 };
             }
-            let Some(delay) = budget.failed(progress.get()) else {
+            let Some(delay) = budget.failed(started, progress.get()) else {
                 tracing::warn!(attempts = budget.failures(), error = %failure,
                     "fan-out keeps failing; giving the push up");
                 return Supervised::GaveUp {
@@ -326,29 +327,38 @@ mod tests {
         let mut budget = Budget::new(policy());
         // Fast failures: three tries are not enough before a minute has passed.
         for _ in 0..10 {
-            assert!(budget.failed(0).is_some());
+            assert!(budget.failed(Instant::now(), 0).is_some());
             tokio::time::advance(Duration::from_secs(5)).await;
         }
         tokio::time::advance(Duration::from_secs(10)).await;
-        assert_eq!(budget.failed(0), None, "11 failures over 60 s");
+        assert_eq!(
+            budget.failed(Instant::now(), 0),
+            None,
+            "11 failures over 60 s"
+        );
 
-        // Slow failures: a minute is not enough before three tries.
+        // Slow failures: a minute is not enough before three tries. The time counts from the
+        // start of the first failed attempt.
         let mut budget = Budget::new(policy());
-        assert!(budget.failed(0).is_some());
+        let first = Instant::now();
         tokio::time::advance(Duration::from_secs(120)).await;
-        assert!(budget.failed(0).is_some());
-        assert_eq!(budget.failed(0), None);
+        assert!(budget.failed(first, 0).is_some(), "one try of two minutes");
+        assert!(budget.failed(Instant::now(), 0).is_some());
+        assert_eq!(budget.failed(Instant::now(), 0), None);
     }
 
     #[tokio::test(start_paused = true)]
     async fn progress_starts_a_new_streak() {
         let mut budget = Budget::new(policy());
         for _ in 0..3 {
-            assert!(budget.failed(0).is_some());
+            assert!(budget.failed(Instant::now(), 0).is_some());
             tokio::time::advance(Duration::from_secs(25)).await;
         }
         // The next attempt wrote a checkpoint before failing: it is failure 1 again.
-        assert_eq!(budget.failed(1), Some(Duration::from_secs(1)));
+        assert_eq!(
+            budget.failed(Instant::now(), 1),
+            Some(Duration::from_secs(1))
+        );
         assert_eq!(budget.failures(), 1);
     }
 
