@@ -206,12 +206,8 @@ pub async fn run(config: ParserConfig, shutdown: impl Future<Output = ()>) -> an
             }
             Some(joined) = jobs.join_next_with_id() => {
                 let (key, end) = match joined {
-                    Ok((id, end)) => (keys.remove(&id), Some(end)),
-                    Err(e) => (keys.remove(&e.id()), {
-                        // The supervisor catches fan-out panics; this is a panic outside them.
-                        tracing::error!(error = %e, "parser job crashed; its push is left as it is");
-                        None
-                    }),
+                    Ok((id, end)) => (keys.remove(&id), Ok(end)),
+                    Err(e) => (keys.remove(&e.id()), Err(e)),
                 };
                 let Some(key) = key else {
                     tracing::error!("a parser job ended that the loop did not start");
@@ -281,26 +277,26 @@ async fn run_job(
 }
 
 /// Books the end of a job: logs and counts it, stores its offset when it ended for good, and
-/// resumes its partition. `end` is `None` when the job crashed: its offset is stored all the
-/// same, so the parser moves on rather than wedging the partition.
+/// resumes its partition. A job that crashed (a panic outside the fan-out, which the
+/// supervisor catches) has its offset stored all the same, so the parser moves on rather than
+/// wedging the partition.
 fn job_ended<C: ConsumerContext>(
     consumer: &impl pushservice_kafka::rdkafka::consumer::Consumer<C>,
     topic: &str,
     running: &Running,
     metrics: &ParserMetrics,
     key: &JobKey,
-    end: Option<JobEnd>,
+    end: Result<JobEnd, tokio::task::JoinError>,
 ) {
     let JobKey {
         partition,
         offset,
         ref push_id,
-        ..
     } = *key;
     metrics.running.add(-1);
     lock(running).remove(&partition);
     match end {
-        Some(JobEnd::Verdict(verdict)) => {
+        Ok(JobEnd::Verdict(verdict)) => {
             metrics.finished(&verdict);
             match &verdict {
                 Verdict::Done(report) => tracing::info!(
@@ -325,7 +321,7 @@ fn job_ended<C: ConsumerContext>(
             }
             store_offset(consumer, topic, partition, offset);
         }
-        Some(JobEnd::Cancelled { produced }) => {
+        Ok(JobEnd::Cancelled { produced }) => {
             tracing::info!(
                 push_id,
                 partition,
@@ -334,7 +330,11 @@ fn job_ended<C: ConsumerContext>(
                 "fan-out stopped; it resumes from its checkpoint"
             );
         }
-        None => store_offset(consumer, topic, partition, offset),
+        Err(e) => {
+            tracing::error!(push_id, partition, offset, error = %e,
+                "parser job crashed; its push is left as it is: re-send it with `pushctl send --force`");
+            store_offset(consumer, topic, partition, offset);
+        }
     }
     resume(consumer, topic, partition);
 }
