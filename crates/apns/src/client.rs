@@ -180,9 +180,9 @@ impl ApnsClient {
         let origin = base;
         // A slot of this (key, host), then a global one, held until the answer is read.
         let slot_key = format!("apns {base} {}", request.key.fingerprint());
-        let Ok(_slot) = self.slots.acquire(&slot_key).await else {
-            // The semaphores are never closed; kept as an outcome so the sender never panics.
-            return DeliveryOutcome::transient(format!("request slots for {origin} closed"));
+        let _slot = match self.slots.acquire(&slot_key).await {
+            Ok(slot) => slot,
+            Err(e) => return DeliveryOutcome::from_slot_error(origin, e),
         };
         let outcome = match http_request.send().await {
             Ok(response) => {

@@ -168,7 +168,9 @@ pub async fn start_daemons(
         sender
             .env("SENDER_APNS_URL", &base)
             .env("SENDER_FCM_URL", &base)
-            .env("SENDER_FCM_TOKEN_URL", format!("{base}/token"));
+            .env("SENDER_FCM_TOKEN_URL", format!("{base}/token"))
+            // The simulator listens on loopback, which the endpoint policy refuses otherwise.
+            .env("SENDER_ALLOW_PRIVATE_ENDPOINTS", "true");
         metrics(&mut sender)?;
         match config.sink_protocol {
             Protocol::Tls => {

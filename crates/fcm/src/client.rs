@@ -161,9 +161,9 @@ impl FcmClient {
         let origin = self.base_url.as_str();
         // A slot of this service account, then a global one, held until the answer is read.
         let slot_key = format!("fcm {}", request.account.fingerprint());
-        let Ok(_slot) = self.slots.acquire(&slot_key).await else {
-            // The semaphores are never closed; kept as an outcome so the sender never panics.
-            return DeliveryOutcome::transient(format!("request slots for {origin} closed"));
+        let _slot = match self.slots.acquire(&slot_key).await {
+            Ok(slot) => slot,
+            Err(e) => return DeliveryOutcome::from_slot_error(origin, e),
         };
         let outcome = match self
             .http

@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use pushservice_config::KafkaSettings;
-use rdkafka::producer::{FutureProducer, ThreadedProducer};
 use rdkafka::producer::{DefaultProducerContext, Producer as _};
+use rdkafka::producer::{FutureProducer, ThreadedProducer};
 
 use crate::client::{KafkaError, client_config};
 

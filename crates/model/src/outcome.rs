@@ -113,7 +113,10 @@ mod tests {
             json,
             r#"{"v":1,"pushId":"p","subscriberId":"s","result":"gone","attempts":1}"#
         );
-        assert_eq!(OutcomeRecord::from_json(json.as_bytes()).expect("parses"), record);
+        assert_eq!(
+            OutcomeRecord::from_json(json.as_bytes()).expect("parses"),
+            record
+        );
     }
 
     #[test]
@@ -122,8 +125,10 @@ mod tests {
         let record = OutcomeRecord::new("p", "s", OutcomeResult::Failed, Some(&long), 3, true);
         let reason = record.reason.as_deref().expect("reason");
         assert_eq!(reason.chars().count(), MAX_REASON_CHARS + 1);
-        let err = OutcomeRecord::from_json(br#"{"v":9,"pushId":"p","subscriberId":"s","result":"failed"}"#)
-            .expect_err("version 9");
+        let err = OutcomeRecord::from_json(
+            br#"{"v":9,"pushId":"p","subscriberId":"s","result":"failed"}"#,
+        )
+        .expect_err("version 9");
         assert!(err.to_string().contains("version 9"), "{err}");
     }
 }

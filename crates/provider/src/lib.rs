@@ -27,7 +27,7 @@ pub use http::{Answer, ClientError, HttpConfig, build_client, outcome_from_error
 pub use keys::{
     PemError, b64url, jwt_signing_input, key_id_from_file_name, pem_from_pkcs8, pkcs8_from_pem,
 };
-pub use slots::{InvalidSlots, RequestSlot, RequestSlots};
+pub use slots::{InvalidSlots, RequestSlot, RequestSlots, SlotError};
 
 use std::time::Duration;
 
@@ -69,6 +69,13 @@ pub enum DeliveryOutcome {
         /// The setting an operator should fix.
         setting: &'static str,
     },
+    /// Not attempted: the push service's request slots are all taken and as many deliveries
+    /// already wait for one (it answers slowly). Try again later without counting an
+    /// attempt, so one slow push service cannot fill the sender with its waiting deliveries.
+    Deferred {
+        /// Why, for logs.
+        reason: String,
+    },
     /// Will never succeed as sent (400, 403, 413, a broken subscription ...): count, log and
     /// dead-letter; do not retry.
     Permanent {
@@ -109,14 +116,25 @@ impl DeliveryOutcome {
         }
     }
 
+    /// The outcome of not getting a request slot of `origin`.
+    pub fn from_slot_error(origin: &str, error: SlotError) -> Self {
+        match error {
+            SlotError::Busy => DeliveryOutcome::Deferred {
+                reason: format!("{origin}: {error}"),
+            },
+            SlotError::Closed => DeliveryOutcome::transient(format!("{origin}: {error}")),
+        }
+    }
+
     /// Short label for metrics and logs: `accepted`, `gone`, `suspect`, `misconfigured`,
-    /// `permanent`, `transient`.
+    /// `deferred`, `permanent`, `transient`.
     pub fn label(&self) -> &'static str {
         match self {
             DeliveryOutcome::Accepted => "accepted",
             DeliveryOutcome::SubscriptionGone { .. } => "gone",
             DeliveryOutcome::SuspectToken { .. } => "suspect",
             DeliveryOutcome::Misconfigured { .. } => "misconfigured",
+            DeliveryOutcome::Deferred { .. } => "deferred",
             DeliveryOutcome::Permanent { .. } => "permanent",
             DeliveryOutcome::Transient { .. } => "transient",
         }

@@ -14,6 +14,13 @@
 //! is never dropped (the map's `Arc` is then not the only one), so the bound of a busy key
 //! always holds.
 //!
+//! Waiting is bounded too: when a key already has as many deliveries waiting as it has
+//! slots, [`RequestSlots::acquire`] answers [`SlotError::Busy`] at once instead of queueing
+//! another. A sender holds every delivery it waits for in memory (and counts it against its
+//! bound of messages taken), so an unbounded queue for one slow push service would fill the
+//! sender with that service's deliveries and stall everyone else's; a busy answer lets the
+//! sender put the delivery back on a retry topic without counting an attempt.
+//!
 //! One [`RequestSlots`] can be shared by the Web Push, APNs and FCM clients (`with_slots`),
 //! which makes the global bound the sender's whole concurrency; keys of different providers
 //! never collide because each provider prefixes its own.
@@ -21,7 +28,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// More distinct keys than any real audience uses (a handful of push services, one key per
 /// site credential).
@@ -32,12 +41,39 @@ pub const MAX_KEYS: usize = 4096;
 #[error("request slots: {0} must be at least 1")]
 pub struct InvalidSlots(&'static str);
 
+/// Why no slot was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SlotError {
+    /// Every slot of the key is taken and as many deliveries are already waiting for one.
+    #[error("every request slot of this push service is taken and its queue is full")]
+    Busy,
+    /// The semaphores were closed (never happens; kept so callers need not panic).
+    #[error("request slots closed")]
+    Closed,
+}
+
 /// A global bound plus one bound per key; `Send + Sync`, shared behind an `Arc`.
 #[derive(Debug)]
 pub struct RequestSlots {
     global: Arc<Semaphore>,
     per_key: usize,
-    keys: RwLock<HashMap<Box<str>, Arc<Semaphore>>>,
+    keys: RwLock<HashMap<Box<str>, Arc<KeySlots>>>,
+}
+
+/// One key's slots and how many deliveries wait for one.
+#[derive(Debug)]
+struct KeySlots {
+    semaphore: Arc<Semaphore>,
+    waiting: AtomicUsize,
+}
+
+/// Counts a waiter for as long as it waits (also when its future is dropped).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// One request's slot: its key's permit and a global one, both freed on drop.
@@ -65,12 +101,29 @@ impl RequestSlots {
         })
     }
 
-    /// Waits for a slot of `key` (first) and a global one (second). The error only happens if
-    /// a semaphore was closed, which this type never does; callers turn it into a transient
-    /// outcome rather than panicking.
-    pub async fn acquire(&self, key: &str) -> Result<RequestSlot, AcquireError> {
-        let key_permit = self.semaphore(key).acquire_owned().await?;
-        let global = Arc::clone(&self.global).acquire_owned().await?;
+    /// Waits for a slot of `key` (first) and a global one (second); [`SlotError::Busy`] at
+    /// once when every slot of `key` is taken and as many deliveries already wait for one.
+    pub async fn acquire(&self, key: &str) -> Result<RequestSlot, SlotError> {
+        let slots = self.key_slots(key);
+        let key_permit = match Arc::clone(&slots.semaphore).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(SlotError::Closed),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                if slots.waiting.fetch_add(1, Ordering::Relaxed) >= self.per_key {
+                    slots.waiting.fetch_sub(1, Ordering::Relaxed);
+                    return Err(SlotError::Busy);
+                }
+                let _waiting = Waiting(&slots.waiting);
+                Arc::clone(&slots.semaphore)
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| SlotError::Closed)?
+            }
+        };
+        let global = Arc::clone(&self.global)
+            .acquire_owned()
+            .await
+            .map_err(|_| SlotError::Closed)?;
         Ok(RequestSlot {
             _global: global,
             _key: key_permit,
@@ -82,7 +135,7 @@ impl RequestSlots {
         self.global.available_permits()
     }
 
-    fn semaphore(&self, key: &str) -> Arc<Semaphore> {
+    fn key_slots(&self, key: &str) -> Arc<KeySlots> {
         // Poisoning only means a panic elsewhere mid-operation; a HashMap stays usable.
         if let Some(semaphore) = self
             .keys
@@ -95,12 +148,16 @@ impl RequestSlots {
         let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
         if keys.len() >= MAX_KEYS && !keys.contains_key(key) {
             // Only the map holds an idle semaphore; one with a clone out is held or awaited.
-            keys.retain(|_, semaphore| Arc::strong_count(semaphore) > 1);
+            keys.retain(|_, slots| {
+                Arc::strong_count(slots) > 1 || Arc::strong_count(&slots.semaphore) > 1
+            });
         }
-        Arc::clone(
-            keys.entry(key.into())
-                .or_insert_with(|| Arc::new(Semaphore::new(self.per_key))),
-        )
+        Arc::clone(keys.entry(key.into()).or_insert_with(|| {
+            Arc::new(KeySlots {
+                semaphore: Arc::new(Semaphore::new(self.per_key)),
+                waiting: AtomicUsize::new(0),
+            })
+        }))
     }
 
     #[cfg(test)]

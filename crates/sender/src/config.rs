@@ -6,7 +6,7 @@ use clap::ArgAction;
 use clap::builder::BoolishValueParser;
 use pushservice_apns::ApnsConfig;
 use pushservice_config::{
-    ConfigError, KafkaArgs, KafkaSettings, LogArgs, MongoArgs, MongoSettings, TopicArgs,
+    ConfigError, KafkaArgs, KafkaSettings, LogArgs, MongoArgs, MongoSettings, TopicArgs, Topics,
 };
 use pushservice_daemon::TelemetryArgs;
 use pushservice_fcm::FcmConfig;
@@ -49,12 +49,14 @@ pub struct SenderArgs {
         default_value_t = 512
     )]
     pub concurrency: usize,
-    /// Messages taken from Kafka and not final yet (in flight or waiting for a retry); when
-    /// reached, the sender stops fetching until some finish. Each costs a few KiB of memory.
+    /// Messages taken from Kafka and not committed yet (in flight, waiting for an earlier
+    /// message of their partition, or in the next transaction); when reached, the sender
+    /// pauses its partitions (and keeps polling) until some are committed. Each costs a few
+    /// KiB of memory.
     #[arg(
         long = "sender-max-pending",
         env = "SENDER_MAX_PENDING",
-        default_value_t = 4_096
+        default_value_t = 8_192
     )]
     pub max_pending: usize,
     /// Requests in flight to one push service origin at once.
@@ -64,13 +66,15 @@ pub struct SenderArgs {
         default_value_t = 256
     )]
     pub origin_concurrency: usize,
-    /// Attempts per delivery before a transient failure counts as failed.
+    /// How long a delivery that keeps failing transiently (429, 5xx, timeouts) is retried,
+    /// seconds from its first attempt, unless the notification's TTL ends sooner; then it
+    /// fails and is dead-lettered.
     #[arg(
-        long = "sender-max-attempts",
-        env = "SENDER_MAX_ATTEMPTS",
-        default_value_t = 5
+        long = "sender-retry-max-age",
+        env = "SENDER_RETRY_MAX_AGE",
+        default_value_t = 3_600
     )]
-    pub max_attempts: u32,
+    pub retry_max_age_secs: u64,
     /// Bound of the first retry delay, milliseconds; doubles per attempt (with jitter).
     #[arg(
         long = "sender-retry-base-ms",
@@ -144,13 +148,38 @@ pub struct SenderArgs {
         default_value = pushservice_fcm::GOOGLE_TOKEN_URI
     )]
     pub fcm_token_url: Option<String>,
-    /// How often per-push counters are written to MongoDB, milliseconds.
+    /// How often finished deliveries are committed: their outcomes, retries and dead letters
+    /// written and their offsets committed in one Kafka transaction, milliseconds. Longer
+    /// means fewer transactions and more redelivered (duplicate) messages after a crash.
     #[arg(
-        long = "sender-counter-flush-ms",
-        env = "SENDER_COUNTER_FLUSH_MS",
-        default_value_t = 1_000
+        long = "sender-commit-interval-ms",
+        env = "SENDER_COMMIT_INTERVAL_MS",
+        default_value_t = 200
     )]
-    pub counter_flush_ms: u64,
+    pub commit_interval_ms: u64,
+    /// A transaction open this long is aborted by the broker (a sender killed in the middle
+    /// of one holds back readers of the retry and outcome topics until then), milliseconds.
+    #[arg(
+        long = "sender-transaction-timeout-ms",
+        env = "SENDER_TRANSACTION_TIMEOUT_MS",
+        default_value_t = 15_000
+    )]
+    pub transaction_timeout_ms: u64,
+    /// A name for this sender that stays the same across restarts (systemd's instance
+    /// number, a pod name): it becomes the Kafka transactional id, so a restarted sender
+    /// aborts what its previous run left open at once instead of after the transaction
+    /// timeout. Empty: a fresh random name per start. Two running senders must never share
+    /// one.
+    #[arg(long = "sender-instance-id", env = "SENDER_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// Consumer group of the outcome recorders (one runs in every sender) that apply the
+    /// outcome topic to MongoDB: unsubscribes and per-push counters.
+    #[arg(
+        long = "sender-recorder-group",
+        env = "SENDER_RECORDER_GROUP",
+        default_value = "OutcomeRecorderGroup"
+    )]
+    pub recorder_group: String,
     /// How long site credentials stay cached, seconds.
     #[arg(
         long = "sender-site-cache-secs",
@@ -174,12 +203,18 @@ pub struct SenderConfig {
     pub mongo: MongoSettings,
     /// Kafka.
     pub kafka: KafkaSettings,
-    /// Topic of delivery messages.
-    pub push_topic: String,
-    /// Dead-letter topic.
-    pub dead_letter_topic: String,
+    /// Topics: push, retry tiers, outcomes, dead letters.
+    pub topics: Topics,
     /// Consumer group.
     pub group: String,
+    /// Consumer group of the outcome recorders.
+    pub recorder_group: String,
+    /// This sender's stable name (the transactional id's suffix).
+    pub instance_id: String,
+    /// How often finished deliveries are committed.
+    pub commit_interval: Duration,
+    /// Transaction timeout.
+    pub transaction_timeout: Duration,
     /// Requests in flight.
     pub concurrency: usize,
     /// Messages not final yet.
@@ -192,8 +227,6 @@ pub struct SenderConfig {
     pub apns: ApnsConfig,
     /// FCM client settings.
     pub fcm: FcmConfig,
-    /// Counter flush interval.
-    pub counter_flush: Duration,
     /// Site credential cache lifetime.
     pub site_cache: Duration,
     /// Shutdown grace period.
@@ -225,9 +258,40 @@ impl SenderArgs {
         if self.origin_concurrency == 0 {
             return Err(bad("SENDER_ORIGIN_CONCURRENCY", "must be at least 1"));
         }
-        if !(1..=100).contains(&self.max_attempts) {
-            return Err(bad("SENDER_MAX_ATTEMPTS", "must be between 1 and 100"));
+        if self.retry_max_age_secs == 0 {
+            return Err(bad("SENDER_RETRY_MAX_AGE", "must be at least 1 second"));
         }
+        if !(10..=60_000).contains(&self.commit_interval_ms) {
+            return Err(bad(
+                "SENDER_COMMIT_INTERVAL_MS",
+                "must be between 10 and 60000",
+            ));
+        }
+        if self.transaction_timeout_ms < self.commit_interval_ms.saturating_mul(10).max(5_000) {
+            return Err(bad(
+                "SENDER_TRANSACTION_TIMEOUT_MS",
+                "must be at least 5000 and ten times SENDER_COMMIT_INTERVAL_MS",
+            ));
+        }
+        if self.recorder_group.trim().is_empty() {
+            return Err(bad("SENDER_RECORDER_GROUP", "is empty"));
+        }
+        let instance_id = match self.instance_id.as_deref().map(str::trim) {
+            None | Some("") => pushservice_model::ObjectId::new().to_hex(),
+            Some(id)
+                if id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) =>
+            {
+                id.to_owned()
+            }
+            Some(_) => {
+                return Err(bad(
+                    "SENDER_INSTANCE_ID",
+                    "may only contain letters, digits, '.', '_' and '-'",
+                ));
+            }
+        };
         if self.retry_base_ms == 0 || self.retry_max_ms < self.retry_base_ms {
             return Err(bad(
                 "SENDER_RETRY_MAX_MS",
@@ -318,20 +382,22 @@ impl SenderArgs {
         Ok(SenderConfig {
             mongo: self.mongo.settings()?,
             kafka: self.kafka.settings()?,
-            push_topic: topics.push.name,
-            dead_letter_topic: topics.dead_letter.name,
+            topics,
             group: self.group.trim().to_owned(),
+            recorder_group: self.recorder_group.trim().to_owned(),
+            instance_id,
+            commit_interval: Duration::from_millis(self.commit_interval_ms),
+            transaction_timeout: Duration::from_millis(self.transaction_timeout_ms),
             concurrency: self.concurrency,
             max_pending: self.max_pending,
             retry: RetryPolicy {
-                max_attempts: self.max_attempts,
                 base: Duration::from_millis(self.retry_base_ms),
                 max: Duration::from_millis(self.retry_max_ms),
+                max_age: Duration::from_secs(self.retry_max_age_secs),
             },
             web_push,
             apns,
             fcm,
-            counter_flush: Duration::from_millis(self.counter_flush_ms.max(50)),
             site_cache: Duration::from_secs(self.site_cache_secs),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             metrics_addr: self.telemetry.addr(),

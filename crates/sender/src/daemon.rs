@@ -1,75 +1,126 @@
 //! The sender's consumer loop.
 //!
-//! `recv → spawn`: each message becomes a task, bounded by `max_pending` messages not final
-//! and `concurrency` requests in flight. When a task's outcome is final it reports to the
-//! [`OffsetTracker`], and the partition's committable offset (everything before it final) is
-//! stored; librdkafka commits stored offsets every second. On a rebalance the revoked
-//! partitions' stored offsets are committed synchronously before they move, their deliveries
-//! in progress stop, and the new owner redelivers from the committed offset: never a loss;
-//! duplicates are the messages after the oldest one not yet final (a delivery waiting for a
-//! retry holds the commit point back) plus requests that were already on the wire.
+//! One consumer-group member reads the push topic and the retry topics. Each message becomes
+//! a task that makes one delivery attempt; what the outcome produces (an outcome record, a
+//! retry, a dead letter) goes through the [`OffsetTracker`], which releases finished
+//! messages in offset order to the [`Committer`]; it writes them and commits their offsets
+//! in one Kafka transaction. MongoDB is not on this path at all: the outcome recorder
+//! ([`crate::recorder`]) applies outcomes to it from the outcome topic.
 //!
-//! Shutdown: stop fetching, let requests in flight finish within the grace period (deliveries
-//! waiting for a retry give up at once: they are not final and will be redelivered), flush
-//! counters and unsubscribes, commit.
+//! - **Retries wait on Kafka, not in memory.** A message from a retry topic that is not due
+//!   yet is held (one per partition) and its partition paused until it is due, so the
+//!   messages behind it stay on the broker.
+//! - **Backpressure keeps the member alive.** When `max_pending` messages are taken and not
+//!   committed, every assigned partition is paused and the loop keeps polling, so rebalances
+//!   are served at once and the member never exceeds `max.poll.interval.ms`; partitions
+//!   resume when the count falls below three quarters of the bound.
+//! - **Rebalances hand over exactly what is final.** Before partitions are revoked the
+//!   committer commits everything released; deliveries of revoked partitions still in
+//!   progress stop, and the new owner delivers them again from the committed offset.
+//!   Duplicates to push services are those deliveries that were already on the wire, and
+//!   those finished since the last commit when a sender dies without handing over.
+//!
+//! Shutdown: stop fetching, let requests in flight finish within the grace period, commit
+//! what is final, stop the recorder (it applies what it read first).
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use pushservice_apns::ApnsClient;
 use pushservice_daemon::{Health, Registry, serve_telemetry};
 use pushservice_fcm::FcmClient;
 use pushservice_kafka::rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
+    BaseConsumer, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
 };
-use pushservice_kafka::rdkafka::{ClientContext, Message as _};
-use pushservice_kafka::{ConsumerTuning, ProducerTuning, describe, group_consumer, producer};
+use pushservice_kafka::rdkafka::{ClientContext, Message as _, TopicPartitionList};
+use pushservice_kafka::{ConsumerTuning, ProducerTuning, describe, group_consumer};
+use pushservice_model::DeliveryMessage;
+use pushservice_provider::RequestSlots;
 use pushservice_store::Store;
 use pushservice_webpush::WebPushClient;
-use tokio::sync::Semaphore;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::breaker::Breakers;
+use crate::committer::{Committer, CommitterMetrics, CommitterParts, Shared, SharedTracker};
 use crate::config::SenderConfig;
-use crate::counters::PushCounters;
 use crate::credentials::CredentialCache;
-use crate::deadletter::DeadLetter;
-use crate::deliver::{Deliverer, Source};
+use crate::deliver::Deliverer;
 use crate::metrics::SenderMetrics;
-use crate::tracker::OffsetTracker;
-use crate::unsubscribe::Unsubscriber;
+use crate::recorder::RecorderMetrics;
+use crate::records::{RecordTopics, Source};
+use crate::retry::now_millis;
+use crate::tracker::TopicPartition;
 
-type Tracker = Arc<Mutex<OffsetTracker>>;
+/// How long a rebalance waits for the committer to hand over revoked partitions.
+const HANDOVER_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Keeps the offset tracker in step with the group's assignment.
+/// Keeps the tracker and the pause state in step with the group's assignment.
 struct SenderContext {
-    tracker: Tracker,
+    tracker: SharedTracker,
+    committer: Arc<OnceLock<Committer>>,
+    topic_names: Vec<Arc<str>>,
+    /// Every partition is paused while the sender is full; new ones must be too.
+    full: Arc<AtomicBool>,
+}
+
+impl SenderContext {
+    fn partitions(&self, list: &TopicPartitionList) -> Vec<TopicPartition> {
+        list.elements()
+            .iter()
+            .filter_map(|e| {
+                let topic = self
+                    .topic_names
+                    .iter()
+                    .position(|name| &**name == e.topic())?;
+                Some(TopicPartition {
+                    topic,
+                    partition: e.partition(),
+                })
+            })
+            .collect()
+    }
 }
 
 impl ClientContext for SenderContext {}
 
 impl ConsumerContext for SenderContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(list) => {
                 tracing::info!(partitions = %describe(list), "revoked");
                 // Hand over exactly what is final; the rest is redelivered to the new owner.
-                if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-                    tracing::debug!(error = %e, "commit before revoke");
+                if let Some(committer) = self.committer.get()
+                    && !committer.flush(HANDOVER_TIMEOUT)
+                {
+                    tracing::warn!("revoked partitions handed over before their last commit");
                 }
                 let mut tracker = self.tracker.lock().unwrap_or_else(|p| p.into_inner());
-                for element in list.elements() {
-                    tracker.revoke(element.partition());
+                for tp in self.partitions(list) {
+                    tracker.revoke(tp);
                 }
             }
             Rebalance::Assign(list) => {
                 tracing::info!(partitions = %describe(list), "assigned");
                 let mut tracker = self.tracker.lock().unwrap_or_else(|p| p.into_inner());
-                for element in list.elements() {
-                    tracker.assign(element.partition());
+                for tp in self.partitions(list) {
+                    tracker.assign(tp);
                 }
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance failed"),
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance
+            && self.full.load(Ordering::Relaxed)
+            && let Err(e) = consumer.pause(list)
+        {
+            tracing::debug!(error = %e, "pausing newly assigned partitions");
         }
     }
 }
@@ -85,185 +136,301 @@ pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> an
     }
     let store = Store::connect(&config.mongo).await?;
     store.ensure_indexes().await?;
-    let web = WebPushClient::new(config.web_push.clone())?;
-    let apns = ApnsClient::new(config.apns.clone())?;
-    let fcm = FcmClient::new(config.fcm.clone())?;
-    let (unsubscriber, unsubscribe_task) =
-        Unsubscriber::start(store.clone(), 500, Duration::from_millis(100));
-    // Names this instance's counter documents; unique per process start.
-    let sender_id = pushservice_model::ObjectId::new().to_hex();
-    let counters = Arc::new(PushCounters::new(sender_id.clone(), &registry));
+    // One set of request slots for every provider: a per-push-service bound taken before the
+    // sender's global one, so a slow push service holds only its own slots.
+    let slots = Arc::new(RequestSlots::new(
+        config.concurrency,
+        config.web_push.per_origin_concurrency,
+    )?);
+    let web = WebPushClient::new(config.web_push.clone())?.with_slots(Arc::clone(&slots));
+    let apns = ApnsClient::new(config.apns.clone())?.with_slots(Arc::clone(&slots));
+    let fcm = FcmClient::new(config.fcm.clone())?.with_slots(slots);
     let metrics = SenderMetrics::new(&registry);
     let pending_gauge = Arc::clone(&metrics.pending);
-    let dead_letter = DeadLetter::new(
-        producer(&config.kafka, &ProducerTuning::pipeline())?,
-        config.dead_letter_topic.clone(),
-    );
-    let stop = CancellationToken::new();
+
+    // Topic 0 is the push topic, then the retry tiers, shortest wait first.
+    let mut topic_names: Vec<Arc<str>> = vec![Arc::from(config.topics.push.name.as_str())];
+    let tiers = config.topics.retry_tiers();
+    topic_names.extend(tiers.iter().map(|(spec, _)| Arc::from(spec.name.as_str())));
+    let records = RecordTopics {
+        outcomes: Arc::from(config.topics.outcomes.name.as_str()),
+        dead_letter: Arc::from(config.topics.dead_letter.name.as_str()),
+        retry: topic_names[1..].to_vec(),
+    };
     let deliverer = Arc::new(Deliverer {
         web,
         apns,
         fcm,
         credentials: CredentialCache::new(store.clone(), config.site_cache),
-        counters: Arc::clone(&counters),
-        unsubscriber,
-        dead_letter,
+        breakers: Breakers::default(),
+        records,
         retry: config.retry,
-        active: Arc::new(Semaphore::new(config.concurrency)),
-        stop: stop.clone(),
+        retry_tiers: tiers.iter().map(|(_, wait)| *wait).collect(),
         metrics,
     });
 
-    let tracker: Tracker = Arc::default();
+    let tracker: SharedTracker = Arc::default();
+    let committer_slot: Arc<OnceLock<Committer>> = Arc::default();
+    let full = Arc::new(AtomicBool::new(false));
     let consumer: Arc<StreamConsumer<SenderContext>> = Arc::new(group_consumer(
         &config.kafka,
         &config.group,
-        &ConsumerTuning::default(),
+        &ConsumerTuning {
+            transactional: true,
+            ..ConsumerTuning::default()
+        },
         SenderContext {
             tracker: Arc::clone(&tracker),
+            committer: Arc::clone(&committer_slot),
+            topic_names: topic_names.clone(),
+            full: Arc::clone(&full),
         },
     )?);
-    consumer
-        .subscribe(&[&config.push_topic])
-        .map_err(|e| anyhow::anyhow!("subscribing to {:?}: {e}", config.push_topic))?;
-    health.set_ready(true);
-    tracing::info!(group = %config.group, topic = %config.push_topic, brokers = %config.kafka.brokers,
-        concurrency = config.concurrency, sender_id = %sender_id, max_pending = config.max_pending, "sender started");
+    let transactional_id = format!("{}-{}", config.group, config.instance_id);
+    let producer = {
+        let (kafka, id, timeout) = (
+            config.kafka.clone(),
+            transactional_id.clone(),
+            config.transaction_timeout,
+        );
+        tokio::task::spawn_blocking(move || {
+            pushservice_kafka::transactional_producer(
+                &kafka,
+                &ProducerTuning::pipeline(),
+                &id,
+                timeout,
+            )
+        })
+        .await??
+    };
+    let shared = Arc::new(Shared::default());
+    let (committer, committer_thread) = Committer::start(CommitterParts {
+        producer,
+        consumer: Arc::clone(&consumer),
+        topic_names: topic_names.clone(),
+        tracker: Arc::clone(&tracker),
+        interval: config.commit_interval,
+        shared: Arc::clone(&shared),
+        metrics: CommitterMetrics {
+            committed: registry.counter(
+                "pushservice_sender_transactions_total",
+                "Kafka transactions committed (outcomes, retries, dead letters and offsets).",
+                &[("result", "committed")],
+            ),
+            aborted: registry.counter(
+                "pushservice_sender_transactions_total",
+                "Kafka transactions committed (outcomes, retries, dead letters and offsets).",
+                &[("result", "aborted")],
+            ),
+            dropped: registry.counter(
+                "pushservice_sender_uncommitted_handovers_total",
+                "Finished deliveries whose partition moved before they were committed (delivered again by the new owner).",
+                &[],
+            ),
+        },
+    })?;
+    let _ = committer_slot.set(committer.clone());
 
-    let flusher = tokio::spawn(flush_counters(
+    let names: Vec<&str> = topic_names.iter().map(|n| &**n).collect();
+    consumer
+        .subscribe(&names)
+        .map_err(|e| anyhow::anyhow!("subscribing to {names:?}: {e}"))?;
+
+    let stop = CancellationToken::new();
+    let recorder = tokio::spawn(crate::recorder::run(
+        config.kafka.clone(),
+        config.recorder_group.clone(),
+        config.topics.outcomes.name.clone(),
         store.clone(),
-        Arc::clone(&counters),
-        config.counter_flush,
+        RecorderMetrics::new(&registry),
         stop.clone(),
     ));
-    let pending = Arc::new(Semaphore::new(config.max_pending));
-    let topic: Arc<str> = Arc::from(config.push_topic.as_str());
+    health.set_ready(true);
+    tracing::info!(group = %config.group, topics = ?names, brokers = %config.kafka.brokers,
+        concurrency = config.concurrency, max_pending = config.max_pending,
+        transactional_id = %transactional_id, "sender started");
+
+    let tasks = TaskTracker::new();
+    // Partitions paused because a held retry is not due yet, and how many are held there.
+    let mut held: HashMap<TopicPartition, usize> = HashMap::new();
+    let (due_tx, mut due_rx) = mpsc::unbounded_channel::<TopicPartition>();
+    let mut paused_full = false;
+    let resume_below = config.max_pending * 3 / 4;
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut failure = None;
     loop {
-        let permit = tokio::select! {
+        let taken = tracker.lock().unwrap_or_else(|p| p.into_inner()).taken()
+            + shared.in_committer.load(Ordering::Relaxed);
+        pending_gauge.set(i64::try_from(taken).unwrap_or(i64::MAX));
+        if !paused_full && taken >= config.max_pending {
+            paused_full = true;
+            full.store(true, Ordering::Relaxed);
+            set_paused(&consumer, |_| true, true);
+            tracing::debug!(taken, "full: partitions paused");
+        } else if paused_full && taken <= resume_below {
+            paused_full = false;
+            full.store(false, Ordering::Relaxed);
+            set_paused(&consumer, |tp| !held.contains_key(&tp), false);
+            tracing::debug!(taken, "partitions resumed");
+        }
+        tokio::select! {
+            biased;
             () = &mut shutdown => break,
-            permit = Arc::clone(&pending).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
-        let received = tokio::select! {
-            () = &mut shutdown => break,
-            received = consumer.recv() => received,
-        };
-        let message = match received {
-            Ok(message) => message,
-            Err(e) => {
-                tracing::warn!(error = %e, "consumer error");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
+            () = shared.failed.cancelled() => {
+                failure = Some(anyhow::anyhow!("the transactional producer failed; restart the sender"));
+                break;
             }
-        };
-        let source = Source {
-            partition: message.partition(),
-            offset: message.offset(),
-        };
-        let payload = message.payload().map(<[u8]>::to_vec).unwrap_or_default();
-        drop(message);
-        let (ticket, revoked) = tracker
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .begin(source.partition, source.offset);
-        pending_gauge.add(1);
-        let pending_gauge = Arc::clone(&pending_gauge);
-        let (deliverer, tracker, consumer, topic) = (
-            Arc::clone(&deliverer),
-            Arc::clone(&tracker),
-            Arc::clone(&consumer),
-            Arc::clone(&topic),
-        );
-        tokio::spawn(async move {
-            let _permit = permit;
-            let finished = deliverer.process(&payload, source, &revoked).await;
-            pending_gauge.add(-1);
-            if !finished {
-                return;
+            Some(tp) = due_rx.recv() => {
+                if let Some(count) = held.get_mut(&tp) {
+                    *count -= 1;
+                    if *count == 0 {
+                        held.remove(&tp);
+                        if !paused_full {
+                            set_paused(&consumer, |p| p == tp, false);
+                        }
+                    }
+                }
             }
-            let committable = tracker
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .complete(ticket);
-            if let Some(offset) = committable
-                && let Err(e) = consumer.store_offset(&topic, source.partition, offset)
-            {
-                tracing::debug!(partition = source.partition, offset, error = %e,
-                    "offset not stored (revoked?)");
+            () = tokio::time::sleep(Duration::from_millis(20)), if paused_full => {}
+            received = consumer.recv() => {
+                let message = match received {
+                    Ok(message) => message,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "consumer error");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let Some(topic) = topic_names.iter().position(|n| &**n == message.topic()) else {
+                    continue;
+                };
+                let tp = TopicPartition { topic, partition: message.partition() };
+                let source = Source {
+                    topic: Arc::clone(&topic_names[topic]),
+                    partition: message.partition(),
+                    offset: message.offset(),
+                };
+                let raw = message.payload().map(<[u8]>::to_vec).unwrap_or_default();
+                drop(message);
+                let parsed = DeliveryMessage::from_json(&raw).map_err(|e| e.to_string());
+                let due = parsed
+                    .as_ref()
+                    .ok()
+                    .and_then(|m| m.due_at)
+                    .filter(|due| *due > now_millis() + 5);
+                let (ticket, revoked) = tracker
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .begin(tp, source.offset);
+                if due.is_some() {
+                    let count = held.entry(tp).or_default();
+                    if *count == 0 {
+                        set_paused(&consumer, |p| p == tp, true);
+                    }
+                    *count += 1;
+                }
+                let (deliverer, tracker, committer, shared, stop, due_tx) = (
+                    Arc::clone(&deliverer),
+                    Arc::clone(&tracker),
+                    committer.clone(),
+                    Arc::clone(&shared),
+                    stop.clone(),
+                    due_tx.clone(),
+                );
+                tasks.spawn(async move {
+                    if let Some(due) = due {
+                        let wait = Duration::from_millis(due.saturating_sub(now_millis()));
+                        let interrupted = tokio::select! {
+                            () = tokio::time::sleep(wait) => false,
+                            () = revoked.cancelled() => true,
+                            () = stop.cancelled() => true,
+                        };
+                        let _ = due_tx.send(tp);
+                        if interrupted {
+                            // Not final: delivered again from the committed offset.
+                            shared.progress.notify_waiters();
+                            return;
+                        }
+                    }
+                    if let Some(produced) = deliverer.process(&raw, parsed, &source, &revoked).await {
+                        let mut tracker = tracker.lock().unwrap_or_else(|p| p.into_inner());
+                        if let Some(release) = tracker.finish(ticket, produced) {
+                            shared.in_committer.fetch_add(release.produced.len(), Ordering::Relaxed);
+                            committer.release(release);
+                        }
+                    }
+                    shared.progress.notify_waiters();
+                });
             }
-        });
+        }
     }
 
     health.set_ready(false);
-    let in_flight = config.max_pending - pending.available_permits();
-    tracing::info!(in_flight, grace = ?config.shutdown_grace, "stopping: finishing requests in flight");
-    // Deliveries waiting for a retry stop now; requests on the wire get the grace period.
+    tracing::info!(grace = ?config.shutdown_grace, "stopping: finishing requests in flight");
+    // Held retries stop now (not final: redelivered); requests on the wire get the grace.
     stop.cancel();
-    let drained = tokio::time::timeout(
-        config.shutdown_grace,
-        pending.acquire_many(u32::try_from(config.max_pending).unwrap_or(u32::MAX)),
-    )
-    .await;
-    if drained.is_err() {
+    tasks.close();
+    if tokio::time::timeout(config.shutdown_grace, tasks.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("grace period over with requests still in flight; they will be redelivered");
     }
-    let _ = flusher.await;
-    if let Err(e) = counters.flush(&store).await {
-        tracing::error!(error = %e, "final counter flush failed; those counts are lost");
+    committer.stop();
+    let _ = tokio::task::spawn_blocking(move || committer_thread.join()).await;
+    match tokio::time::timeout(Duration::from_secs(30), recorder).await {
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "outcome recorder failed"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "outcome recorder panicked"),
+        Err(_) => {
+            tracing::warn!("outcome recorder did not stop in time; it resumes after a restart")
+        }
+        Ok(Ok(Ok(()))) => {}
     }
-    drop(deliverer);
-    let _ = tokio::time::timeout(Duration::from_secs(10), unsubscribe_task).await;
-    if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-        tracing::debug!(error = %e, "final commit");
-    }
-    let totals = counters.totals();
-    tracing::info!(
-        accepted = totals.accepted,
-        unsubscribed = totals.unsubscribed,
-        failed = totals.failed,
-        "sender stopped"
-    );
+    // Unsubscribing leaves the group now instead of after the session timeout.
+    consumer.unsubscribe();
+    tracing::info!("sender stopped");
     store.close().await;
-    Ok(())
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
-/// Flushes per-push counters every `interval`, and logs throughput every ten seconds.
-async fn flush_counters(
-    store: Store,
-    counters: Arc<PushCounters>,
-    interval: Duration,
-    stop: CancellationToken,
+/// Pauses (or resumes) every assigned partition `select` picks.
+fn set_paused(
+    consumer: &StreamConsumer<SenderContext>,
+    select: impl Fn(TopicPartition) -> bool,
+    pause: bool,
 ) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let (mut last_log, mut last_total) = (Instant::now(), 0);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            () = stop.cancelled() => return,
+    let Ok(assignment) = consumer.assignment() else {
+        return;
+    };
+    let context = consumer.context();
+    let mut list = TopicPartitionList::new();
+    for element in assignment.elements() {
+        let Some(topic) = context
+            .topic_names
+            .iter()
+            .position(|name| &**name == element.topic())
+        else {
+            continue;
+        };
+        if select(TopicPartition {
+            topic,
+            partition: element.partition(),
+        }) {
+            list.add_partition(element.topic(), element.partition());
         }
-        if let Err(e) = counters.flush(&store).await {
-            tracing::warn!(error = %e, "counter flush failed; retrying with the next one");
-        }
-        if last_log.elapsed() >= Duration::from_secs(10) {
-            let totals = counters.totals();
-            let done = totals.all();
-            if done != last_total {
-                tracing::info!(
-                    accepted = totals.accepted,
-                    unsubscribed = totals.unsubscribed,
-                    failed = totals.failed,
-                    rate = format!(
-                        "{:.0}/s",
-                        (done - last_total) as f64 / last_log.elapsed().as_secs_f64()
-                    ),
-                    "deliveries"
-                );
-            }
-            (last_log, last_total) = (Instant::now(), done);
-        }
+    }
+    if list.count() == 0 {
+        return;
+    }
+    let result = if pause {
+        consumer.pause(&list)
+    } else {
+        consumer.resume(&list)
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, pause, "pausing or resuming partitions");
     }
 }

@@ -1,28 +1,39 @@
-//! One delivery, from message to final outcome.
+//! One delivery attempt, from message to the records its outcome produces.
 //!
-//! Attempts go through the provider for the target's platform; the outcome decides:
-//! accepted → counted; subscription gone → unsubscribed (batched write awaited), counted;
-//! permanent → counted as failed, logged, dead-lettered; transient → tried again after a
-//! backoff (no sooner than `Retry-After`) until the retry budget is spent, then failed. While
-//! a delivery waits for its retry it holds no request slot, so other subscribers of the same
-//! partition go on being delivered; only the commit position waits for it.
+//! The attempt goes through the provider of the target's platform; the answer decides what
+//! is written (with the message's offset, in one transaction, by [`crate::committer`]):
+//!
+//! | answer | records |
+//! |---|---|
+//! | accepted | outcome `accepted` |
+//! | subscription gone | outcome `gone` (the recorder unsubscribes) |
+//! | suspect token ([`crate::breaker`]) | `gone` among successes; failed naming the setting once the site's breaker tripped; else a retry |
+//! | misconfigured | outcome `failed` naming the setting, dead letter; the site's breaker trips |
+//! | permanent | outcome `failed`, dead letter |
+//! | transient | the message on a retry topic, due after the backoff; `failed` and a dead letter once the time budget is spent |
+//! | deferred (the push service's slots and queue are full) | the message on a retry topic, no attempt counted |
+//!
+//! No delivery waits in memory for a retry or for MongoDB: its outcome is final as soon as
+//! its records are written.
 
-use std::sync::Arc;
+use std::time::Duration;
 
 use pushservice_apns::{ApnsClient, ApnsRequest, build_payload};
 use pushservice_fcm::{FcmClient, FcmRequest};
-use pushservice_model::{DeliveryMessage, ObjectId, PayloadFields, Target, parse_object_id};
+use pushservice_model::{DeliveryMessage, OutcomeResult, PayloadFields, Target, parse_object_id};
 use pushservice_provider::DeliveryOutcome;
 use pushservice_webpush::{WebPushClient, WebPushRequest, decode_auth, decode_p256dh};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::counters::{Counted, PushCounters};
+use crate::breaker::{Breakers, Verdict};
+use crate::committer::Produced;
 use crate::credentials::CredentialCache;
-use crate::deadletter::{DeadLetter, DeadLetterInfo};
 use crate::metrics::SenderMetrics;
-use crate::retry::RetryPolicy;
-use crate::unsubscribe::Unsubscriber;
+use crate::records::{DeadLetter, RecordTopics, Source};
+use crate::retry::{RetryPlan, RetryPolicy, now_millis, tier_for};
+
+/// How long an undecided suspect answer waits for the breaker's evidence.
+const UNDECIDED_RETRY: Duration = Duration::from_secs(10);
 
 /// Everything a delivery needs; shared by all deliveries of a sender.
 pub struct Deliverer {
@@ -34,131 +45,206 @@ pub struct Deliverer {
     pub fcm: FcmClient,
     /// Site credentials.
     pub credentials: CredentialCache,
-    /// Per-push counters.
-    pub counters: Arc<PushCounters>,
-    /// Unsubscribe batcher.
-    pub unsubscriber: Unsubscriber,
-    /// Dead-letter writer.
-    pub dead_letter: DeadLetter,
+    /// Per-site breakers for answers that may mean a misconfiguration.
+    pub breakers: Breakers,
+    /// Where records go.
+    pub records: RecordTopics,
     /// Retry budget and pacing.
     pub retry: RetryPolicy,
-    /// Bounds requests in flight (deliveries waiting for a retry hold none).
-    pub active: Arc<Semaphore>,
-    /// Cancelled at shutdown: deliveries waiting for a retry give up (not final, redelivered).
-    pub stop: CancellationToken,
+    /// The retry tiers' waits, shortest first.
+    pub retry_tiers: Vec<Duration>,
     /// Attempts, retries, dead letters.
     pub metrics: SenderMetrics,
 }
 
-/// Where a message came from, for logs and dead letters.
-#[derive(Debug, Clone, Copy)]
-pub struct Source {
-    /// Partition.
-    pub partition: i32,
-    /// Offset.
-    pub offset: i64,
-}
-
 impl Deliverer {
-    /// Delivers one raw message. Returns true when its outcome is final (its offset may be
-    /// committed), false when shutdown or `revoked` interrupted it.
-    ///
-    /// `revoked` is cancelled when the message's partition moves to another sender, which
-    /// redelivers it from the last committed offset: the delivery stops wherever it is
-    /// (waiting for a request slot, on the wire, or waiting for a retry) rather than
-    /// delivering a second copy and counting it twice.
-    pub async fn process(&self, raw: &[u8], source: Source, revoked: &CancellationToken) -> bool {
-        tokio::select! {
-            biased;
-            finished = self.deliver(raw, source) => finished,
-            () = revoked.cancelled() => {
-                self.metrics.handed_over.inc();
-                false
-            }
-        }
-    }
-
-    async fn deliver(&self, raw: &[u8], source: Source) -> bool {
-        let message = match DeliveryMessage::from_json(raw) {
+    /// Delivers one message once and returns the records its outcome produces; `None` when
+    /// `revoked` interrupted it (its partition moved to another sender, which delivers it
+    /// again from the last committed offset).
+    pub async fn process(
+        &self,
+        raw: &[u8],
+        parsed: Result<DeliveryMessage, String>,
+        source: &Source,
+        revoked: &CancellationToken,
+    ) -> Option<Produced> {
+        let message = match parsed {
             Ok(message) => message,
             Err(e) => {
                 self.metrics.malformed.inc();
                 let reason = format!("malformed delivery message: {e}");
-                tracing::error!(partition = source.partition, offset = source.offset, %reason,
-                    "message dead-lettered");
-                self.dead_letter(raw, "", source, 0, &reason).await;
-                return true;
+                tracing::error!(topic = %source.topic, partition = source.partition, offset = source.offset,
+                    %reason, "message dead-lettered");
+                self.metrics.dead_letters.inc();
+                return Some(vec![self.records.dead_letter(DeadLetter {
+                    message: None,
+                    raw,
+                    source,
+                    attempts: 0,
+                    reason: &reason,
+                    failed_at: now_millis(),
+                })]);
             }
         };
-        let Ok(push_id) = parse_object_id("push", &message.push_id) else {
-            let reason = format!("malformed pushId {:?}", message.push_id);
-            self.dead_letter(raw, &message.subscriber_id, source, 0, &reason)
-                .await;
-            return true;
+        let outcome = tokio::select! {
+            biased;
+            () = revoked.cancelled() => {
+                self.metrics.handed_over.inc();
+                return None;
+            }
+            outcome = self.attempt(&message) => outcome,
         };
-        let mut attempt = message.attempt;
-        loop {
-            attempt += 1;
-            let outcome = {
-                let Ok(_slot) = self.active.acquire().await else {
-                    return false;
-                };
-                self.attempt(&message).await
-            };
-            self.metrics.attempt(&outcome);
-            match outcome {
-                DeliveryOutcome::Accepted => {
-                    self.counters.add(push_id, Counted::Accepted);
-                    return true;
+        self.metrics.attempt(&outcome);
+        Some(self.produced(&message, raw, source, outcome))
+    }
+
+    /// The records `outcome` produces for `message`.
+    fn produced(
+        &self,
+        message: &DeliveryMessage,
+        raw: &[u8],
+        source: &Source,
+        outcome: DeliveryOutcome,
+    ) -> Produced {
+        let attempts = message.attempt + 1;
+        let platform = platform(&message.target);
+        let gone = |status: u16| {
+            tracing::debug!(push_id = %message.push_id, subscriber_id = %message.subscriber_id,
+                status, "subscription gone");
+            vec![
+                self.records
+                    .outcome(message, OutcomeResult::Gone, None, attempts),
+            ]
+        };
+        match outcome {
+            DeliveryOutcome::Accepted => {
+                self.breakers.success(&message.site_id, platform);
+                vec![
+                    self.records
+                        .outcome(message, OutcomeResult::Accepted, None, attempts),
+                ]
+            }
+            DeliveryOutcome::SubscriptionGone { status } => gone(status),
+            DeliveryOutcome::SuspectToken {
+                status,
+                reason,
+                setting,
+            } => match self
+                .breakers
+                .suspect(&message.site_id, platform, &reason, setting)
+            {
+                Verdict::Gone => gone(status),
+                Verdict::Misconfigured(why) => self.fail(message, raw, source, attempts, &why),
+                Verdict::Undecided => {
+                    self.retry_or_fail(message, raw, source, Some(UNDECIDED_RETRY), &reason)
                 }
-                DeliveryOutcome::SubscriptionGone { status } => {
-                    let Ok(subscriber_id) = parse_object_id("subscriber", &message.subscriber_id)
-                    else {
-                        self.counters.add(push_id, Counted::Failed);
-                        return true;
-                    };
-                    if self.unsubscriber.unsubscribe(subscriber_id).await.is_err() {
-                        return false;
-                    }
-                    tracing::debug!(push_id = %push_id, subscriber_id = %subscriber_id, status,
-                        "subscription gone; unsubscribed");
-                    self.counters.add(push_id, Counted::Unsubscribed);
-                    return true;
-                }
-                DeliveryOutcome::Permanent { status, reason } => {
-                    tracing::warn!(push_id = %push_id, subscriber_id = %message.subscriber_id,
-                        status, %reason, "delivery failed permanently");
-                    self.fail(raw, &message, push_id, source, attempt, &reason)
-                        .await;
-                    return true;
-                }
-                DeliveryOutcome::Transient {
-                    status,
-                    retry_after,
-                    reason,
-                } => {
-                    if self.stop.is_cancelled() {
-                        return false;
-                    }
-                    let Some(delay) = self.retry.delay(attempt, retry_after, fastrand::f64())
-                    else {
-                        let reason = format!("gave up after {attempt} attempts: {reason}");
-                        tracing::warn!(push_id = %push_id, subscriber_id = %message.subscriber_id,
-                            status, %reason, "delivery failed");
-                        self.fail(raw, &message, push_id, source, attempt, &reason)
-                            .await;
-                        return true;
-                    };
-                    self.metrics.retries.inc();
-                    tracing::debug!(push_id = %push_id, subscriber_id = %message.subscriber_id,
-                        status, attempt, ?delay, %reason, "delivery will be retried");
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = self.stop.cancelled() => return false,
-                    }
-                }
+            },
+            DeliveryOutcome::Misconfigured {
+                status,
+                reason,
+                setting,
+            } => {
+                let why = self
+                    .breakers
+                    .misconfigured(&message.site_id, platform, &reason, setting);
+                tracing::debug!(push_id = %message.push_id, status, %why, "site misconfigured");
+                self.fail(message, raw, source, attempts, &why)
+            }
+            DeliveryOutcome::Permanent { status, reason } => {
+                tracing::warn!(push_id = %message.push_id, subscriber_id = %message.subscriber_id,
+                    ?status, %reason, "delivery failed permanently");
+                self.fail(message, raw, source, attempts, &reason)
+            }
+            DeliveryOutcome::Deferred { reason } => self.defer(message, &reason),
+            DeliveryOutcome::Transient {
+                status,
+                retry_after,
+                reason,
+            } => {
+                tracing::debug!(push_id = %message.push_id, subscriber_id = %message.subscriber_id,
+                    ?status, attempts, %reason, "delivery will be retried");
+                self.retry_or_fail(message, raw, source, retry_after, &reason)
             }
         }
+    }
+
+    /// A retry on the tier that covers the backoff, or a failure once the budget is spent.
+    fn retry_or_fail(
+        &self,
+        message: &DeliveryMessage,
+        raw: &[u8],
+        source: &Source,
+        retry_after: Option<Duration>,
+        reason: &str,
+    ) -> Produced {
+        let attempts = message.attempt + 1;
+        let now = now_millis();
+        let first = message.first_attempt_at.unwrap_or(now);
+        match self.retry.plan(
+            attempts,
+            first,
+            now,
+            message.ttl,
+            retry_after,
+            fastrand::f64(),
+        ) {
+            RetryPlan::After(delay) => {
+                let tier = tier_for(delay, &self.retry_tiers);
+                self.metrics.retry(tier);
+                let due = now + u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+                vec![self.records.retry(message, tier, attempts, first, due)]
+            }
+            RetryPlan::GiveUp(why) => {
+                let reason = format!("{reason} ({why})");
+                tracing::warn!(push_id = %message.push_id, subscriber_id = %message.subscriber_id,
+                    %reason, "delivery failed");
+                self.fail(message, raw, source, attempts, &reason)
+            }
+        }
+    }
+
+    /// Back on the shortest retry tier without counting an attempt: the push service is too
+    /// slow to take it now. A delivery deferred before waits longer, so a long queue for
+    /// a slow push service circulates through Kafka slowly.
+    fn defer(&self, message: &DeliveryMessage, reason: &str) -> Produced {
+        let now = now_millis();
+        let first = message.first_attempt_at.unwrap_or(now);
+        let (low, high) = if message.due_at.is_some() {
+            (10_000, 60_000)
+        } else {
+            (1_000, 10_000)
+        };
+        let delay = fastrand::u64(low..high);
+        tracing::trace!(push_id = %message.push_id, %reason, delay_ms = delay, "delivery deferred");
+        let tier = tier_for(Duration::from_millis(delay), &self.retry_tiers);
+        self.metrics.retry(tier);
+        vec![
+            self.records
+                .retry(message, tier, message.attempt, first, now + delay),
+        ]
+    }
+
+    fn fail(
+        &self,
+        message: &DeliveryMessage,
+        raw: &[u8],
+        source: &Source,
+        attempts: u32,
+        reason: &str,
+    ) -> Produced {
+        self.metrics.dead_letters.inc();
+        vec![
+            self.records
+                .outcome(message, OutcomeResult::Failed, Some(reason), attempts),
+            self.records.dead_letter(DeadLetter {
+                message: Some(message),
+                raw,
+                source,
+                attempts,
+                reason,
+                failed_at: now_millis(),
+            }),
+        ]
     }
 
     async fn attempt(&self, message: &DeliveryMessage) -> DeliveryOutcome {
@@ -172,6 +258,7 @@ impl Deliverer {
                 return DeliveryOutcome::transient(format!("loading site credentials: {e}"));
             }
         };
+        let ttl = remaining_ttl(message, now_millis());
         match &message.target {
             Target::Web {
                 endpoint,
@@ -198,7 +285,7 @@ impl Deliverer {
                     p256dh: &p256dh,
                     auth: &auth,
                     payload: message.payload.get().as_bytes(),
-                    ttl: message.ttl,
+                    ttl,
                     urgency: message.urgency,
                     topic: message.topic.as_deref(),
                     vapid_key,
@@ -221,9 +308,9 @@ impl Deliverer {
                     }
                 };
                 let payload = build_payload(&fields, message.urgency);
-                let expiration = match message.ttl {
+                let expiration = match ttl {
                     0 => 0,
-                    ttl => unix_now() + u64::from(ttl),
+                    ttl => now_millis() / 1_000 + u64::from(ttl),
                 };
                 self.apns
                     .send(&ApnsRequest {
@@ -255,7 +342,7 @@ impl Deliverer {
                         token,
                         account,
                         fields: &fields,
-                        ttl: message.ttl,
+                        ttl,
                         urgency: message.urgency,
                         collapse_key: message.topic.as_deref(),
                     })
@@ -263,44 +350,60 @@ impl Deliverer {
             }
         }
     }
+}
 
-    async fn fail(
-        &self,
-        raw: &[u8],
-        message: &DeliveryMessage,
-        push_id: ObjectId,
-        source: Source,
-        attempts: u32,
-        reason: &str,
-    ) {
-        self.dead_letter(raw, &message.subscriber_id, source, attempts, reason)
-            .await;
-        self.counters.add(push_id, Counted::Failed);
-    }
-
-    async fn dead_letter(
-        &self,
-        raw: &[u8],
-        key: &str,
-        source: Source,
-        attempts: u32,
-        reason: &str,
-    ) {
-        let info = DeadLetterInfo {
-            key,
-            partition: source.partition,
-            offset: source.offset,
-            attempts,
-            reason,
-        };
-        self.metrics.dead_letters.inc();
-        self.dead_letter.write(raw, info).await;
+/// The platform's name, for breakers and reasons.
+fn platform(target: &Target) -> &'static str {
+    match target {
+        Target::Web { .. } => "Web Push",
+        Target::Ios { .. } => "APNs",
+        Target::Android { .. } => "FCM",
     }
 }
 
-/// Seconds since the Unix epoch (0 if the clock is before it).
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+/// What is left of the message's TTL at `now`, counted from its first attempt, so a retried
+/// notification expires when the first attempt's would have (at least 1 s while any is
+/// left; 0 stays 0: "now or never").
+fn remaining_ttl(message: &DeliveryMessage, now: u64) -> u32 {
+    let Some(first) = message.first_attempt_at else {
+        return message.ttl;
+    };
+    if message.ttl == 0 {
+        return 0;
+    }
+    let elapsed = u32::try_from(now.saturating_sub(first) / 1_000).unwrap_or(u32::MAX);
+    message.ttl.saturating_sub(elapsed).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use pushservice_model::{DELIVERY_VERSION, Urgency};
+    use serde_json::value::RawValue;
+
+    use super::*;
+
+    #[test]
+    fn retries_send_what_is_left_of_the_ttl() {
+        let mut message = DeliveryMessage {
+            v: DELIVERY_VERSION,
+            push_id: "p".into(),
+            site_id: "s".into(),
+            subscriber_id: "sub".into(),
+            target: Target::Android { token: "t".into() },
+            ttl: 600,
+            urgency: Urgency::Normal,
+            topic: None,
+            attempt: 0,
+            first_attempt_at: None,
+            due_at: None,
+            replayed: false,
+            payload: RawValue::from_string("{}".into()).expect("json"),
+        };
+        assert_eq!(remaining_ttl(&message, 1_000_000), 600, "first attempt");
+        message.first_attempt_at = Some(1_000_000);
+        assert_eq!(remaining_ttl(&message, 1_120_000), 480);
+        assert_eq!(remaining_ttl(&message, 9_000_000), 1, "never 0 by accident");
+        message.ttl = 0;
+        assert_eq!(remaining_ttl(&message, 1_120_000), 0);
+    }
 }

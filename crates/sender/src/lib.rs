@@ -1,36 +1,42 @@
 //! The sender daemon: delivers the per-subscriber messages of the `push` topic.
 //!
-//! Any number of senders share the topic's 200 partitions in one consumer group
-//! (`SenderGroup`). Each delivers many messages concurrently through the provider of each
-//! message's platform (Web Push, APNs, FCM; one pooled HTTP/2 client each), acts on every
-//! outcome (count, unsubscribe gone subscriptions, retry what is transient, dead-letter what
-//! failed for good) and commits an offset only when every message before it in its partition
-//! has a final outcome: at least once, end to end.
+//! Any number of senders share the push topic's 200 partitions, and the retry topics', in
+//! one consumer group (`SenderGroup`). Each makes many delivery attempts concurrently
+//! through the provider of each message's platform (Web Push, APNs, FCM; one pooled HTTP/2
+//! client each) and acts on every answer by writing records to Kafka: an outcome (accepted,
+//! gone, failed), a retry on a retry topic, a dead letter. Those records and the offset
+//! commit of the message go into one transaction, so a delivery's outcome is final exactly
+//! when its message is done, and nothing waits in memory or on MongoDB. An outcome recorder
+//! in every sender applies the outcome topic to MongoDB (unsubscribes, counters) in
+//! batches, idempotently.
 //!
 //! # Layout
 //!
 //! - [`config`] — flags and environment, validated into [`SenderConfig`].
-//! - [`daemon`] — the consumer loop, rebalances and shutdown.
-//! - [`deliver`] — one delivery from message to final outcome, with retries.
-//! - [`tracker`] — per-partition committable offsets.
-//! - [`metrics`] — attempts, retries, dead letters, pending messages.
-//! - [`retry`] — exponential backoff with full jitter, `Retry-After` as a floor.
+//! - [`daemon`] — the consumer loop: pausing for backpressure and for retries not due,
+//!   rebalances, shutdown.
+//! - [`deliver`] — one attempt, from message to the records its outcome produces.
+//! - [`breaker`] — per-site breakers: no mass unsubscribe from a misconfiguration.
+//! - [`retry`] — the time budget, backoff with jitter, `Retry-After`, retry tiers.
+//! - [`records`] — outcome, retry and dead-letter records.
+//! - [`tracker`] — per-partition release of finished messages in offset order.
+//! - [`committer`] — the transactions that write records and commit offsets.
+//! - [`recorder`] — the outcome topic applied to MongoDB.
 //! - [`credentials`] — site credentials (VAPID, APNs key, FCM service account) from MongoDB,
 //!   parsed once and cached.
-//! - [`counters`] — per-push counters flushed with `$inc`.
-//! - [`unsubscribe`] — batched `subscribed: false` writes.
-//! - [`deadletter`] — the dead-letter topic.
+//! - [`metrics`] — attempts, retries, dead letters, pending messages.
 
+pub mod breaker;
+pub mod committer;
 pub mod config;
-pub mod counters;
 pub mod credentials;
 pub mod daemon;
-pub mod deadletter;
 pub mod deliver;
 pub mod metrics;
+pub mod recorder;
+pub mod records;
 pub mod retry;
 pub mod tracker;
-pub mod unsubscribe;
 
 pub use config::{SenderArgs, SenderConfig};
 pub use daemon::run;

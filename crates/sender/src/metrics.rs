@@ -1,4 +1,5 @@
-//! What a sender counts beyond final outcomes (those are in [`crate::counters`]).
+//! What a sender counts: attempts by answer, retries by tier, dead letters, messages not
+//! final, and what the outcome recorder applied.
 
 use std::sync::Arc;
 
@@ -8,14 +9,13 @@ use pushservice_provider::DeliveryOutcome;
 /// Sender metrics, registered once at start.
 #[derive(Debug)]
 pub struct SenderMetrics {
-    attempts: [Arc<Counter>; 4],
-    /// Deliveries scheduled for another attempt.
-    pub retries: Arc<Counter>,
+    attempts: [Arc<Counter>; 7],
+    retries: Vec<Arc<Counter>>,
     /// Records written to the dead-letter topic.
     pub dead_letters: Arc<Counter>,
     /// Kafka messages that were not delivery messages.
     pub malformed: Arc<Counter>,
-    /// Deliveries dropped unfinished because their partition moved to another sender.
+    /// Deliveries stopped unfinished because their partition moved to another sender.
     pub handed_over: Arc<Counter>,
     /// Messages taken from Kafka and not final yet.
     pub pending: Arc<Gauge>,
@@ -35,14 +35,22 @@ impl SenderMetrics {
             attempts: [
                 attempt("accepted"),
                 attempt("gone"),
+                attempt("suspect"),
+                attempt("misconfigured"),
+                attempt("deferred"),
                 attempt("permanent"),
                 attempt("transient"),
             ],
-            retries: registry.counter(
-                "pushservice_sender_retries_total",
-                "Deliveries scheduled for another attempt.",
-                &[],
-            ),
+            retries: pushservice_config::RETRY_TIERS
+                .iter()
+                .map(|(tier, _)| {
+                    registry.counter(
+                        "pushservice_sender_retries_total",
+                        "Deliveries scheduled for another attempt, by retry topic tier.",
+                        &[("tier", tier)],
+                    )
+                })
+                .collect(),
             dead_letters: registry.counter(
                 "pushservice_sender_dead_letters_total",
                 "Records written to the dead-letter topic.",
@@ -71,9 +79,19 @@ impl SenderMetrics {
         let index = match outcome {
             DeliveryOutcome::Accepted => 0,
             DeliveryOutcome::SubscriptionGone { .. } => 1,
-            DeliveryOutcome::Permanent { .. } => 2,
-            DeliveryOutcome::Transient { .. } => 3,
+            DeliveryOutcome::SuspectToken { .. } => 2,
+            DeliveryOutcome::Misconfigured { .. } => 3,
+            DeliveryOutcome::Deferred { .. } => 4,
+            DeliveryOutcome::Permanent { .. } => 5,
+            DeliveryOutcome::Transient { .. } => 6,
         };
         self.attempts[index].inc();
+    }
+
+    /// Counts one retry scheduled on tier `tier`.
+    pub fn retry(&self, tier: usize) {
+        if let Some(counter) = self.retries.get(tier).or(self.retries.last()) {
+            counter.inc();
+        }
     }
 }

@@ -1,128 +1,178 @@
-//! Which offsets may be committed, per partition.
+//! Which messages are final, per partition, in offset order.
 //!
-//! Deliveries finish out of order (a retry can take a minute while thousands of later
-//! messages are accepted), but a Kafka offset commit means "everything before this is done".
-//! The tracker keeps, per assigned partition, the offsets taken but not yet final; the
-//! committable position is just below the oldest of them, or just past the newest finished
-//! one when none is pending. Only that position is ever stored, so a crash redelivers every
-//! message whose outcome was not final: at-least-once.
+//! Deliveries finish out of order (one push service answers in 2 s while thousands of later
+//! messages are accepted), but a Kafka offset commit means "everything before this is done",
+//! and the records a delivery produces (its outcome, a retry, a dead letter) are written in
+//! the same transaction that commits its offset. So the tracker keeps, per assigned
+//! partition, every message taken and not yet released: pending ones, and finished ones with
+//! their records. A finish releases the longest run of finished messages at the front of
+//! its partition, records in offset order, with the offset to commit after them. A message
+//! whose records were not released is never committed, so a crash redelivers it, and its
+//! records (written or not) are never counted twice: they are released only together with
+//! its commit.
 //!
-//! A partition's tracker is replaced when the partition is assigned again; completions carry
+//! A partition's tracker is replaced when the partition is assigned again; finishes carry
 //! the generation they started in, and those of an older generation are ignored (their
 //! partition may be someone else's by now). Each generation also has a cancellation token,
 //! cancelled when the partition is revoked, so that deliveries of a partition that moved stop
 //! instead of racing the new owner, which redelivers them anyway.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use tokio_util::sync::CancellationToken;
 
-/// The offset tracker of every partition this member owns.
-#[derive(Debug, Default)]
-pub struct OffsetTracker {
-    partitions: HashMap<i32, PartitionState>,
+/// A partition of one of the topics the sender consumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    /// Index of the topic in the sender's subscription (0: the push topic, then the retry
+    /// tiers).
+    pub topic: usize,
+    /// Partition.
+    pub partition: i32,
+}
+
+/// The tracker of every partition this member owns; `T` is what a finished message
+/// produces.
+#[derive(Debug)]
+pub struct OffsetTracker<T> {
+    partitions: HashMap<TopicPartition, PartitionState<T>>,
     next_generation: u64,
 }
 
+impl<T> Default for OffsetTracker<T> {
+    fn default() -> Self {
+        OffsetTracker {
+            partitions: HashMap::new(),
+            next_generation: 0,
+        }
+    }
+}
+
 #[derive(Debug)]
-struct PartitionState {
+struct PartitionState<T> {
     generation: u64,
     /// Cancelled when this generation's assignment ends.
     revoked: CancellationToken,
-    pending: BTreeSet<i64>,
-    /// Highest offset whose outcome is final.
-    highest_done: Option<i64>,
-    /// Last offset reported as committable (stored); starts just below the first offset taken
-    /// in this generation, so nothing below it (never seen here) is ever reported.
-    stored: Option<i64>,
+    /// Messages taken and not released: `None` while pending, then what they produced.
+    taken: BTreeMap<i64, Option<T>>,
 }
 
-/// Identifies a message for [`OffsetTracker::complete`].
+/// Identifies a message for [`OffsetTracker::finish`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ticket {
-    /// Partition.
-    pub partition: i32,
+    /// Where the message came from.
+    pub source: TopicPartition,
     /// Offset.
     pub offset: i64,
     /// Assignment generation the message was taken in.
     pub generation: u64,
 }
 
-impl OffsetTracker {
-    /// Starts tracking `partition` (it was just assigned). A partition tracked already keeps
+/// Finished messages at the front of a partition, ready to be committed together with what
+/// they produced.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Release<T> {
+    /// The partition.
+    pub source: TopicPartition,
+    /// The offset to commit: one past the last released message.
+    pub next_offset: i64,
+    /// What the released messages produced, in offset order.
+    pub produced: Vec<T>,
+}
+
+impl<T> OffsetTracker<T> {
+    /// Starts tracking `source` (it was just assigned). A partition tracked already keeps
     /// its state: its first message raced the assignment and is pending in it.
-    pub fn assign(&mut self, partition: i32) {
-        if self.partitions.contains_key(&partition) {
+    pub fn assign(&mut self, source: TopicPartition) {
+        if self.partitions.contains_key(&source) {
             return;
         }
         self.next_generation += 1;
         self.partitions.insert(
-            partition,
+            source,
             PartitionState {
                 generation: self.next_generation,
                 revoked: CancellationToken::new(),
-                pending: BTreeSet::new(),
-                highest_done: None,
-                stored: None,
+                taken: BTreeMap::new(),
             },
         );
     }
 
-    /// Stops tracking `partition` (revoked): its deliveries in progress are told to stop, and
-    /// late completions for it are ignored.
-    pub fn revoke(&mut self, partition: i32) {
-        if let Some(state) = self.partitions.remove(&partition) {
-            state.revoked.cancel();
+    /// Stops tracking `source` (revoked): its deliveries in progress are told to stop, and
+    /// late finishes for it are ignored. Returns how many messages were dropped unreleased.
+    pub fn revoke(&mut self, source: TopicPartition) -> usize {
+        match self.partitions.remove(&source) {
+            Some(state) => {
+                state.revoked.cancel();
+                state.taken.len()
+            }
+            None => 0,
         }
     }
 
-    /// Records that `offset` of `partition` was taken; returns its ticket and the token that
-    /// is cancelled if the partition is revoked before the delivery ends. A partition that
-    /// was never assigned explicitly (assignment raced the first message) is assigned now.
-    pub fn begin(&mut self, partition: i32, offset: i64) -> (Ticket, CancellationToken) {
-        self.assign(partition);
-        let state = self
-            .partitions
-            .get_mut(&partition)
-            .expect("assign tracks the partition");
-        if state.stored.is_none() && state.pending.is_empty() && state.highest_done.is_none() {
-            state.stored = Some(offset - 1);
-        }
-        state.pending.insert(offset);
+    /// Records that `offset` of `source` was taken; returns its ticket and the token that is
+    /// cancelled if the partition is revoked before the delivery ends. A partition that was
+    /// never assigned explicitly (assignment raced the first message) is assigned now.
+    pub fn begin(&mut self, source: TopicPartition, offset: i64) -> (Ticket, CancellationToken) {
+        self.assign(source);
+        let next_generation = &mut self.next_generation;
+        let state = self.partitions.entry(source).or_insert_with(|| {
+            // Unreachable after `assign`; kept total so no panic path exists.
+            *next_generation += 1;
+            PartitionState {
+                generation: *next_generation,
+                revoked: CancellationToken::new(),
+                taken: BTreeMap::new(),
+            }
+        });
+        state.taken.insert(offset, None);
         let ticket = Ticket {
-            partition,
+            source,
             offset,
             generation: state.generation,
         };
         (ticket, state.revoked.clone())
     }
 
-    /// Records that the ticket's outcome is final. Returns the offset that may now be stored
-    /// (every message up to and including it is final), if it moved forward.
-    pub fn complete(&mut self, ticket: Ticket) -> Option<i64> {
-        let state = self.partitions.get_mut(&ticket.partition)?;
-        if state.generation != ticket.generation || !state.pending.remove(&ticket.offset) {
+    /// Records that the ticket's message is final and what it produced. Returns the finished
+    /// messages now at the front of the partition, if any.
+    pub fn finish(&mut self, ticket: Ticket, produced: T) -> Option<Release<T>> {
+        let state = self.partitions.get_mut(&ticket.source)?;
+        if state.generation != ticket.generation {
             return None;
         }
-        state.highest_done = Some(
-            state
-                .highest_done
-                .map_or(ticket.offset, |h| h.max(ticket.offset)),
-        );
-        let committable = match state.pending.first() {
-            Some(&oldest) => oldest - 1,
-            None => state.highest_done?,
-        };
-        if state.stored.is_some_and(|s| s >= committable) || committable < 0 {
+        let slot = state.taken.get_mut(&ticket.offset)?;
+        if slot.is_some() {
             return None;
         }
-        state.stored = Some(committable);
-        Some(committable)
+        *slot = Some(produced);
+        let mut released = Vec::new();
+        let mut next_offset = None;
+        while let Some(entry) = state.taken.first_entry() {
+            if entry.get().is_none() {
+                break;
+            }
+            let offset = *entry.key();
+            if let Some(produced) = entry.remove() {
+                released.push(produced);
+            }
+            next_offset = Some(offset + 1);
+        }
+        next_offset.map(|next_offset| Release {
+            source: ticket.source,
+            next_offset,
+            produced: released,
+        })
     }
 
-    /// Messages taken and not final, over all partitions.
-    pub fn pending(&self) -> usize {
-        self.partitions.values().map(|s| s.pending.len()).sum()
+    /// Messages taken and not released, over all partitions.
+    pub fn taken(&self) -> usize {
+        self.partitions.values().map(|s| s.taken.len()).sum()
+    }
+
+    /// Whether `source` is tracked (assigned to this member).
+    pub fn owns(&self, source: TopicPartition) -> bool {
+        self.partitions.contains_key(&source)
     }
 }
 
@@ -130,70 +180,93 @@ impl OffsetTracker {
 mod tests {
     use super::*;
 
+    const P0: TopicPartition = TopicPartition {
+        topic: 0,
+        partition: 0,
+    };
+
+    fn tp(topic: usize, partition: i32) -> TopicPartition {
+        TopicPartition { topic, partition }
+    }
+
     #[test]
-    fn commits_only_below_the_oldest_pending_offset() {
+    fn releases_only_the_finished_front_in_offset_order() {
         let mut tracker = OffsetTracker::default();
-        tracker.assign(0);
-        let tickets: Vec<Ticket> = (10..15).map(|o| tracker.begin(0, o).0).collect();
+        tracker.assign(P0);
+        let tickets: Vec<Ticket> = (10..15).map(|o| tracker.begin(P0, o).0).collect();
         // 11 and 12 finish first: 10 is still pending, nothing may be committed.
-        assert_eq!(tracker.complete(tickets[1]), None);
-        assert_eq!(tracker.complete(tickets[2]), None);
-        // 10 finishes: 10, 11, 12 are final, 13 pending.
-        assert_eq!(tracker.complete(tickets[0]), Some(12));
-        assert_eq!(tracker.complete(tickets[4]), None);
-        assert_eq!(tracker.complete(tickets[3]), Some(14));
-        assert_eq!(tracker.pending(), 0);
+        assert_eq!(tracker.finish(tickets[1], "b"), None);
+        assert_eq!(tracker.finish(tickets[2], "c"), None);
+        // 10 finishes: 10, 11, 12 are released in order, 13 pending.
+        assert_eq!(
+            tracker.finish(tickets[0], "a"),
+            Some(Release {
+                source: P0,
+                next_offset: 13,
+                produced: vec!["a", "b", "c"]
+            })
+        );
+        assert_eq!(tracker.finish(tickets[4], "e"), None);
+        assert_eq!(
+            tracker.finish(tickets[3], "d"),
+            Some(Release {
+                source: P0,
+                next_offset: 15,
+                produced: vec!["d", "e"]
+            })
+        );
+        assert_eq!(tracker.taken(), 0);
     }
 
     #[test]
-    fn partitions_are_independent() {
+    fn topics_and_partitions_are_independent() {
         let mut tracker = OffsetTracker::default();
-        let (a, _) = tracker.begin(1, 100);
-        let (b, _) = tracker.begin(2, 5);
-        let (b2, _) = tracker.begin(2, 6);
-        assert_eq!(tracker.complete(b2), None);
-        assert_eq!(tracker.complete(a), Some(100));
-        assert_eq!(tracker.complete(b), Some(6));
+        let (a, _) = tracker.begin(tp(0, 1), 100);
+        let (b, _) = tracker.begin(tp(1, 1), 5);
+        let (b2, _) = tracker.begin(tp(1, 1), 6);
+        assert_eq!(tracker.finish(b2, 2), None);
+        assert_eq!(tracker.finish(a, 1).map(|r| r.next_offset), Some(101));
+        let release = tracker.finish(b, 3).expect("released");
+        assert_eq!((release.next_offset, release.produced), (7, vec![3, 2]));
     }
 
     #[test]
-    fn completions_from_an_earlier_assignment_are_ignored() {
+    fn finishes_from_an_earlier_assignment_are_ignored() {
         let mut tracker = OffsetTracker::default();
-        let (old, old_revoked) = tracker.begin(3, 7);
+        let (old, old_revoked) = tracker.begin(tp(0, 3), 7);
         assert!(!old_revoked.is_cancelled());
-        tracker.revoke(3);
+        assert_eq!(tracker.revoke(tp(0, 3)), 1);
         assert!(
             old_revoked.is_cancelled(),
             "revoking tells deliveries to stop"
         );
-        assert_eq!(tracker.complete(old), None);
-        tracker.assign(3);
-        let (new, new_revoked) = tracker.begin(3, 7);
+        assert_eq!(tracker.finish(old, ()), None);
+        tracker.assign(tp(0, 3));
+        let (new, new_revoked) = tracker.begin(tp(0, 3), 7);
         assert!(!new_revoked.is_cancelled());
         assert_eq!(
-            tracker.complete(old),
+            tracker.finish(old, ()),
             None,
-            "old generation must not complete the new one"
+            "old generation must not finish the new one"
         );
-        assert_eq!(tracker.pending(), 1);
-        assert_eq!(tracker.complete(new), Some(7));
+        assert_eq!(tracker.taken(), 1);
+        assert_eq!(tracker.finish(new, ()).map(|r| r.next_offset), Some(8));
     }
 
     #[test]
-    fn an_assignment_racing_the_first_message_keeps_it_pending() {
+    fn an_unfinished_message_holds_back_everything_after_it() {
         let mut tracker = OffsetTracker::default();
-        let (first, _) = tracker.begin(4, 20);
-        tracker.assign(4);
-        let (second, _) = tracker.begin(4, 21);
-        assert_eq!(tracker.complete(second), None, "20 is still pending");
-        assert_eq!(tracker.complete(first), Some(21));
+        let (_first, _) = tracker.begin(P0, 20);
+        let (second, _) = tracker.begin(P0, 21);
+        assert_eq!(tracker.finish(second, ()), None, "20 is not final");
+        assert_eq!(tracker.taken(), 2);
     }
 
     #[test]
-    fn a_ticket_completes_once() {
+    fn a_ticket_finishes_once() {
         let mut tracker = OffsetTracker::default();
-        let (t, _) = tracker.begin(0, 0);
-        assert_eq!(tracker.complete(t), Some(0));
-        assert_eq!(tracker.complete(t), None);
+        let (t, _) = tracker.begin(P0, 0);
+        assert_eq!(tracker.finish(t, 1).map(|r| r.produced), Some(vec![1]));
+        assert_eq!(tracker.finish(t, 2), None);
     }
 }

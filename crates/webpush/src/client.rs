@@ -198,10 +198,7 @@ impl WebPushClient {
         // 5. A slot of this origin, then a global one, held until the response is read.
         let _slot = match self.slots.acquire(origin).await {
             Ok(slot) => slot,
-            // The semaphores are never closed; kept as an outcome so the sender never panics.
-            Err(_) => {
-                return DeliveryOutcome::transient(format!("request slots for {origin} closed"));
-            }
+            Err(e) => return DeliveryOutcome::from_slot_error(origin, e),
         };
         // 6. POST it.
         let mut http_request = self
@@ -260,6 +257,9 @@ impl WebPushClient {
             }
             DeliveryOutcome::Permanent { status, reason } => {
                 tracing::debug!(origin, elapsed_us, ?status, %reason, outcome = "permanent", "web push failed");
+            }
+            DeliveryOutcome::Deferred { reason } => {
+                tracing::debug!(origin, elapsed_us, %reason, outcome = "deferred", "web push not sent");
             }
             DeliveryOutcome::SuspectToken { status, reason, .. }
             | DeliveryOutcome::Misconfigured { status, reason, .. } => {
