@@ -14,12 +14,13 @@
 //! is never dropped (the map's `Arc` is then not the only one), so the bound of a busy key
 //! always holds.
 //!
-//! Waiting is bounded too: when a key already has as many deliveries waiting as it has
-//! slots, [`RequestSlots::acquire`] answers [`SlotError::Busy`] at once instead of queueing
-//! another. A sender holds every delivery it waits for in memory (and counts it against its
-//! bound of messages taken), so an unbounded queue for one slow push service would fill the
-//! sender with that service's deliveries and stall everyone else's; a busy answer lets the
-//! sender put the delivery back on a retry topic without counting an attempt.
+//! Waiting is bounded too: a delivery that has not got its key's slot within
+//! [`MAX_KEY_WAIT`] gets [`SlotError::Busy`]. A sender holds every delivery it waits for in
+//! memory (and counts it against its bound of messages taken), so an unbounded wait for one
+//! slow push service would fill the sender with that service's deliveries and stall
+//! everyone else's; a busy answer lets the sender put the delivery back on a retry topic
+//! without counting an attempt. The bound is a time, not a queue length, so a burst to a
+//! fast push service (a sender takes thousands of messages at once) just queues briefly.
 //!
 //! One [`RequestSlots`] can be shared by the Web Push, APNs and FCM clients (`with_slots`),
 //! which makes the global bound the sender's whole concurrency; keys of different providers
@@ -28,13 +29,18 @@
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// More distinct keys than any real audience uses (a handful of push services, one key per
 /// site credential).
 pub const MAX_KEYS: usize = 4096;
+
+/// Longest a delivery waits for its key's slot before it is [`SlotError::Busy`]: a push
+/// service that keeps its slots this long answers slowly, and its deliveries are better off
+/// on a retry topic than in the sender's memory.
+pub const MAX_KEY_WAIT: Duration = Duration::from_secs(2);
 
 /// Why slots could not be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,8 +50,8 @@ pub struct InvalidSlots(&'static str);
 /// Why no slot was given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SlotError {
-    /// Every slot of the key is taken and as many deliveries are already waiting for one.
-    #[error("every request slot of this push service is taken and its queue is full")]
+    /// Every slot of the key stayed taken for [`MAX_KEY_WAIT`].
+    #[error("every request slot of this push service stayed taken (it answers slowly)")]
     Busy,
     /// The semaphores were closed (never happens; kept so callers need not panic).
     #[error("request slots closed")]
@@ -57,23 +63,7 @@ pub enum SlotError {
 pub struct RequestSlots {
     global: Arc<Semaphore>,
     per_key: usize,
-    keys: RwLock<HashMap<Box<str>, Arc<KeySlots>>>,
-}
-
-/// One key's slots and how many deliveries wait for one.
-#[derive(Debug)]
-struct KeySlots {
-    semaphore: Arc<Semaphore>,
-    waiting: AtomicUsize,
-}
-
-/// Counts a waiter for as long as it waits (also when its future is dropped).
-struct Waiting<'a>(&'a AtomicUsize);
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
+    keys: RwLock<HashMap<Box<str>, Arc<Semaphore>>>,
 }
 
 /// One request's slot: its key's permit and a global one, both freed on drop.
@@ -101,24 +91,14 @@ impl RequestSlots {
         })
     }
 
-    /// Waits for a slot of `key` (first) and a global one (second); [`SlotError::Busy`] at
-    /// once when every slot of `key` is taken and as many deliveries already wait for one.
+    /// Waits for a slot of `key` (first) and a global one (second); [`SlotError::Busy`] when
+    /// the key's slot does not come within [`MAX_KEY_WAIT`].
     pub async fn acquire(&self, key: &str) -> Result<RequestSlot, SlotError> {
-        let slots = self.key_slots(key);
-        let key_permit = match Arc::clone(&slots.semaphore).try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(tokio::sync::TryAcquireError::Closed) => return Err(SlotError::Closed),
-            Err(tokio::sync::TryAcquireError::NoPermits) => {
-                if slots.waiting.fetch_add(1, Ordering::Relaxed) >= self.per_key {
-                    slots.waiting.fetch_sub(1, Ordering::Relaxed);
-                    return Err(SlotError::Busy);
-                }
-                let _waiting = Waiting(&slots.waiting);
-                Arc::clone(&slots.semaphore)
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| SlotError::Closed)?
-            }
+        let semaphore = self.semaphore(key);
+        let key_permit = match tokio::time::timeout(MAX_KEY_WAIT, semaphore.acquire_owned()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(SlotError::Closed),
+            Err(_) => return Err(SlotError::Busy),
         };
         let global = Arc::clone(&self.global)
             .acquire_owned()
@@ -135,7 +115,7 @@ impl RequestSlots {
         self.global.available_permits()
     }
 
-    fn key_slots(&self, key: &str) -> Arc<KeySlots> {
+    fn semaphore(&self, key: &str) -> Arc<Semaphore> {
         // Poisoning only means a panic elsewhere mid-operation; a HashMap stays usable.
         if let Some(semaphore) = self
             .keys
@@ -148,16 +128,12 @@ impl RequestSlots {
         let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
         if keys.len() >= MAX_KEYS && !keys.contains_key(key) {
             // Only the map holds an idle semaphore; one with a clone out is held or awaited.
-            keys.retain(|_, slots| {
-                Arc::strong_count(slots) > 1 || Arc::strong_count(&slots.semaphore) > 1
-            });
+            keys.retain(|_, semaphore| Arc::strong_count(semaphore) > 1);
         }
-        Arc::clone(keys.entry(key.into()).or_insert_with(|| {
-            Arc::new(KeySlots {
-                semaphore: Arc::new(Semaphore::new(self.per_key)),
-                waiting: AtomicUsize::new(0),
-            })
-        }))
+        Arc::clone(
+            keys.entry(key.into())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.per_key))),
+        )
     }
 
     #[cfg(test)]
@@ -179,6 +155,21 @@ mod tests {
         tokio::time::timeout(Duration::from_millis(20), slots.acquire(key))
             .await
             .is_err()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_key_whose_slots_stay_taken_answers_busy() {
+        let slots = RequestSlots::new(8, 1).expect("valid");
+        let _held = slots.acquire("slow").await.expect("slot");
+        assert_eq!(
+            slots.acquire("slow").await.err(),
+            Some(SlotError::Busy),
+            "after MAX_KEY_WAIT"
+        );
+        let _other = slots
+            .acquire("fast")
+            .await
+            .expect("another key is not held up");
     }
 
     #[tokio::test]

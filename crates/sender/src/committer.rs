@@ -127,12 +127,17 @@ impl Committer {
     /// Commits everything released so far and waits (up to `timeout`) until it is done.
     /// Blocking: called from the rebalance callback so revoked partitions hand over exactly
     /// what is final.
+    /// Once the committer has stopped (it committed what it had on its way out) there is
+    /// nothing left to flush.
     pub fn flush(&self, timeout: Duration) -> bool {
         let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
         if self.commands.send(Command::Flush(done_tx)).is_err() {
-            return false;
+            return true;
         }
-        done_rx.recv_timeout(timeout).is_ok()
+        match done_rx.recv_timeout(timeout) {
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => true,
+            Err(RecvTimeoutError::Timeout) => false,
+        }
     }
 
     /// Commits what is left and stops the thread.
@@ -269,10 +274,18 @@ fn commit<C: ConsumerContext + 'static>(
             *batch = Batch::default();
             return true;
         }
+        let started = Instant::now();
         match transaction(parts, batch) {
             Ok(()) => {
                 parts.metrics.committed.inc();
                 let messages = batch.message_count();
+                tracing::debug!(
+                    messages,
+                    records = batch.records.len(),
+                    partitions = batch.offsets.len(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "transaction committed"
+                );
                 parts
                     .shared
                     .in_committer

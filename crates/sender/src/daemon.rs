@@ -35,7 +35,7 @@ use pushservice_fcm::FcmClient;
 use pushservice_kafka::rdkafka::consumer::{
     BaseConsumer, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
 };
-use pushservice_kafka::rdkafka::{ClientContext, Message as _, TopicPartitionList};
+use pushservice_kafka::rdkafka::{ClientContext, Message as _, Offset, TopicPartitionList};
 use pushservice_kafka::{ConsumerTuning, ProducerTuning, describe, group_consumer};
 use pushservice_model::DeliveryMessage;
 use pushservice_provider::RequestSlots;
@@ -265,12 +265,12 @@ pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> an
         if !paused_full && taken >= config.max_pending {
             paused_full = true;
             full.store(true, Ordering::Relaxed);
-            set_paused(&consumer, |_| true, true);
+            set_paused(&consumer, &tracker, |_| true, true);
             tracing::debug!(taken, "full: partitions paused");
         } else if paused_full && taken <= resume_below {
             paused_full = false;
             full.store(false, Ordering::Relaxed);
-            set_paused(&consumer, |tp| !held.contains_key(&tp), false);
+            set_paused(&consumer, &tracker, |tp| !held.contains_key(&tp), false);
             tracing::debug!(taken, "partitions resumed");
         }
         tokio::select! {
@@ -286,7 +286,7 @@ pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> an
                     if *count == 0 {
                         held.remove(&tp);
                         if !paused_full {
-                            set_paused(&consumer, |p| p == tp, false);
+                            set_paused(&consumer, &tracker, |p| p == tp, false);
                         }
                     }
                 }
@@ -318,14 +318,14 @@ pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> an
                     .ok()
                     .and_then(|m| m.due_at)
                     .filter(|due| *due > now_millis() + 5);
-                let (ticket, revoked) = tracker
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .begin(tp, source.offset);
+                let (ticket, revoked) = {
+                    let mut tracker = tracker.lock().unwrap_or_else(|p| p.into_inner());
+                    tracker.begin(tp, source.offset)
+                };
                 if due.is_some() {
                     let count = held.entry(tp).or_default();
                     if *count == 0 {
-                        set_paused(&consumer, |p| p == tp, true);
+                        set_paused(&consumer, &tracker, |p| p == tp, true);
                     }
                     *count += 1;
                 }
@@ -397,8 +397,15 @@ pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> an
 }
 
 /// Pauses (or resumes) every assigned partition `select` picks.
+///
+/// A pause drops what librdkafka had fetched for the partition beyond what the loop took,
+/// and where fetching goes on after the resume is librdkafka's business; measured here, it
+/// sometimes went on past the dropped messages, so they were never taken and were skipped
+/// by the next commit. So a resumed partition is first sought to one past the last offset
+/// the loop took from it ([`crate::tracker::OffsetTracker::next_offset`]).
 fn set_paused(
     consumer: &StreamConsumer<SenderContext>,
+    tracker: &SharedTracker,
     select: impl Fn(TopicPartition) -> bool,
     pause: bool,
 ) {
@@ -407,6 +414,8 @@ fn set_paused(
     };
     let context = consumer.context();
     let mut list = TopicPartitionList::new();
+    let mut positions = TopicPartitionList::new();
+    let tracker = tracker.lock().unwrap_or_else(|p| p.into_inner());
     for element in assignment.elements() {
         let Some(topic) = context
             .topic_names
@@ -415,15 +424,32 @@ fn set_paused(
         else {
             continue;
         };
-        if select(TopicPartition {
+        let tp = TopicPartition {
             topic,
             partition: element.partition(),
-        }) {
+        };
+        if select(tp) {
             list.add_partition(element.topic(), element.partition());
+            if !pause
+                && let Some(next) = tracker.next_offset(tp)
+                && let Err(e) = positions.add_partition_offset(
+                    element.topic(),
+                    element.partition(),
+                    Offset::Offset(next),
+                )
+            {
+                tracing::debug!(error = %e, "position of a resumed partition");
+            }
         }
     }
+    drop(tracker);
     if list.count() == 0 {
         return;
+    }
+    if positions.count() > 0
+        && let Err(e) = consumer.seek_partitions(positions, Duration::ZERO)
+    {
+        tracing::warn!(error = %e, "seeking resumed partitions to where they stopped");
     }
     let result = if pause {
         consumer.pause(&list)

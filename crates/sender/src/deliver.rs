@@ -210,9 +210,9 @@ impl Deliverer {
         let now = now_millis();
         let first = message.first_attempt_at.unwrap_or(now);
         let (low, high) = if message.due_at.is_some() {
-            (10_000, 60_000)
+            (5_000, 20_000)
         } else {
-            (1_000, 10_000)
+            (1_000, 5_000)
         };
         let delay = fastrand::u64(low..high);
         tracing::trace!(push_id = %message.push_id, %reason, delay_ms = delay, "delivery deferred");

@@ -55,6 +55,8 @@ struct PartitionState<T> {
     revoked: CancellationToken,
     /// Messages taken and not released: `None` while pending, then what they produced.
     taken: BTreeMap<i64, Option<T>>,
+    /// One past the highest offset taken in this generation.
+    next_offset: Option<i64>,
 }
 
 /// Identifies a message for [`OffsetTracker::finish`].
@@ -94,6 +96,7 @@ impl<T> OffsetTracker<T> {
                 generation: self.next_generation,
                 revoked: CancellationToken::new(),
                 taken: BTreeMap::new(),
+                next_offset: None,
             },
         );
     }
@@ -123,9 +126,11 @@ impl<T> OffsetTracker<T> {
                 generation: *next_generation,
                 revoked: CancellationToken::new(),
                 taken: BTreeMap::new(),
+                next_offset: None,
             }
         });
         state.taken.insert(offset, None);
+        state.next_offset = Some(state.next_offset.map_or(offset + 1, |n| n.max(offset + 1)));
         let ticket = Ticket {
             source,
             offset,
@@ -168,6 +173,12 @@ impl<T> OffsetTracker<T> {
     /// Messages taken and not released, over all partitions.
     pub fn taken(&self) -> usize {
         self.partitions.values().map(|s| s.taken.len()).sum()
+    }
+
+    /// One past the highest offset taken from `source` since it was assigned: where its
+    /// consumption must go on after a pause.
+    pub fn next_offset(&self, source: TopicPartition) -> Option<i64> {
+        self.partitions.get(&source)?.next_offset
     }
 
     /// Whether `source` is tracked (assigned to this member).
@@ -260,6 +271,24 @@ mod tests {
         let (second, _) = tracker.begin(P0, 21);
         assert_eq!(tracker.finish(second, ()), None, "20 is not final");
         assert_eq!(tracker.taken(), 2);
+    }
+
+    #[test]
+    fn knows_where_consumption_goes_on() {
+        let mut tracker = OffsetTracker::default();
+        assert_eq!(tracker.next_offset(P0), None);
+        let (t, _) = tracker.begin(P0, 41);
+        tracker.begin(P0, 40);
+        assert_eq!(tracker.next_offset(P0), Some(42));
+        tracker.finish(t, ());
+        assert_eq!(tracker.next_offset(P0), Some(42), "kept after release");
+        tracker.revoke(P0);
+        tracker.assign(P0);
+        assert_eq!(
+            tracker.next_offset(P0),
+            None,
+            "a new assignment starts afresh"
+        );
     }
 
     #[test]

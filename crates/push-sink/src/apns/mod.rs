@@ -232,9 +232,12 @@ fn unregistered(shared: &Shared) -> Response<Body> {
 
 /// The answer of APNs when it is down (an outage, see [`crate::outage`]): `status` with the
 /// reason Apple gives for it (`ServiceUnavailable` for 503 and unlisted 5xx,
-/// `InternalServerError`, `TooManyRequests`, `BadRequest` for unlisted 4xx, ...).
+/// `InternalServerError`, `TooManyRequests`, `BadRequest` for unlisted 4xx, ...). A 400
+/// "outage" plays a provider whose environment does not match its app's tokens (sandbox
+/// tokens sent to production): Apple answers `BadDeviceToken` for every device.
 pub(crate) fn unavailable(shared: &Shared, status: StatusCode) -> Response<Body> {
     let reason = match status.as_u16() {
+        400 => Reason::BadDeviceToken,
         403 => Reason::Forbidden,
         404 => Reason::BadPath,
         405 => Reason::MethodNotAllowed,

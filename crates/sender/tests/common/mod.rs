@@ -183,8 +183,14 @@ impl World {
         (stop_tx, task)
     }
 
-    pub fn sender(&self) -> Child {
-        Command::new(env!("CARGO_BIN_EXE_sender"))
+    pub fn sender(&self) -> Daemon {
+        Daemon(self.sender_command().spawn().expect("sender starts"))
+    }
+
+    /// The command that starts a sender for this world (add settings before spawning).
+    pub fn sender_command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sender"));
+        command
             .envs(env_for(&self.mongo, &self.kafka, &self.topics))
             .env("SENDER_GROUP", &self.group)
             .env("SENDER_EXTRA_CA_FILE", &self.cert)
@@ -198,11 +204,14 @@ impl World {
             .env("SENDER_RETRY_MAX_MS", "2000")
             .env("SENDER_RECORDER_GROUP", format!("{}-recorder", self.group))
             .env("SENDER_ALLOW_PRIVATE_ENDPOINTS", "true")
-            .env("LOG_LEVEL", "warn")
+            // SENDER_TEST_LOG_LEVEL=info shows what the senders do when a test fails.
+            .env(
+                "LOG_LEVEL",
+                std::env::var("SENDER_TEST_LOG_LEVEL").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("sender starts")
+            .stderr(Stdio::inherit());
+        command
     }
 
     /// `pushctl send`, through the command's own code.
@@ -271,6 +280,31 @@ impl World {
         pushservice_testkit::remove_test_data(&self.store, &self.kafka, &self.topics).await;
         let _ = std::fs::remove_file(&self.cert);
         self.sink.shutdown().await;
+    }
+}
+
+/// A daemon process of a test, killed when dropped, so a failing test leaves none behind.
+pub struct Daemon(pub Child);
+
+impl std::ops::Deref for Daemon {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
 }
 
