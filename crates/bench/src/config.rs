@@ -220,22 +220,38 @@ impl BenchConfig {
         self.sink_gone_per_mille > 0 || not_found > 0
     }
 
-    /// Per-run Kafka topic names: raw-push, push, dead letters.
-    pub fn topics(&self) -> [String; 3] {
+    /// Per-run Kafka topic names: raw-push, push, dead letters, the retry topics' prefix,
+    /// outcomes.
+    pub fn topics(&self) -> [String; 5] {
         let s = self.stamp.to_ascii_lowercase();
         [
             format!("bench-raw-{s}"),
             format!("bench-push-{s}"),
             format!("bench-dlq-{s}"),
+            format!("bench-retry-{s}"),
+            format!("bench-outcomes-{s}"),
         ]
     }
 
-    /// Per-run consumer groups: parser, sender.
-    pub fn groups(&self) -> [String; 2] {
+    /// Every topic a run creates (the retry prefix expanded to its tiers), for clean-up.
+    pub fn all_topics(&self) -> Vec<String> {
+        let [raw, push, dlq, retry, outcomes] = self.topics();
+        let mut all = vec![raw, push, dlq, outcomes];
+        all.extend(
+            pushservice_config::RETRY_TIERS
+                .iter()
+                .map(|(suffix, _)| format!("{retry}-{suffix}")),
+        );
+        all
+    }
+
+    /// Per-run consumer groups: parser, sender, outcome recorder.
+    pub fn groups(&self) -> [String; 3] {
         let s = self.stamp.to_ascii_lowercase();
         [
             format!("pushbench-parser-{s}"),
             format!("pushbench-sender-{s}"),
+            format!("pushbench-recorder-{s}"),
         ]
     }
 }
@@ -394,7 +410,7 @@ mod tests {
         );
         assert_eq!(config.bin_dir, PathBuf::from("/opt/bin"));
         assert_eq!(config.endpoint_base(), "https://localhost:9445/wp");
-        let [raw, push, dlq] = config.topics();
+        let [raw, push, dlq, _, _] = config.topics();
         assert!(
             raw.starts_with("bench-raw-") && push.starts_with("bench-push-"),
             "{raw} {push}"

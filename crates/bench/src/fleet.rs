@@ -135,7 +135,7 @@ pub async fn start_daemons(
     fleet: &mut Vec<Proc>,
     which: Daemons,
 ) -> anyhow::Result<()> {
-    let [parser_group, sender_group] = config.groups();
+    let [parser_group, sender_group, _] = config.groups();
     let mut ready_urls = Vec::new();
     let mut metrics = |command: &mut std::process::Command| -> anyhow::Result<()> {
         // An inherited METRICS_ADDR would be shared by every daemon: never pass it on.

@@ -39,7 +39,8 @@ impl Launcher {
                 path.display()
             );
         }
-        let [raw, push, dlq] = config.topics();
+        let [raw, push, dlq, retry, outcomes] = config.topics();
+        let [_, _, recorder_group] = config.groups();
         let kafka = &config.kafka_args;
         let mut env = vec![
             ("PUSHSERVICE_ENV_FILE", "/dev/null".to_owned()),
@@ -54,6 +55,9 @@ impl Launcher {
             ("TOPIC_RAW_PUSH", raw),
             ("TOPIC_PUSH", push),
             ("TOPIC_PUSH_DLQ", dlq),
+            ("TOPIC_PUSH_RETRY", retry),
+            ("TOPIC_PUSH_OUTCOMES", outcomes),
+            ("SENDER_RECORDER_GROUP", recorder_group),
             ("TOPIC_PUSH_PARTITIONS", config.push_partitions.to_string()),
             ("TOPIC_RAW_PUSH_PARTITIONS", RAW_PUSH_PARTITIONS.to_string()),
             ("SEED_KEY_SEED", config.key_seed.clone()),

@@ -57,7 +57,7 @@ pub struct ConfigReport {
     database: String,
     site_id: String,
     push_id: String,
-    topics: [String; 3],
+    topics: Vec<String>,
     /// Daemon tuning inherited from the environment (SENDER_*, PARSER_*, QUERY_BATCH_SIZE,
     /// PUSH_SINK_*).
     env_passthrough: BTreeMap<String, String>,
@@ -337,7 +337,7 @@ impl BenchResult {
                 database: config.database.clone(),
                 site_id: facts.site_id,
                 push_id: facts.push_id,
-                topics: config.topics(),
+                topics: config.all_topics(),
                 env_passthrough: env_passthrough(),
                 git: git_describe(),
                 binaries_modified_unix_s: std::fs::metadata(config.bin_dir.join("sender"))

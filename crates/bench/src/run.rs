@@ -82,7 +82,9 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<bool> {
     }
     .await;
     let exits = fleet::stop(&mut procs).await;
-    let cleanup_problems = admin.delete_run(&config.topics(), &config.groups()).await;
+    let cleanup_problems = admin
+        .delete_run(&config.all_topics(), &config.groups())
+        .await;
     let measured = measured?;
 
     let mut processes = Vec::new();
