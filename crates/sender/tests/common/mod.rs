@@ -324,3 +324,116 @@ pub fn terminate(child: &mut Child) -> Option<i32> {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+// ---- Outages, dead letters, replays and waiting (used by outage.rs and breaker.rs) ----
+
+/// An outage of the push-service simulator: `status` to every push request (of `kind`:
+/// `"webpush"`, `"apns"`, `"fcm"`; every kind when `None`) for `seconds`, with
+/// `Retry-After: retry_after` when given. Built through the control endpoint's own parser.
+pub fn outage(
+    seconds: f64,
+    status: u16,
+    retry_after: Option<u32>,
+    kind: Option<&str>,
+) -> pushservice_push_sink::Outage {
+    let body = serde_json::json!({
+        "seconds": seconds,
+        "status": status,
+        "retryAfter": retry_after,
+        "kind": kind,
+    });
+    pushservice_push_sink::Outage::from_json(body.to_string().as_bytes()).expect("valid outage")
+}
+
+/// What a wait looked at last, for its failure message.
+fn progress(push: &Push, stats: &pushservice_push_sink::Stats) -> String {
+    format!(
+        "push {} (sent {}, accepted {}, unsubscribed {}, failed {}); sink: distinct accepted {}, \
+         duplicates {}, requests {}, by status {:?}, outage answered {}",
+        push.status,
+        push.total_sent,
+        push.total_accepted,
+        push.total_unsubscribed,
+        push.total_failed,
+        stats.distinct_accepted,
+        stats.duplicates,
+        stats.requests,
+        stats.by_status,
+        stats.outage_answered,
+    )
+}
+
+impl World {
+    /// Every dead letter on this world's dead-letter topic (committed transactions only).
+    pub async fn dead_letters(&self) -> Vec<pushservice_kafka::ReadMessage> {
+        let (kafka, topic) = (self.kafka.clone(), self.topics.dead_letter.name.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut letters = Vec::new();
+            pushservice_kafka::scan_topic(
+                &kafka,
+                &topic,
+                pushservice_kafka::ScanFrom::Beginning,
+                false,
+                |letter| {
+                    letters.push(letter);
+                    std::ops::ControlFlow::Continue(())
+                },
+            )
+            .map(|_| letters)
+        })
+        .await
+        .expect("reader task")
+        .expect("read the dead-letter topic")
+    }
+
+    /// `pushctl dlq replay --push <this push>`, through the command's own code.
+    pub async fn replay_dead_letters(&self) {
+        let args = pushservice_cli::cli::DlqReplayArgs {
+            push_id: Some(self.push.id.to_hex()),
+            reason: None,
+            dry_run: false,
+            again: false,
+            mongo: mongo_args(&self.mongo),
+            kafka: pushservice_cli::cli::KafkaTopicArgs {
+                kafka: kafka_args(&self.kafka),
+                topics: topic_args(&self.topics),
+            },
+        };
+        pushservice_cli::commands::dlq::replay::run(args)
+            .await
+            .expect("pushctl dlq replay");
+    }
+
+    /// The push with live totals and its failure reasons (what `pushctl status` shows).
+    pub async fn push_live(&self) -> Push {
+        self.store
+            .push_with_live_totals(self.push.id)
+            .await
+            .expect("query")
+            .expect("push")
+    }
+
+    /// Polls the push document and the simulator's counters until `reached` holds; after
+    /// `limit` fails, saying what was `expected` and what was seen last.
+    pub async fn wait_for(
+        &self,
+        limit: Duration,
+        expected: &str,
+        reached: impl Fn(&Push, &pushservice_push_sink::Stats) -> bool,
+    ) -> Push {
+        let deadline = Instant::now() + limit;
+        loop {
+            let push = self.push_now().await;
+            let stats = self.sink.stats();
+            if reached(&push, &stats) {
+                return push;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not reached in {limit:?}: expected {expected}; actual: {}",
+                progress(&push, &stats)
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
