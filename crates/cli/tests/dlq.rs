@@ -84,6 +84,7 @@ impl Letter {
             first_attempt_at: Some(failed_at - 600_000),
             due_at: Some(failed_at),
             replayed: false,
+            replaced_failure: None,
             payload: RawValue::from_string(r#"{"title":"Sale"}"#.into()).expect("JSON"),
         }
     }

@@ -113,6 +113,10 @@ pub struct DeliveryMessage {
     /// push already counted this delivery as failed, so its final outcome replaces that.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub replayed: bool,
+    /// The reason the push counted this delivery's failure under, when replayed: its final
+    /// outcome takes that failure back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced_failure: Option<String>,
     /// What the service worker receives: JSON, embedded verbatim.
     pub payload: Box<RawValue>,
 }
@@ -295,6 +299,7 @@ mod tests {
             first_attempt_at: None,
             due_at: None,
             replayed: false,
+            replaced_failure: None,
             payload: NotificationPayload::of(&push).to_raw(),
         }
     }

@@ -51,6 +51,9 @@ pub struct OutcomeRecord {
     /// the push already counted for it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub replayed: bool,
+    /// The reason that failure was counted under (replayed only), shortened like `reason`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced_failure: Option<String>,
 }
 
 impl OutcomeRecord {
@@ -71,6 +74,7 @@ impl OutcomeRecord {
             reason: reason.map(short_reason),
             attempts,
             replayed,
+            replaced_failure: None,
         }
     }
 

@@ -119,8 +119,9 @@ impl Breakers {
         self.with(site, platform, now, |e| {
             e.suspects = e.suspects.saturating_add(1);
             if e.tripped.is_none() && e.suspects >= TRIP_AFTER && e.suspects > e.successes {
+                // The setting first: reasons are shortened where the push keeps them.
                 e.tripped = Some(format!(
-                    "{platform} answered {reason} for most devices of this site: check {setting}"
+                    "check {setting}: {platform} answered {reason} for most devices of this site"
                 ));
                 tracing::error!(site_id = site, platform, %reason, setting,
                     "breaker tripped: deliveries fail instead of unsubscribing; fix the site's settings");
@@ -145,7 +146,7 @@ impl Breakers {
         setting: &str,
     ) -> String {
         self.with(site, platform, Instant::now(), |e| {
-            let why = format!("{platform} answered {reason}: check {setting}");
+            let why = format!("check {setting}: {platform} answered {reason}");
             if e.tripped.is_none() {
                 tracing::error!(site_id = site, platform, %reason, setting,
                     "breaker tripped: the site's credentials are wrong");

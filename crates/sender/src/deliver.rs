@@ -397,6 +397,7 @@ mod tests {
             first_attempt_at: None,
             due_at: None,
             replayed: false,
+            replaced_failure: None,
             payload: RawValue::from_string("{}".into()).expect("json"),
         };
         assert_eq!(remaining_ttl(&message, 1_000_000), 600, "first attempt");

@@ -264,6 +264,7 @@ fn count(counts: &mut PartitionCounts, record: &OutcomeRecord) {
     }
     if record.replayed {
         counts.counts.failed -= 1;
+        counts.add_reason(record.replaced_failure.as_deref().unwrap_or("unknown"), -1);
     }
 }
 
@@ -329,12 +330,17 @@ mod tests {
         let mut counts = PartitionCounts::default();
         let failed = OutcomeRecord::new("p", "s", OutcomeResult::Failed, Some("500"), 9, false);
         count(&mut counts, &failed);
-        let replayed = OutcomeRecord::new("p", "s", OutcomeResult::Accepted, None, 1, true);
+        let mut replayed = OutcomeRecord::new("p", "s", OutcomeResult::Accepted, None, 1, true);
+        replayed.replaced_failure = Some("500".into());
         count(&mut counts, &replayed);
         assert_eq!(
             (counts.counts.accepted, counts.counts.failed),
             (1, 0),
             "one delivery, accepted in the end"
+        );
+        assert_eq!(
+            counts.reasons[0].count, 0,
+            "its failure's reason is taken back"
         );
     }
 }

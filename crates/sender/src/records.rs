@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 
+use pushservice_model::outcome::short_reason;
 use pushservice_model::{DeliveryMessage, OutcomeRecord, OutcomeResult};
 
 /// One record to write to Kafka.
@@ -58,7 +59,7 @@ impl RecordTopics {
         reason: Option<&str>,
         attempts: u32,
     ) -> OutRecord {
-        let record = OutcomeRecord::new(
+        let mut record = OutcomeRecord::new(
             &message.push_id,
             &message.subscriber_id,
             result,
@@ -66,6 +67,7 @@ impl RecordTopics {
             attempts,
             message.replayed,
         );
+        record.replaced_failure = message.replaced_failure.as_deref().map(short_reason);
         OutRecord {
             topic: Arc::clone(&self.outcomes),
             key: message.subscriber_id.clone(),
@@ -192,6 +194,7 @@ mod tests {
             first_attempt_at: None,
             due_at: None,
             replayed: true,
+            replaced_failure: None,
             payload: RawValue::from_string("{}".into()).expect("json"),
         }
     }

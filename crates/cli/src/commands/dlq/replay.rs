@@ -89,12 +89,14 @@ struct Pending {
     reason: Option<String>,
 }
 
-/// The message as it goes back: a fresh budget, marked replayed.
-pub fn fresh(mut message: DeliveryMessage) -> DeliveryMessage {
+/// The message as it goes back: a fresh budget, marked replayed with the reason its failure
+/// was counted under (its new outcome takes that failure back).
+pub fn fresh(mut message: DeliveryMessage, reason: Option<&str>) -> DeliveryMessage {
     message.attempt = 0;
     message.first_attempt_at = None;
     message.due_at = None;
     message.replayed = true;
+    message.replaced_failure = reason.map(str::to_owned);
     message
 }
 
@@ -185,7 +187,7 @@ impl Replayer {
             match letter.message {
                 Ok(message) => batch.push(Pending {
                     id,
-                    message: fresh(message),
+                    message: fresh(message, reason.as_deref()),
                     reason,
                 }),
                 Err(why) => {
@@ -406,12 +408,14 @@ mod tests {
             first_attempt_at: Some(1),
             due_at: Some(2),
             replayed: false,
+            replaced_failure: None,
             payload: RawValue::from_string("{}".into()).expect("JSON"),
         };
         let json: serde_json::Value =
-            serde_json::from_slice(&fresh(message).to_json()).expect("JSON");
+            serde_json::from_slice(&fresh(message, Some("gave up")).to_json()).expect("JSON");
         assert_eq!(json["attempt"], 0, "{json}");
         assert_eq!(json["replayed"], true, "{json}");
+        assert_eq!(json["replacedFailure"], "gave up", "{json}");
         assert!(json.get("firstAttemptAt").is_none(), "{json}");
         assert!(json.get("dueAt").is_none(), "{json}");
         assert_eq!(json["ttl"], 60, "{json}");
