@@ -187,7 +187,9 @@ pub async fn start_daemons(
     // Ready means: each daemon's consumer group is stable with every partition assigned (so
     // they are connected and no rebalance is pending), and with --daemon-metrics, /readyz.
     let started = Instant::now();
-    let partitions = usize::try_from(config.push_partitions).unwrap_or(0);
+    // Senders hold the push topic's partitions and those of every retry tier.
+    let partitions = usize::try_from(config.push_partitions).unwrap_or(0)
+        + pushservice_config::RETRY_TIERS.len() * crate::launch::RETRY_PARTITIONS;
     let mut groups = Vec::new();
     if with_parser {
         groups.push((parser_group, 1, RAW_PUSH_PARTITIONS));

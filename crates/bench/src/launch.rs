@@ -24,6 +24,9 @@ pub struct Launcher {
 /// Partitions of the per-run raw-push topic (the parser group waits to hold them all).
 pub const RAW_PUSH_PARTITIONS: usize = 4;
 
+/// Partitions of each retry topic of a run (the senders' group holds these too).
+pub const RETRY_PARTITIONS: usize = 32;
+
 /// The binaries a run needs.
 pub const BINARIES: [&str; 5] = ["push-sink", "pushctl", "seed", "parser", "sender"];
 
@@ -56,6 +59,7 @@ impl Launcher {
             ("TOPIC_PUSH", push),
             ("TOPIC_PUSH_DLQ", dlq),
             ("TOPIC_PUSH_RETRY", retry),
+            ("TOPIC_PUSH_RETRY_PARTITIONS", RETRY_PARTITIONS.to_string()),
             ("TOPIC_PUSH_OUTCOMES", outcomes),
             ("SENDER_RECORDER_GROUP", recorder_group),
             ("TOPIC_PUSH_PARTITIONS", config.push_partitions.to_string()),
