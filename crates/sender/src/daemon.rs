@@ -115,12 +115,22 @@ impl ConsumerContext for SenderContext {
         }
     }
 
+    /// Newly assigned partitions are paused while the sender is full, and resumed
+    /// otherwise: librdkafka keeps a partition's pause across a revoke and a later
+    /// assignment, so one paused when it left (full, or holding a retry) would come back
+    /// paused for good.
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(list) = rebalance
-            && self.full.load(Ordering::Relaxed)
-            && let Err(e) = consumer.pause(list)
+            && list.count() > 0
         {
-            tracing::debug!(error = %e, "pausing newly assigned partitions");
+            let result = if self.full.load(Ordering::Relaxed) {
+                consumer.pause(list)
+            } else {
+                consumer.resume(list)
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "pausing or resuming newly assigned partitions");
+            }
         }
     }
 }
