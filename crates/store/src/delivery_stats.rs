@@ -307,9 +307,10 @@ impl Store {
         Ok(Some(push))
     }
 
-    /// Sets the push document's delivery totals, if the push is past its fan-out (`done`,
-    /// `failed` or `canceled`): while it is `pending` or `processing` the parser owns the
-    /// document (see the module documentation). Returns whether the totals were written.
+    /// Sets the push document's delivery totals and failure reasons, if the push is past its
+    /// fan-out (`done`, `failed` or `canceled`): while it is `pending` or `processing` the
+    /// parser owns the document (see the module documentation). Returns whether the totals
+    /// were written.
     pub async fn set_delivery_totals(
         &self,
         push_id: ObjectId,
@@ -319,11 +320,20 @@ impl Store {
             PushStatus::Pending.as_str(),
             PushStatus::Processing.as_str(),
         ];
+        // The failure reasons travel with the totals, so the push itself says why.
+        let failures: Vec<bson::Document> = self
+            .delivery_failures(push_id)
+            .await?
+            .iter()
+            .map(|r| doc! { "reason": &r.reason, "count": r.count })
+            .collect();
+        let mut totals = counts.push_totals();
+        totals.insert("deliveryFailures", failures);
         let result = self
             .pushes
             .update_one(
                 doc! { "_id": push_id, "status": { "$nin": owned_by_parser.as_slice() } },
-                doc! { "$set": counts.push_totals() },
+                doc! { "$set": totals },
             )
             .await
             .map_err(StoreError::query(format!(
