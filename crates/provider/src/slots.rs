@@ -14,8 +14,10 @@
 //! is never dropped (the map's `Arc` is then not the only one), so the bound of a busy key
 //! always holds.
 //!
-//! Waiting is bounded too: a delivery that has not got its key's slot within
-//! [`MAX_KEY_WAIT`] gets [`SlotError::Busy`]. A sender holds every delivery it waits for in
+//! Waiting is bounded too, for push services that answer slowly: a delivery that has not
+//! got its key's slot within [`MAX_KEY_WAIT`], for a key whose requests have lately taken
+//! [`SLOW_KEY`] or more, gets [`SlotError::Busy`]. (A fast push service whose slots are all
+//! taken because the sender is busy encrypting a burst keeps its deliveries waiting.) A sender holds every delivery it waits for in
 //! memory (and counts it against its bound of messages taken), so an unbounded wait for one
 //! slow push service would fill the sender with that service's deliveries and stall
 //! everyone else's; a busy answer lets the sender put the delivery back on a retry topic
@@ -27,11 +29,13 @@
 //! never collide because each provider prefixes its own.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
-
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+// Tokio's clock, so tests with a paused clock see the time requests take.
+use tokio::time::Instant;
 
 /// More distinct keys than any real audience uses (a handful of push services, one key per
 /// site credential).
@@ -41,6 +45,9 @@ pub const MAX_KEYS: usize = 4096;
 /// service that keeps its slots this long answers slowly, and its deliveries are better off
 /// on a retry topic than in the sender's memory.
 pub const MAX_KEY_WAIT: Duration = Duration::from_secs(2);
+
+/// A key whose requests take this long on average (moving average of the last few) is slow.
+pub const SLOW_KEY: Duration = Duration::from_secs(1);
 
 /// Why slots could not be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -63,7 +70,15 @@ pub enum SlotError {
 pub struct RequestSlots {
     global: Arc<Semaphore>,
     per_key: usize,
-    keys: RwLock<HashMap<Box<str>, Arc<Semaphore>>>,
+    keys: RwLock<HashMap<Box<str>, Arc<KeySlots>>>,
+}
+
+/// One key's slots and how long its requests have lately held them.
+#[derive(Debug)]
+struct KeySlots {
+    semaphore: Arc<Semaphore>,
+    /// Moving average of how long a slot was held, milliseconds (weight 1/8 per request).
+    held_ms: AtomicU64,
 }
 
 /// One request's slot: its key's permit and a global one, both freed on drop.
@@ -73,6 +88,18 @@ pub struct RequestSlot {
     // start as soon as possible.
     _global: OwnedSemaphorePermit,
     _key: OwnedSemaphorePermit,
+    slots: Arc<KeySlots>,
+    since: Instant,
+}
+
+impl Drop for RequestSlot {
+    fn drop(&mut self) {
+        let sample = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        // A lost update between two drops only skews an average.
+        let old = self.slots.held_ms.load(Ordering::Relaxed);
+        let new = old.saturating_mul(7).saturating_add(sample) / 8;
+        self.slots.held_ms.store(new, Ordering::Relaxed);
+    }
 }
 
 impl RequestSlots {
@@ -94,11 +121,19 @@ impl RequestSlots {
     /// Waits for a slot of `key` (first) and a global one (second); [`SlotError::Busy`] when
     /// the key's slot does not come within [`MAX_KEY_WAIT`].
     pub async fn acquire(&self, key: &str) -> Result<RequestSlot, SlotError> {
-        let semaphore = self.semaphore(key);
+        let slots = self.key_slots(key);
+        let semaphore = Arc::clone(&slots.semaphore);
         let key_permit = match tokio::time::timeout(MAX_KEY_WAIT, semaphore.acquire_owned()).await {
             Ok(Ok(permit)) => permit,
             Ok(Err(_)) => return Err(SlotError::Closed),
-            Err(_) => return Err(SlotError::Busy),
+            Err(_) if slots.held_ms.load(Ordering::Relaxed) >= SLOW_KEY.as_millis() as u64 => {
+                return Err(SlotError::Busy);
+            }
+            // Busy, not slow: keep waiting.
+            Err(_) => Arc::clone(&slots.semaphore)
+                .acquire_owned()
+                .await
+                .map_err(|_| SlotError::Closed)?,
         };
         let global = Arc::clone(&self.global)
             .acquire_owned()
@@ -107,6 +142,8 @@ impl RequestSlots {
         Ok(RequestSlot {
             _global: global,
             _key: key_permit,
+            slots,
+            since: Instant::now(),
         })
     }
 
@@ -115,7 +152,7 @@ impl RequestSlots {
         self.global.available_permits()
     }
 
-    fn semaphore(&self, key: &str) -> Arc<Semaphore> {
+    fn key_slots(&self, key: &str) -> Arc<KeySlots> {
         // Poisoning only means a panic elsewhere mid-operation; a HashMap stays usable.
         if let Some(semaphore) = self
             .keys
@@ -128,12 +165,14 @@ impl RequestSlots {
         let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
         if keys.len() >= MAX_KEYS && !keys.contains_key(key) {
             // Only the map holds an idle semaphore; one with a clone out is held or awaited.
-            keys.retain(|_, semaphore| Arc::strong_count(semaphore) > 1);
+            keys.retain(|_, slots| Arc::strong_count(slots) > 1);
         }
-        Arc::clone(
-            keys.entry(key.into())
-                .or_insert_with(|| Arc::new(Semaphore::new(self.per_key))),
-        )
+        Arc::clone(keys.entry(key.into()).or_insert_with(|| {
+            Arc::new(KeySlots {
+                semaphore: Arc::new(Semaphore::new(self.per_key)),
+                held_ms: AtomicU64::new(0),
+            })
+        }))
     }
 
     #[cfg(test)]
@@ -158,8 +197,14 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_key_whose_slots_stay_taken_answers_busy() {
+    async fn a_slow_key_whose_slots_stay_taken_answers_busy() {
         let slots = RequestSlots::new(8, 1).expect("valid");
+        // Requests of "slow" have taken 5 s each.
+        for _ in 0..40 {
+            let slot = slots.acquire("slow").await.expect("slot");
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            drop(slot);
+        }
         let _held = slots.acquire("slow").await.expect("slot");
         assert_eq!(
             slots.acquire("slow").await.err(),
@@ -170,6 +215,15 @@ mod tests {
             .acquire("fast")
             .await
             .expect("another key is not held up");
+        // A fast key whose slots are all taken keeps its deliveries waiting.
+        let busy = slots.acquire("fast-busy").await.expect("slot");
+        let waiter = slots.acquire("fast-busy");
+        let release = async {
+            tokio::time::sleep(MAX_KEY_WAIT * 2).await;
+            drop(busy);
+        };
+        let (waited, ()) = tokio::join!(waiter, release);
+        assert!(waited.is_ok(), "a fast key is not deferred: {waited:?}");
     }
 
     #[tokio::test]
