@@ -191,7 +191,7 @@ impl Deliverer {
             RetryPlan::After(delay) => {
                 let tier = tier_for(delay, &self.retry_tiers);
                 self.metrics.retry(tier);
-                let due = now + u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+                let due = now.saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
                 vec![self.records.retry(message, tier, attempts, first, due)]
             }
             RetryPlan::GiveUp(why) => {
