@@ -57,12 +57,15 @@ impl ProducerTuning {
     }
 }
 
-/// Builds an idempotent `acks=all` producer.
-pub fn producer(
+/// The settings every producer shares: idempotent, `acks=all`, batched and compressed as
+/// `tuning` says, messages failing after `message_timeout`.
+fn producer_config(
     settings: &KafkaSettings,
     tuning: &ProducerTuning,
-) -> Result<FutureProducer, KafkaError> {
-    client_config(settings)
+    message_timeout: Duration,
+) -> rdkafka::ClientConfig {
+    let mut config = client_config(settings);
+    config
         .set("acks", "all")
         .set("enable.idempotence", "true")
         .set("compression.type", tuning.compression)
@@ -78,8 +81,17 @@ pub fn producer(
         )
         .set(
             "message.timeout.ms",
-            tuning.message_timeout.as_millis().to_string(),
-        )
+            message_timeout.as_millis().to_string(),
+        );
+    config
+}
+
+/// Builds an idempotent `acks=all` producer.
+pub fn producer(
+    settings: &KafkaSettings,
+    tuning: &ProducerTuning,
+) -> Result<FutureProducer, KafkaError> {
+    producer_config(settings, tuning, tuning.message_timeout)
         .create()
         .map_err(|e| KafkaError::client("creating producer", e))
 }
@@ -95,35 +107,17 @@ pub fn transactional_producer(
     transactional_id: &str,
     transaction_timeout: Duration,
 ) -> Result<ThreadedProducer<DefaultProducerContext>, KafkaError> {
-    let producer: ThreadedProducer<DefaultProducerContext> = client_config(settings)
-        .set("transactional.id", transactional_id)
-        .set(
-            "transaction.timeout.ms",
-            transaction_timeout.as_millis().to_string(),
-        )
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .set("compression.type", tuning.compression)
-        .set("linger.ms", tuning.linger.as_millis().to_string())
-        .set("batch.size", tuning.batch_bytes.to_string())
-        .set(
-            "queue.buffering.max.messages",
-            tuning.queue_messages.to_string(),
-        )
-        .set(
-            "queue.buffering.max.kbytes",
-            tuning.queue_kbytes.to_string(),
-        )
-        .set(
-            "message.timeout.ms",
-            tuning
-                .message_timeout
-                .min(transaction_timeout)
-                .as_millis()
-                .to_string(),
-        )
-        .create()
-        .map_err(|e| KafkaError::client("creating transactional producer", e))?;
+    // A message may not outlive the transaction it belongs to.
+    let message_timeout = tuning.message_timeout.min(transaction_timeout);
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        producer_config(settings, tuning, message_timeout)
+            .set("transactional.id", transactional_id)
+            .set(
+                "transaction.timeout.ms",
+                transaction_timeout.as_millis().to_string(),
+            )
+            .create()
+            .map_err(|e| KafkaError::client("creating transactional producer", e))?;
     producer
         .init_transactions(settings.timeout.max(Duration::from_secs(30)))
         .map_err(|e| KafkaError::client("initializing transactions", e))?;

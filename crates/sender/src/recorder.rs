@@ -311,8 +311,8 @@ async fn refresh_totals(store: &Store, recent: &mut HashMap<ObjectId, Instant>) 
     recent.retain(|_, at| at.elapsed() < RESYNC_FOR);
     for push_id in recent.keys() {
         let result = async {
-            let totals = store.delivery_counts(*push_id).await?;
-            store.set_delivery_totals(*push_id, totals).await
+            let summary = store.delivery_summary(*push_id).await?;
+            store.set_delivery_totals(*push_id, &summary).await
         }
         .await;
         if let Err(e) = result {

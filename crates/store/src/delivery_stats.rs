@@ -66,6 +66,15 @@ impl DeliveryCounts {
     }
 }
 
+/// What a push's counter documents say, summed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliverySummary {
+    /// Outcomes counted.
+    pub counts: DeliveryCounts,
+    /// Failures by reason, most frequent first.
+    pub failures: Vec<ReasonCount>,
+}
+
 /// Most distinct failure reasons kept per document; the rest are counted under
 /// [`OTHER_REASONS`].
 pub const MAX_REASONS: usize = 20;
@@ -215,13 +224,10 @@ impl Store {
         }
     }
 
-    /// Why deliveries of push `push_id` failed, summed over every partition's document,
-    /// most frequent first.
-    pub async fn delivery_failures(
-        &self,
-        push_id: ObjectId,
-    ) -> Result<Vec<ReasonCount>, StoreError> {
-        let context = format!("summing failure reasons of push {push_id}");
+    /// Everything the counter documents of push `push_id` say, in one read: the outcome
+    /// counts and the failure reasons (most frequent first), summed over every document.
+    pub async fn delivery_summary(&self, push_id: ObjectId) -> Result<DeliverySummary, StoreError> {
+        let context = format!("summing delivery counts of push {push_id}");
         let documents: Vec<bson::Document> = self
             .delivery_stats
             .find(doc! { "pushId": push_id })
@@ -230,18 +236,29 @@ impl Store {
             .try_collect()
             .await
             .map_err(StoreError::query(context))?;
-        let mut total: Vec<ReasonCount> = Vec::new();
+        let mut summary = DeliverySummary::default();
         for d in &documents {
+            summary.counts.merge(counts_of(d));
             for r in reasons_of(d) {
-                match total.iter_mut().find(|t| t.reason == r.reason) {
+                match summary.failures.iter_mut().find(|t| t.reason == r.reason) {
                     Some(t) => t.count += r.count,
-                    None => total.push(r),
+                    None => summary.failures.push(r),
                 }
             }
         }
-        total.retain(|r| r.count > 0);
-        total.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
-        Ok(total)
+        summary.failures.retain(|r| r.count > 0);
+        summary
+            .failures
+            .sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
+        Ok(summary)
+    }
+
+    /// Why deliveries of push `push_id` failed, most frequent first.
+    pub async fn delivery_failures(
+        &self,
+        push_id: ObjectId,
+    ) -> Result<Vec<ReasonCount>, StoreError> {
+        Ok(self.delivery_summary(push_id).await?.failures)
     }
 
     /// Adds `counts` to sender `sender_id`'s counters of push `push_id` (only that sender
@@ -272,20 +289,7 @@ impl Store {
 
     /// The delivery counts of push `push_id`, summed over every sender.
     pub async fn delivery_counts(&self, push_id: ObjectId) -> Result<DeliveryCounts, StoreError> {
-        let context = format!("summing delivery counts of push {push_id}");
-        let documents: Vec<bson::Document> = self
-            .delivery_stats
-            .find(doc! { "pushId": push_id })
-            .await
-            .map_err(StoreError::query(context.clone()))?
-            .try_collect()
-            .await
-            .map_err(StoreError::query(context))?;
-        let mut total = DeliveryCounts::default();
-        for d in &documents {
-            total.merge(counts_of(d));
-        }
-        Ok(total)
+        Ok(self.delivery_summary(push_id).await?.counts)
     }
 
     /// Push `push_id` with live delivery totals: the larger of the push document's totals and
@@ -299,35 +303,34 @@ impl Store {
         let Some(mut push) = self.push(push_id).await? else {
             return Ok(None);
         };
-        let live = self.delivery_counts(push_id).await?;
-        push.total_accepted = push.total_accepted.max(live.accepted);
-        push.total_unsubscribed = push.total_unsubscribed.max(live.unsubscribed);
-        push.total_failed = push.total_failed.max(live.failed);
-        push.delivery_failures = self.delivery_failures(push_id).await?;
+        let live = self.delivery_summary(push_id).await?;
+        push.total_accepted = push.total_accepted.max(live.counts.accepted);
+        push.total_unsubscribed = push.total_unsubscribed.max(live.counts.unsubscribed);
+        push.total_failed = push.total_failed.max(live.counts.failed);
+        push.delivery_failures = live.failures;
         Ok(Some(push))
     }
 
-    /// Sets the push document's delivery totals and failure reasons, if the push is past its
-    /// fan-out (`done`, `failed` or `canceled`): while it is `pending` or `processing` the
-    /// parser owns the document (see the module documentation). Returns whether the totals
-    /// were written.
+    /// Sets the push document's delivery totals and failure reasons to `summary`, if the
+    /// push is past its fan-out (`done`, `failed` or `canceled`): while it is `pending` or
+    /// `processing` the parser owns the document (see the module documentation). Returns
+    /// whether the totals were written.
     pub async fn set_delivery_totals(
         &self,
         push_id: ObjectId,
-        counts: DeliveryCounts,
+        summary: &DeliverySummary,
     ) -> Result<bool, StoreError> {
         let owned_by_parser = [
             PushStatus::Pending.as_str(),
             PushStatus::Processing.as_str(),
         ];
         // The failure reasons travel with the totals, so the push itself says why.
-        let failures: Vec<bson::Document> = self
-            .delivery_failures(push_id)
-            .await?
+        let failures: Vec<bson::Document> = summary
+            .failures
             .iter()
             .map(|r| doc! { "reason": &r.reason, "count": r.count })
             .collect();
-        let mut totals = counts.push_totals();
+        let mut totals = summary.counts.push_totals();
         totals.insert("deliveryFailures", failures);
         let result = self
             .pushes

@@ -22,7 +22,7 @@ pub mod store;
 pub mod subscribers;
 
 pub use audience::{AudienceMember, AudienceRow};
-pub use delivery_stats::{DELIVERY_STATS, DeliveryCounts, PartitionCounts};
+pub use delivery_stats::{DELIVERY_STATS, DeliveryCounts, DeliverySummary, PartitionCounts};
 pub use error::StoreError;
 pub use pushes::Transition;
 pub use store::{PUSHES, SITES, SUBSCRIBERS, Store};

@@ -8,7 +8,7 @@ use bson::{Bson, DateTime, Document, doc};
 use pushservice_config::MongoSettings;
 use pushservice_model::{Notification, Push, PushStatus, PushSubscription, Site, Subscriber};
 use pushservice_store::{
-    DeliveryCounts, PUSHES, SITES, SUBSCRIBERS, Store, StoreError, Transition,
+    DeliveryCounts, DeliverySummary, PUSHES, SITES, SUBSCRIBERS, Store, StoreError, Transition,
 };
 use pushservice_testkit::{mongo_settings, store};
 
@@ -275,7 +275,13 @@ async fn counts_from_concurrent_senders_add_up_exactly() {
     );
     assert!(
         !store
-            .set_delivery_totals(push.id, total)
+            .set_delivery_totals(
+                push.id,
+                &DeliverySummary {
+                    counts: total,
+                    failures: Vec::new(),
+                },
+            )
             .await
             .expect("set"),
         "a pending push belongs to its parser; senders leave it alone"
@@ -313,7 +319,13 @@ async fn counts_from_concurrent_senders_add_up_exactly() {
     };
     assert!(
         store
-            .set_delivery_totals(push.id, later)
+            .set_delivery_totals(
+                push.id,
+                &DeliverySummary {
+                    counts: later,
+                    failures: Vec::new(),
+                },
+            )
             .await
             .expect("set")
     );
@@ -353,7 +365,13 @@ async fn sender_totals_never_undo_the_parsers_done() {
                         ..DeliveryCounts::default()
                     };
                     store
-                        .set_delivery_totals(push.id, counts)
+                        .set_delivery_totals(
+                            push.id,
+                            &DeliverySummary {
+                                counts,
+                                failures: Vec::new(),
+                            },
+                        )
                         .await
                         .expect("set");
                 }

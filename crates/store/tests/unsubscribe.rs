@@ -156,6 +156,12 @@ async fn concurrent_unsubscribes_and_reads_all_land() {
 /// The two unsubscribe forms against each other on 200,000 subscribers, alternately, in the
 /// same run: `Store::unsubscribe` (one `_id` statement per id) and the `updateMany` with
 /// `_id: {$in: [...]}` it replaced.
+///
+/// Ignored in CI on purpose: it is a measurement, not a check (it prints both forms'
+/// timings and asserts no time), and seeding 200,000 documents would add minutes to every
+/// run. What CI must hold is checked above and runs there: `unsubscribes_exactly_the_batch`
+/// (exactly the given subscribers change) and `concurrent_unsubscribes_and_reads_all_land`
+/// (overlapping batches and reads all finish). The figures are in the issue 8 note.
 #[tokio::test]
 #[ignore = "seeds 200,000 subscribers; run with --ignored --nocapture"]
 async fn unsubscribe_forms_on_200k_subscribers() {
