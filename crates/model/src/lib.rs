@@ -36,7 +36,8 @@ pub use id::{InvalidId, parse_object_id};
 pub use message::RawPushMessage;
 pub use outcome::{OUTCOME_VERSION, OutcomeRecord, OutcomeResult};
 pub use push::{
-    FanoutProgress, Notification, NotificationAction, Priority, Push, PushStatus, ReasonCount,
+    Audience, FanoutProgress, Notification, NotificationAction, Priority, Push, PushStatus,
+    ReasonCount,
 };
-pub use site::{ApnsCredentials, FcmCredentials, Site};
+pub use site::{ApiKey, ApnsCredentials, FcmCredentials, Site};
 pub use subscriber::{Platform, PushSubscription, Subscriber, SubscriptionError};

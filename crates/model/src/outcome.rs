@@ -27,6 +27,8 @@ pub enum OutcomeResult {
     Gone,
     /// Failed for good (dead-lettered).
     Failed,
+    /// Not attempted: the push was canceled before this delivery went out.
+    Canceled,
 }
 
 /// One record on the outcome topic.

@@ -161,6 +161,16 @@ pub struct Push {
     /// Deliveries that failed for good: permanent errors and exhausted retries (senders).
     #[serde(default, deserialize_with = "lenient::i64_from_any")]
     pub total_failed: i64,
+    /// Deliveries withdrawn because the push was canceled: dropped by senders, plus the
+    /// subscribers the parser had not fanned out yet when it stopped.
+    #[serde(default, deserialize_with = "lenient::i64_from_any")]
+    pub total_canceled: i64,
+    /// Who receives the push; absent means every subscribed subscriber of the site.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<Audience>,
+    /// When the push was canceled (status `canceled`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canceled_at: Option<DateTime>,
     /// How many times the push was triggered (`pushctl send`, `--force` included); each
     /// trigger claims its number once, so two racing sends cannot both publish.
     #[serde(default, deserialize_with = "lenient::i64_from_any")]
@@ -184,6 +194,27 @@ pub struct Push {
     /// Mongoose's document version key.
     #[serde(rename = "__v", default)]
     pub version: i32,
+}
+
+/// Who receives a push (field `audience`): subscribers whose `externalId` is one of
+/// `externalIds`, or who carry at least one of `tags`. Both empty means everyone; both set
+/// means subscribers matching both.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Audience {
+    /// The site's own user ids (`subscribers.externalId`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub external_ids: Vec<String>,
+    /// Subscriber tags (`subscribers.tags`): any one of them selects a subscriber.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+}
+
+impl Audience {
+    /// Whether this selects every subscriber (no restriction at all).
+    pub fn is_everyone(&self) -> bool {
+        self.external_ids.is_empty() && self.tags.is_empty()
+    }
 }
 
 /// How many deliveries of a push failed for one reason.
@@ -242,6 +273,9 @@ impl Push {
             total_accepted: 0,
             total_unsubscribed: 0,
             total_failed: 0,
+            total_canceled: 0,
+            audience: None,
+            canceled_at: None,
             trigger_count: 0,
             fanout: None,
             failure_reason: None,

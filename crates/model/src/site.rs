@@ -31,12 +31,33 @@ pub struct Site {
     /// Mongoose's document version key, kept so the original service sees a familiar document.
     #[serde(rename = "__v", default)]
     pub version: i32,
+    /// Origins (`https://shop.example`) whose pages may call the site's public API routes
+    /// from a browser (CORS). Empty: none may.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_origins: Vec<String>,
+    /// The site's API keys, as hashes: a key is shown once, when it is created.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub api_keys: Vec<ApiKey>,
     /// How to reach the site's iOS app through APNs; absent for web-only sites.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub apns: Option<ApnsCredentials>,
     /// How to reach the site's Android app through FCM; absent for web-only sites.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fcm: Option<FcmCredentials>,
+}
+
+/// One API key of a site (field `apiKeys`). The key itself is never stored: only the
+/// SHA-256 of it, so a copy of the database does not hand out keys.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKey {
+    /// Public id of the key (to list and revoke it); also the key's prefix.
+    pub id: String,
+    /// Lowercase hex SHA-256 of the whole key.
+    pub hash: String,
+    /// When the key was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime>,
 }
 
 /// APNs token-based authentication: the `.p8` signing key Apple issued to a team, and the
@@ -99,6 +120,8 @@ impl Site {
             created_at: Some(now),
             updated_at: Some(now),
             version: 0,
+            allowed_origins: Vec::new(),
+            api_keys: Vec::new(),
             apns: None,
             fcm: None,
         }
@@ -115,6 +138,8 @@ impl std::fmt::Debug for Site {
             .field("private_key", &"<redacted>")
             .field("created_at", &self.created_at)
             .field("updated_at", &self.updated_at)
+            .field("allowed_origins", &self.allowed_origins)
+            .field("api_keys", &self.api_keys.len())
             .field("apns", &self.apns)
             .field("fcm", &self.fcm)
             .finish()

@@ -44,6 +44,13 @@ pub struct Subscriber {
     /// APNs or FCM registration token, for `ios` and `android` subscribers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_token: Option<String>,
+    /// The site's own id for the user behind this subscription, so a push can target users.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    /// Labels the site gave the subscriber (interests, plans, languages); a push can target
+    /// any of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
     /// When the document was created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<DateTime>,
@@ -70,6 +77,8 @@ impl Subscriber {
             push_end_point: subscription.to_json(),
             platform: None,
             device_token: None,
+            external_id: None,
+            tags: Vec::new(),
             created_at: Some(now),
             updated_at: Some(now),
             version: 0,
@@ -86,6 +95,8 @@ impl Subscriber {
             push_end_point: String::new(),
             platform: Some(platform),
             device_token: Some(token),
+            external_id: None,
+            tags: Vec::new(),
             created_at: Some(now),
             updated_at: Some(now),
             version: 0,

@@ -257,6 +257,7 @@ fn count(counts: &mut PartitionCounts, record: &OutcomeRecord) {
     match record.result {
         OutcomeResult::Accepted => counts.counts.accepted += 1,
         OutcomeResult::Gone => counts.counts.unsubscribed += 1,
+        OutcomeResult::Canceled => counts.counts.canceled += 1,
         OutcomeResult::Failed => {
             counts.counts.failed += 1;
             counts.add_reason(record.reason.as_deref().unwrap_or("unknown"), 1);

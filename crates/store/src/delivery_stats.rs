@@ -46,6 +46,8 @@ pub struct DeliveryCounts {
     pub unsubscribed: i64,
     /// Failed for good.
     pub failed: i64,
+    /// Dropped by a sender because the push was canceled.
+    pub canceled: i64,
 }
 
 impl DeliveryCounts {
@@ -54,6 +56,7 @@ impl DeliveryCounts {
         self.accepted += other.accepted;
         self.unsubscribed += other.unsubscribed;
         self.failed += other.failed;
+        self.canceled += other.canceled;
     }
 
     /// These counts as the push document's total fields, for a `$set`.
@@ -62,6 +65,7 @@ impl DeliveryCounts {
             "totalAccepted": self.accepted,
             "totalUnsubscribed": self.unsubscribed,
             "totalFailed": self.failed,
+            "totalCanceled": self.canceled,
         }
     }
 }
@@ -129,6 +133,7 @@ fn counts_of(d: &bson::Document) -> DeliveryCounts {
         accepted: number(d, "accepted"),
         unsubscribed: number(d, "unsubscribed"),
         failed: number(d, "failed"),
+        canceled: number(d, "canceled"),
     }
 }
 
@@ -196,6 +201,7 @@ impl Store {
             "accepted": new.counts.accepted,
             "unsubscribed": new.counts.unsubscribed,
             "failed": new.counts.failed,
+            "canceled": new.counts.canceled,
             "reasons": reasons,
             "updatedAt": DateTime::now(),
         };
@@ -277,6 +283,7 @@ impl Store {
                         "accepted": counts.accepted,
                         "unsubscribed": counts.unsubscribed,
                         "failed": counts.failed,
+                        "canceled": counts.canceled,
                     },
                     "$set": { "pushId": push_id, "sender": sender_id, "updatedAt": DateTime::now() },
                 },
@@ -307,6 +314,7 @@ impl Store {
         push.total_accepted = push.total_accepted.max(live.counts.accepted);
         push.total_unsubscribed = push.total_unsubscribed.max(live.counts.unsubscribed);
         push.total_failed = push.total_failed.max(live.counts.failed);
+        push.total_canceled = push.total_canceled.max(live.counts.canceled);
         push.delivery_failures = live.failures;
         Ok(Some(push))
     }

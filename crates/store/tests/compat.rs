@@ -249,6 +249,7 @@ async fn counts_from_concurrent_senders_add_up_exactly() {
                 accepted: 2,
                 unsubscribed: 1,
                 failed: 0,
+                canceled: 1,
             };
             store
                 .add_sender_counts(push.id, sender, counts)
@@ -270,7 +271,8 @@ async fn counts_from_concurrent_senders_add_up_exactly() {
         DeliveryCounts {
             accepted: 600,
             unsubscribed: 300,
-            failed: 0
+            failed: 0,
+            canceled: 300,
         }
     );
     assert!(
