@@ -479,9 +479,19 @@
           tags: options.tags != null ? options.tags.slice() : null,
           updatedAt: new Date().toISOString(),
         };
-        return writeState(state).then(function () {
-          return { subscriberId: subscriberId, endpoint: subscription.endpoint, created: !!(res.body && res.body.created) };
-        });
+        return writeState(state).then(
+          function () {
+            return { subscriberId: subscriberId, endpoint: subscription.endpoint, created: !!(res.body && res.body.created) };
+          },
+          function (cause) {
+            // Without the stored state the service worker cannot report deliveries and clicks.
+            throw pushError(
+              ERROR_CODES.SUBSCRIBE_FAILED,
+              'subscribed, but could not store the subscription in IndexedDB: ' + ((cause && cause.message) || cause),
+              { cause: cause, subscriberId: subscriberId }
+            );
+          }
+        );
       });
   }
 
