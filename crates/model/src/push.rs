@@ -244,6 +244,10 @@ pub struct FanoutProgress {
     /// Subscribers skipped because their subscription could not be used.
     #[serde(default, deserialize_with = "lenient::i64_from_any")]
     pub skipped: i64,
+    /// Subscribers never fanned out because the push was canceled first (written by the
+    /// parser when it stops; they count in `totalCanceled`).
+    #[serde(default, deserialize_with = "lenient::i64_from_any")]
+    pub canceled: i64,
     /// When the checkpoint was written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<DateTime>,

@@ -77,6 +77,30 @@ pub enum EndpointRefused {
 }
 
 impl EndpointPolicy {
+    /// Parses a comma-separated list of host suffixes (`SENDER_ENDPOINT_ALLOWED_HOSTS`):
+    /// lowercased, surrounding dots dropped, empty entries skipped; an entry that is not a
+    /// host name is an error saying what is expected.
+    pub fn parse_allowed_hosts(list: &str) -> Result<Vec<String>, String> {
+        let mut hosts = Vec::new();
+        for host in list.split(',') {
+            let host = host.trim().trim_matches('.').to_ascii_lowercase();
+            if host.is_empty() {
+                continue;
+            }
+            if !host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            {
+                return Err(format!(
+                    "{host:?} is not a host name; give comma-separated host names such as \
+                     push.services.mozilla.com"
+                ));
+            }
+            hosts.push(host);
+        }
+        Ok(hosts)
+    }
+
     /// Checks `url` and returns it parsed (scheme and host lowercased, default port dropped).
     pub fn check_url(&self, url: &str) -> Result<url::Url, EndpointRefused> {
         let parsed = url::Url::parse(url).map_err(|e| EndpointRefused::Invalid(e.to_string()))?;

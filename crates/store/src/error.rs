@@ -78,3 +78,15 @@ impl StoreError {
         }
     }
 }
+
+/// Whether `error` is MongoDB's duplicate key error (code 11000), however the server
+/// reported it (a write error, a bulk write error, or a command error).
+pub(crate) fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    match error.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == 11000,
+        ErrorKind::InsertMany(e) => e.write_errors.iter().flatten().any(|w| w.code == 11000),
+        ErrorKind::Command(e) => e.code == 11000,
+        _ => false,
+    }
+}

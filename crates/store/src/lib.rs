@@ -9,6 +9,9 @@
 //!
 //! - [`store`] — connecting (bounded timeouts, a ping that names the address tried) and indexes.
 //! - [`sites`], [`pushes`], [`subscribers`] — the operations on each collection.
+//! - [`events`] — service-worker events (delivered, click, close), counted once each.
+//! - [`listing`] — a site's pushes, newest first, by pages.
+//! - [`registration`] — registering subscribers from the API, idempotently.
 //! - [`audience`] — streaming a site's subscribed audience for the parser.
 //! - [`delivery_stats`] — per-partition outcome counters (applied idempotently) and the push's totals.
 //! - [`error`] — [`StoreError`].
@@ -16,7 +19,10 @@
 pub mod audience;
 pub mod delivery_stats;
 pub mod error;
+pub mod events;
+pub mod listing;
 pub mod pushes;
+pub mod registration;
 pub mod sites;
 pub mod store;
 pub mod subscribers;
@@ -24,5 +30,8 @@ pub mod subscribers;
 pub use audience::{AudienceMember, AudienceRow};
 pub use delivery_stats::{DELIVERY_STATS, DeliveryCounts, DeliverySummary, PartitionCounts};
 pub use error::StoreError;
+pub use events::{Event, EventCounts, EventType, PUSH_EVENT_STATS, PUSH_EVENTS};
 pub use pushes::Transition;
+pub use registration::{Registered, Registration, SUBSCRIBER_CLAIMS, Target};
+pub use sites::SiteChanges;
 pub use store::{PUSHES, SITES, SUBSCRIBERS, Store};

@@ -2,7 +2,7 @@
 
 use bson::doc;
 use bson::oid::ObjectId;
-use pushservice_model::{ApnsCredentials, FcmCredentials, Site};
+use pushservice_model::{ApiKey, ApnsCredentials, FcmCredentials, Site};
 
 use crate::error::StoreError;
 use crate::store::{SITES, Store};
@@ -73,5 +73,89 @@ impl Store {
             .await
             .map_err(StoreError::query(format!("updating {field} of site {id}")))?;
         Ok(result.matched_count > 0)
+    }
+}
+
+/// What a site may change about itself (`None` leaves a field as it is).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SiteChanges {
+    /// New VAPID subject.
+    pub subject: Option<String>,
+    /// New allowed origins (replacing the old list).
+    pub allowed_origins: Option<Vec<String>>,
+}
+
+impl Store {
+    /// Applies `changes` to site `id`; false when there is no such site.
+    pub async fn update_site(
+        &self,
+        id: ObjectId,
+        changes: &SiteChanges,
+    ) -> Result<bool, StoreError> {
+        let mut set = doc! { "updatedAt": bson::DateTime::now() };
+        if let Some(subject) = &changes.subject {
+            set.insert("subject", subject);
+        }
+        if let Some(origins) = &changes.allowed_origins {
+            set.insert("allowedOrigins", origins.clone());
+        }
+        let result = self
+            .sites
+            .update_one(doc! { "_id": id }, doc! { "$set": set })
+            .await
+            .map_err(StoreError::query(format!("updating site {id}")))?;
+        Ok(result.matched_count > 0)
+    }
+
+    /// Adds an API key record to site `id`; false when there is no such site.
+    pub async fn add_api_key(&self, id: ObjectId, key: &ApiKey) -> Result<bool, StoreError> {
+        let key = bson::to_bson(key).map_err(StoreError::encode("API key"))?;
+        let result = self
+            .sites
+            .update_one(
+                doc! { "_id": id },
+                doc! { "$push": { "apiKeys": key }, "$set": { "updatedAt": bson::DateTime::now() } },
+            )
+            .await
+            .map_err(StoreError::query(format!("adding an API key to site {id}")))?;
+        Ok(result.matched_count > 0)
+    }
+
+    /// Removes API key `key_id` from site `id`; false when the site has no such key.
+    ///
+    /// Read, filter, write back (`$pull` with a condition is not supported alike by every
+    /// MongoDB-protocol server), conditional on the list being unchanged so that a key added
+    /// meanwhile is never lost; retried a few times when the list keeps changing.
+    pub async fn remove_api_key(&self, id: ObjectId, key_id: &str) -> Result<bool, StoreError> {
+        for _ in 0..5 {
+            let Some(site) = self.site(id).await? else {
+                return Ok(false);
+            };
+            if !site.api_keys.iter().any(|k| k.id == key_id) {
+                return Ok(false);
+            }
+            let before = bson::to_bson(&site.api_keys).map_err(StoreError::encode("API keys"))?;
+            let kept: Vec<&ApiKey> = site.api_keys.iter().filter(|k| k.id != key_id).collect();
+            let after = bson::to_bson(&kept).map_err(StoreError::encode("API keys"))?;
+            let result = self
+                .sites
+                .update_one(
+                    doc! { "_id": id, "apiKeys": before },
+                    doc! { "$set": { "apiKeys": after, "updatedAt": bson::DateTime::now() } },
+                )
+                .await
+                .map_err(StoreError::query(format!(
+                    "removing API key {key_id} of site {id}"
+                )))?;
+            if result.matched_count > 0 {
+                return Ok(true);
+            }
+        }
+        Err(StoreError::Query {
+            context: format!(
+                "removing API key {key_id} of site {id}: its keys kept changing; try again"
+            ),
+            source: mongodb::error::Error::custom("concurrent key changes"),
+        })
     }
 }

@@ -1,0 +1,20 @@
+//! What `pushctl` and the HTTP API (`pushapi`) do alike, implemented once: both front ends
+//! call these functions and translate [`ControlError`] into an exit code or an HTTP status.
+//!
+//! # Layout
+//!
+//! - [`send`] — [`PushTrigger`]: move a push to `processing` and publish its `raw-push`.
+//! - [`sites`] — new sites (fresh VAPID keys), their subject and allowed origins, APNs and
+//!   FCM credentials checked as the senders will use them.
+//! - [`api_keys`] — site API keys: generated, shown once, stored as SHA-256, verified in
+//!   constant time.
+//! - [`error`] — [`ControlError`].
+
+pub mod api_keys;
+pub mod error;
+pub mod send;
+pub mod sites;
+
+pub use api_keys::{ApiKeyError, NewApiKey, PresentedKey};
+pub use error::ControlError;
+pub use send::{Published, PushTrigger};

@@ -1,0 +1,220 @@
+//! The router: every route of the API, with its middleware.
+//!
+//! Three groups: public site routes (CORS for the site's `allowedOrigins`, rate limited per
+//! client), the public events route (CORS for any origin: service workers report from every
+//! site's origin, and the events are checked against MongoDB instead), and key routes (no
+//! CORS: called by sites' backends, or same-origin by the console). The OpenAPI document
+//! (`openapi.json`) lists the same routes; a test checks both agree.
+
+pub mod events;
+pub mod notifications;
+pub mod pushes;
+pub mod sites;
+pub mod static_files;
+pub mod subscribers;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::error::ApiError;
+use crate::ratelimit::{self, PublicLimiter};
+use crate::state::AppState;
+
+/// Every route as (method, path template), as the router has them; `openapi.json` must list
+/// exactly these (checked by a test).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/v1/sites"),
+    ("GET", "/v1/sites/{siteId}"),
+    ("PATCH", "/v1/sites/{siteId}"),
+    ("POST", "/v1/sites/{siteId}/keys"),
+    ("DELETE", "/v1/sites/{siteId}/keys/{keyId}"),
+    ("PUT", "/v1/sites/{siteId}/apns"),
+    ("PUT", "/v1/sites/{siteId}/fcm"),
+    ("GET", "/v1/sites/{siteId}/vapid-public-key"),
+    ("POST", "/v1/sites/{siteId}/subscribers"),
+    ("POST", "/v1/sites/{siteId}/subscribers/unsubscribe"),
+    ("DELETE", "/v1/sites/{siteId}/subscribers/{subscriberId}"),
+    ("POST", "/v1/sites/{siteId}/pushes"),
+    ("GET", "/v1/sites/{siteId}/pushes"),
+    ("GET", "/v1/pushes/{pushId}"),
+    ("POST", "/v1/pushes/{pushId}/send"),
+    ("POST", "/v1/pushes/{pushId}/cancel"),
+    ("GET", "/v1/pushes/{pushId}/progress"),
+    ("POST", "/v1/sites/{siteId}/notifications"),
+    ("POST", "/v1/events"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
+    ("GET", "/sdk/{file}"),
+];
+
+/// The whole API.
+pub fn router(
+    state: AppState,
+    limiter: Arc<PublicLimiter>,
+    body_limit: usize,
+    timeout: Duration,
+) -> Router {
+    let rate_limited = middleware::from_fn_with_state((state.clone(), limiter), ratelimit::limit);
+
+    let site_cors = {
+        let state = state.clone();
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::async_predicate(move |origin, parts| {
+                let state = state.clone();
+                let path = parts.uri.path().to_owned();
+                async move { origin_allowed(&state, &path, &origin).await }
+            }))
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([header::CONTENT_TYPE])
+            .max_age(Duration::from_secs(600))
+    };
+    let public_site = Router::new()
+        .route(
+            "/v1/sites/{siteId}/vapid-public-key",
+            get(sites::vapid_public_key),
+        )
+        .route(
+            "/v1/sites/{siteId}/subscribers",
+            post(subscribers::subscribe),
+        )
+        .route(
+            "/v1/sites/{siteId}/subscribers/unsubscribe",
+            post(subscribers::unsubscribe),
+        )
+        .layer(site_cors)
+        .layer(rate_limited.clone());
+
+    let any_origin = CorsLayer::new()
+        .allow_origin(AllowOrigin::mirror_request())
+        .allow_methods([Method::POST])
+        .allow_headers([header::CONTENT_TYPE])
+        .max_age(Duration::from_secs(600));
+    let public_events = Router::new()
+        .route("/v1/events", post(events::record))
+        .layer(any_origin)
+        .layer(rate_limited);
+
+    let keyed = Router::new()
+        .route("/v1/sites", post(sites::create))
+        .route("/v1/sites/{siteId}", get(sites::get).patch(sites::update))
+        .route("/v1/sites/{siteId}/keys", post(sites::create_key))
+        .route("/v1/sites/{siteId}/keys/{keyId}", delete(sites::delete_key))
+        .route("/v1/sites/{siteId}/apns", put(sites::put_apns))
+        .route("/v1/sites/{siteId}/fcm", put(sites::put_fcm))
+        .route(
+            "/v1/sites/{siteId}/subscribers/{subscriberId}",
+            delete(subscribers::delete),
+        )
+        .route(
+            "/v1/sites/{siteId}/pushes",
+            post(pushes::create).get(pushes::list),
+        )
+        .route(
+            "/v1/sites/{siteId}/notifications",
+            post(notifications::send),
+        )
+        .route("/v1/pushes/{pushId}", get(pushes::get))
+        .route("/v1/pushes/{pushId}/send", post(pushes::send))
+        .route("/v1/pushes/{pushId}/cancel", post(pushes::cancel))
+        .route("/v1/pushes/{pushId}/progress", get(pushes::progress));
+
+    let operations = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(static_files::openapi))
+        .route("/sdk/{file}", get(static_files::sdk));
+
+    Router::new()
+        .merge(public_site)
+        .merge(public_events)
+        .merge(keyed)
+        .merge(operations)
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(tower_http::trace::TraceLayer::new_for_http())
+                .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+                    StatusCode::REQUEST_TIMEOUT,
+                    timeout,
+                ))
+                .layer(axum::extract::DefaultBodyLimit::max(body_limit)),
+        )
+        .with_state(state)
+}
+
+/// Whether `origin` may call the public route at `path` (of `/v1/sites/{siteId}/...`).
+async fn origin_allowed(state: &AppState, path: &str, origin: &HeaderValue) -> bool {
+    let Some(site) = path
+        .strip_prefix("/v1/sites/")
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|id| pushservice_model::ObjectId::parse_str(id).ok())
+    else {
+        return false;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    match state.sites.get(site).await {
+        Ok(Some(site)) => site
+            .allowed_origins
+            .iter()
+            .any(|o| o.eq_ignore_ascii_case(origin)),
+        _ => false,
+    }
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.health.is_ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.registry.render(),
+    )
+        .into_response()
+}
+
+async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no_such_route",
+        format!(
+            "there is no route {method} {}; see /openapi.json",
+            uri.path()
+        ),
+    )
+}
+
+/// Counts every request by route template (never by id) and status.
+async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let response = next.run(request).await;
+    state
+        .metrics
+        .request(&route, &method, response.status().as_u16());
+    response
+}

@@ -1,0 +1,59 @@
+//! What every handler shares.
+
+use std::sync::Arc;
+
+use pushservice_config::Topics;
+use pushservice_control::PushTrigger;
+use pushservice_daemon::{Health, Registry};
+use pushservice_model::ObjectId;
+use pushservice_provider::EndpointPolicy;
+use pushservice_store::Store;
+
+use crate::events::EventQueue;
+use crate::metrics::ApiMetrics;
+use crate::sites_cache::SiteCache;
+
+/// Shared state of the API. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+/// The fields of [`AppState`].
+pub struct Inner {
+    /// MongoDB.
+    pub store: Store,
+    /// Sites, cached briefly.
+    pub sites: SiteCache,
+    /// Publishes raw-push triggers (and, through its producer, direct deliveries).
+    pub trigger: PushTrigger,
+    /// Topic names.
+    pub topics: Topics,
+    /// SHA-256 of the admin token.
+    pub admin_hash: [u8; 32],
+    /// Subscription endpoints accepted.
+    pub endpoint_policy: EndpointPolicy,
+    /// Tracking events waiting to be written.
+    pub events: EventQueue,
+    /// Counters.
+    pub metrics: Arc<ApiMetrics>,
+    /// The registry they are in.
+    pub registry: Arc<Registry>,
+    /// Readiness.
+    pub health: Arc<Health>,
+    /// This process, for its own event counter documents.
+    pub instance: ObjectId,
+}
+
+impl AppState {
+    /// Wraps the shared parts.
+    pub fn new(inner: Inner) -> Self {
+        AppState(Arc::new(inner))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
