@@ -23,6 +23,9 @@ pub struct Cli {
 pub enum Command {
     /// Trigger a stored push: mark it processing and publish it on the raw-push topic.
     Send(SendArgs),
+    /// Cancel a pending or processing push: fan-out stops within a second or two, senders
+    /// drop its remaining deliveries (counted as canceled).
+    Cancel(StatusArgs),
     /// Show a push's status and counters.
     Status(StatusArgs),
     /// Show a site, or set its APNs and FCM credentials.

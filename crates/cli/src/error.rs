@@ -34,6 +34,23 @@ pub enum CommandError {
     Other(#[from] anyhow::Error),
 }
 
+impl From<pushservice_control::ControlError> for CommandError {
+    fn from(e: pushservice_control::ControlError) -> Self {
+        use pushservice_control::ControlError as C;
+        match e {
+            C::Invalid { .. } | C::Unusable { .. } => CommandError::InvalidInput(e.to_string()),
+            C::NotFound(m) => CommandError::NotFound(m),
+            C::Conflict(m) => CommandError::Conflict(m),
+            C::NotPending { .. } => {
+                CommandError::Conflict(format!("{e}; pass --force to send it again"))
+            }
+            C::Store(e) => CommandError::Store(e),
+            C::Kafka(e) => CommandError::Kafka(e),
+            C::Other(e) => CommandError::Other(e),
+        }
+    }
+}
+
 impl CommandError {
     /// Process exit code: 2 bad input or configuration, 3 not found, 4 wrong state,
     /// 5 MongoDB or Kafka unavailable, 1 anything else.

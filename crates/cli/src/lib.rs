@@ -9,7 +9,7 @@
 //!
 //! - [`cli`] — flags and subcommands.
 //! - [`error`] — [`CommandError`] and exit codes.
-//! - [`commands`] — `send`, `status`, `watch`, `site`, `topics`, `setup`, `tail`, `dlq`.
+//! - [`commands`] — `send`, `cancel`, `status`, `watch`, `site`, `topics`, `setup`, `tail`, `dlq`.
 
 pub mod cli;
 pub mod commands;
@@ -22,6 +22,7 @@ pub use error::CommandError;
 pub async fn run(cli: Cli) -> Result<(), CommandError> {
     match cli.command {
         Command::Send(args) => commands::send::run(args).await,
+        Command::Cancel(args) => commands::cancel::run(args).await,
         Command::Status(args) => commands::status::run(args).await,
         Command::Site(args) => commands::site::run(args).await,
         Command::Topics(args) => commands::topics::run(args).await,

@@ -31,6 +31,15 @@ pub enum ControlError {
     /// Not possible in the current state, for example a push already sending (409).
     #[error("{0}")]
     Conflict(String),
+    /// A send of a push that is not `pending`, without force (409; each front end says how
+    /// to force it).
+    #[error("push {push_id} is {status}, not pending")]
+    NotPending {
+        /// The push.
+        push_id: pushservice_model::ObjectId,
+        /// Its status.
+        status: pushservice_model::PushStatus,
+    },
     /// MongoDB failed or is unreachable (503).
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -94,10 +94,10 @@ impl PushTrigger {
         }
         let previous = push.status;
         if previous != PushStatus::Pending && !force {
-            return Err(ControlError::Conflict(format!(
-                "push {push_id} is {previous}, not pending; only a pending push can be sent \
-                 (force it to send again)"
-            )));
+            return Err(ControlError::NotPending {
+                push_id,
+                status: previous,
+            });
         }
 
         // Also forgets any fan-out checkpoint, so a forced resend reaches everyone again.

@@ -116,6 +116,9 @@ impl From<ControlError> for ApiError {
             }
             ControlError::NotFound(message) => ApiError::not_found(message),
             ControlError::Conflict(message) => ApiError::conflict(message),
+            e @ ControlError::NotPending { .. } => {
+                ApiError::conflict(format!("{e}; add ?force=true to send it again"))
+            }
             ControlError::Store(e) => e.into(),
             ControlError::Kafka(e) => {
                 tracing::warn!(error = %e, "Kafka request failed");

@@ -1,5 +1,6 @@
 //! One module per `pushctl` subcommand.
 
+pub mod cancel;
 pub mod dlq;
 pub mod send;
 pub mod setup;
