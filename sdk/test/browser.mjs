@@ -24,8 +24,9 @@
  *
  * Output: ONE JSON line on stdout,
  *   {"ok":true,"subscriberId","endpoint","notifications":[{"title","body","tag","data",...}],
- *    "reports":[{"event","ok","status",...}],"consoleErrors":[...]}
- * or {"ok":false,"error":"..."} with exit code 1 on failure or after 60 s. Progress goes to stderr.
+ *    "reports":[{"event","ok","status",...}],"pushDeliveries":1,"consoleErrors":[...]}
+ * or {"ok":false,"error":"...","step":"...","workerStatus":"..."} with exit code 1 on failure or
+ * after 60 s. Progress goes to stderr.
  */
 import puppeteer from 'puppeteer-core';
 
@@ -33,6 +34,8 @@ const OVERALL_TIMEOUT_MS = 60_000;
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 
 let step = 'starting';
+// Describes the service worker versions (set once the DevTools session is up), for failures.
+let workerStatus = () => 'unknown';
 let browser = null;
 let finished = false;
 const consoleErrors = [];
@@ -56,8 +59,8 @@ async function finish(result) {
 }
 
 function fail(message) {
-  log('FAILED:', message);
-  return finish({ ok: false, error: message, step, consoleErrors });
+  log('FAILED:', message, '| service worker:', workerStatus());
+  return finish({ ok: false, error: message, step, workerStatus: workerStatus(), consoleErrors });
 }
 
 const overallTimer = setTimeout(() => {
@@ -252,6 +255,21 @@ async function main() {
       else registrations.set(r.registrationId, r);
     }
   });
+  // Worker versions and errors, for the log and for a failure's message.
+  const versions = new Map();
+  session.on('ServiceWorker.workerVersionUpdated', ({ versions: updated }) => {
+    for (const v of updated) {
+      versions.set(v.versionId, v);
+      log(`service worker version ${v.versionId}: ${v.status}, ${v.runningStatus}`);
+    }
+  });
+  session.on('ServiceWorker.workerErrorReported', ({ errorMessage: e }) => {
+    const text = `service worker error: ${e.errorMessage} (${e.sourceURL}:${e.lineNumber})`;
+    log(text);
+    consoleErrors.push(text);
+  });
+  workerStatus = () =>
+    [...versions.values()].map((v) => `version ${v.versionId} ${v.status}/${v.runningStatus}`).join(', ') || 'none';
   await session.send('ServiceWorker.enable');
 
   step = 'opening the demo page';
@@ -300,40 +318,53 @@ async function main() {
   );
   log('service worker registration', registration.registrationId, 'scope', scope);
 
-  step = 'delivering the push message to the service worker';
-  await session.send('ServiceWorker.deliverPushMessage', {
-    origin,
-    registrationId: registration.registrationId,
-    data: payload,
-  });
+  // The browser answers deliverPushMessage at once and drops the message silently when it
+  // cannot deliver it (seen once here, right after the worker activated): when no
+  // notification shows within a few seconds, the message is delivered again.
+  const deliveries = { count: 0 };
+  async function deliverPush() {
+    deliveries.count++;
+    step = `delivering the push message to the service worker (attempt ${deliveries.count})`;
+    await session.send('ServiceWorker.deliverPushMessage', {
+      origin,
+      registrationId: registration.registrationId,
+      data: payload,
+    });
+  }
+  const listNotifications = () =>
+    page.evaluate(async (pushId) => {
+      const registration = await navigator.serviceWorker.getRegistration(new URL('./', location.href).pathname);
+      const shown = await registration.getNotifications();
+      const mine = shown.filter((n) => !pushId || (n.data && n.data.pushId === pushId));
+      if (!mine.length) return null;
+      return mine.map((n) => ({
+        title: n.title,
+        body: n.body,
+        tag: n.tag,
+        data: n.data,
+        icon: n.icon,
+        image: n.image,
+        badge: n.badge,
+        dir: n.dir,
+        requireInteraction: n.requireInteraction,
+        silent: n.silent,
+        renotify: n.renotify,
+        vibrate: n.vibrate ? [...n.vibrate] : [],
+        actions: (n.actions || []).map((a) => ({ action: a.action, title: a.title, icon: a.icon })),
+      }));
+    }, expectedPushId);
 
-  step = 'waiting for the notification (registration.getNotifications())';
-  const notifications = await until(
-    'the notification',
-    () =>
-      page.evaluate(async (pushId) => {
-        const registration = await navigator.serviceWorker.getRegistration(new URL('./', location.href).pathname);
-        const shown = await registration.getNotifications();
-        const mine = shown.filter((n) => !pushId || (n.data && n.data.pushId === pushId));
-        if (!mine.length) return null;
-        return mine.map((n) => ({
-          title: n.title,
-          body: n.body,
-          tag: n.tag,
-          data: n.data,
-          icon: n.icon,
-          image: n.image,
-          badge: n.badge,
-          dir: n.dir,
-          requireInteraction: n.requireInteraction,
-          silent: n.silent,
-          renotify: n.renotify,
-          vibrate: n.vibrate ? [...n.vibrate] : [],
-          actions: (n.actions || []).map((a) => ({ action: a.action, title: a.title, icon: a.icon })),
-        }));
-      }, expectedPushId),
-    { timeoutMs: 15_000 }
-  );
+  let notifications = null;
+  for (let attempt = 1; !notifications; attempt++) {
+    await deliverPush();
+    step = `waiting for the notification (registration.getNotifications(), push attempt ${attempt})`;
+    try {
+      notifications = await until('the notification', listNotifications, { timeoutMs: attempt < 3 ? 6_000 : 15_000 });
+    } catch (err) {
+      if (attempt >= 3) throw new Error(`${err.message} (push delivered ${attempt} times)`);
+      log(`no notification 6 s after push attempt ${attempt} (service worker: ${workerStatus()}); delivering again`);
+    }
+  }
   log('notification shown:', JSON.stringify(notifications));
 
   // The worker reports `delivered` after showing; wait for the API's answer so that closing the
@@ -374,6 +405,7 @@ async function main() {
     endpoint: result.endpoint,
     notifications,
     reports,
+    pushDeliveries: deliveries.count,
     consoleErrors,
   });
 }
