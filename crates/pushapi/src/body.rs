@@ -13,11 +13,20 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
-/// A JSON request body of type `T`.
+/// A JSON request body, read (415 without a JSON content type, 413 over the limit) but not
+/// parsed yet: handlers authenticate first and then [`JsonBody::parse`] it, so a caller
+/// without credentials hears 401 whatever it sent.
 #[derive(Debug)]
-pub struct JsonBody<T>(pub T);
+pub struct JsonBody(Bytes);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+impl JsonBody {
+    /// Parses the body as `T`, naming the field at fault.
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        parse(&self.0)
+    }
+}
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
@@ -54,7 +63,30 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                     ApiError::new(status, "bad_body", rejection.body_text())
                 }
             })?;
-        parse(&bytes).map(JsonBody)
+        Ok(JsonBody(bytes))
+    }
+}
+
+/// Query parameters of type `T`; a bad one is a JSON 400 naming it, like body fields.
+#[derive(Debug)]
+pub struct QueryParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|q| QueryParams(q.0))
+            .map_err(|rejection| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_query",
+                    rejection.body_text(),
+                )
+            })
     }
 }
 

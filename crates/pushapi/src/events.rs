@@ -128,13 +128,18 @@ impl EventWriter {
     /// Checks and counts one batch; returns how many events were new.
     async fn write(&self, batch: &[Event]) -> Result<u64, StoreError> {
         let store = &self.store;
-        // Every push and subscriber of the batch, looked up once each.
+        // Every push and subscriber of the batch, looked up once each. A push that was never
+        // sent (still pending) cannot have been shown: its events are ignored too.
         let mut push_sites: HashMap<ObjectId, Option<ObjectId>> = HashMap::new();
         for event in batch {
             if let std::collections::hash_map::Entry::Vacant(entry) =
                 push_sites.entry(event.push_id)
             {
-                entry.insert(store.push(event.push_id).await?.map(|p| p.site_id));
+                let push = store.push(event.push_id).await?;
+                entry.insert(
+                    push.filter(|p| p.status != pushservice_model::PushStatus::Pending)
+                        .map(|p| p.site_id),
+                );
             }
         }
         let mut subscribers: Vec<ObjectId> = batch.iter().map(|e| e.subscriber_id).collect();

@@ -114,6 +114,13 @@ pub async fn serve(
         config.body_limit_bytes,
         config.request_timeout,
     );
+    // Unready as soon as the shutdown begins, so a load balancer stops sending new requests
+    // while the ones in flight finish.
+    let draining = Arc::clone(&health);
+    let shutdown = async move {
+        shutdown.await;
+        draining.set_ready(false);
+    };
     let bound = listener.local_addr()?;
     tracing::info!(addr = %bound, "pushapi listening");
     health.set_ready(true);

@@ -82,6 +82,7 @@ pub fn push(push: &Push, events: Option<EventCounts>) -> Value {
         "fanout": push.fanout.as_ref().map(|f| json!({
             "produced": f.produced,
             "skipped": f.skipped,
+            "canceled": f.canceled,
         })),
         "deliveryFailures": push.delivery_failures,
         "createdAt": time(push.created_at),

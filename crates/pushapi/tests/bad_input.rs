@@ -402,10 +402,49 @@ async fn bad_input_is_refused_with_a_clear_error_and_nothing_half_written() {
     assert_error(
         s,
         &b,
-        StatusCode::NOT_FOUND,
-        "not_found",
+        StatusCode::BAD_REQUEST,
+        "invalid_field",
         "malformed push id",
     );
+    assert_eq!(b["error"]["field"], json!("pushId"));
+    // A typo in the audience must not send to everyone.
+    let (s, b) = world
+        .call(
+            Method::POST,
+            &pushes,
+            Some(&key),
+            Some(json!({ "title": "t", "audience": { "externalId": ["u1"] } })),
+        )
+        .await;
+    assert_error(
+        s,
+        &b,
+        StatusCode::BAD_REQUEST,
+        "invalid_field",
+        "unknown field `externalId`",
+    );
+    // Credentials are checked before the body: a caller without them hears 401.
+    let (s, b) = world
+        .call(Method::POST, &pushes, None, Some(json!({ "title": 5 })))
+        .await;
+    assert_error(s, &b, StatusCode::UNAUTHORIZED, "unauthorized", "API key");
+    let (s, b) = world.call(Method::PUT, &pushes, Some(&key), None).await;
+    assert_error(
+        s,
+        &b,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "does not take PUT",
+    );
+    let (s, b) = world
+        .call(
+            Method::GET,
+            &format!("{pushes}?limit=abc"),
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_error(s, &b, StatusCode::BAD_REQUEST, "invalid_query", "limit");
     assert_eq!(
         world
             .store

@@ -24,10 +24,8 @@ pub struct EventBody {
 }
 
 /// `POST /v1/events` (public): 202 once queued; counted once per push, subscriber and type.
-pub async fn record(
-    State(state): State<AppState>,
-    JsonBody(body): JsonBody<EventBody>,
-) -> ApiResult<impl IntoResponse> {
+pub async fn record(State(state): State<AppState>, body: JsonBody) -> ApiResult<impl IntoResponse> {
+    let body: EventBody = body.parse()?;
     let push_id = parse_object_id("push", &body.push_id)
         .map_err(|e| ApiError::invalid("pushId", e.to_string()))?;
     let subscriber_id = parse_object_id("subscriber", &body.subscriber_id)

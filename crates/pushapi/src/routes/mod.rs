@@ -141,6 +141,7 @@ pub fn router(
         .merge(keyed)
         .merge(operations)
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,
@@ -148,6 +149,9 @@ pub fn router(
         .layer(
             tower::ServiceBuilder::new()
                 .layer(tower_http::trace::TraceLayer::new_for_http())
+                // Gzip when the client asks; never event streams (their events must not
+                // wait in a compressor's buffer), small bodies or images.
+                .layer(tower_http::compression::CompressionLayer::new())
                 .layer(tower_http::timeout::TimeoutLayer::with_status_code(
                     StatusCode::REQUEST_TIMEOUT,
                     timeout,
@@ -202,6 +206,14 @@ async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
             "there is no route {method} {}; see /openapi.json",
             uri.path()
         ),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} does not take {method}; see /openapi.json", uri.path()),
     )
 }
 

@@ -64,7 +64,15 @@ pub struct RawSubscription {
     endpoint: String,
     #[serde(default)]
     expiration_time: Option<f64>,
-    keys: SubscriptionKeys,
+    keys: RawKeys,
+}
+
+/// `keys` of a raw subscription.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKeys {
+    p256dh: String,
+    auth: String,
 }
 
 /// Where one delivery goes, owned.
@@ -79,9 +87,10 @@ pub async fn send(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(site): Path<String>,
-    JsonBody(body): JsonBody<DirectSend>,
+    body: JsonBody,
 ) -> ApiResult<impl IntoResponse> {
     let site = require_site(&state, &headers, site_id(&site)?).await?;
+    let body: DirectSend = body.parse()?;
     if body.targets.is_empty() || body.targets.len() > MAX_TARGETS {
         return Err(ApiError::invalid(
             "targets",
@@ -158,7 +167,9 @@ pub async fn send(
                 }
             };
             let token = check_token(platform, token).map_err(|mut e| {
-                e.field = Some(field("token"));
+                let name = field("token");
+                e.message = e.message.replacen("token", &name, 1);
+                e.field = Some(name);
                 e
             })?;
             resolved.push((ObjectId::new(), Destination::Device(platform, token)));
@@ -182,7 +193,10 @@ pub async fn send(
                 Destination::Web(PushSubscription {
                     endpoint,
                     expiration_time: subscription.expiration_time,
-                    keys: subscription.keys.clone(),
+                    keys: SubscriptionKeys {
+                        p256dh: subscription.keys.p256dh.trim().to_owned(),
+                        auth: subscription.keys.auth.trim().to_owned(),
+                    },
                 }),
             ));
         }

@@ -4,7 +4,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::{check_site, require_caller, require_site};
-use crate::body::JsonBody;
+use crate::body::{JsonBody, QueryParams};
 use crate::error::{ApiError, ApiResult};
 use crate::routes::sites::site_id;
 use crate::state::AppState;
@@ -44,6 +44,9 @@ const KNOWN_OPTIONS: [&str; 12] = [
     "tag",
     "actions",
 ];
+
+/// Fields of a notification action.
+const KNOWN_ACTION_FIELDS: [&str; 4] = ["action", "title", "icon", "url"];
 
 /// What a notification says, as `POST /v1/sites/{siteId}/pushes` and direct sends take it.
 #[derive(Debug, Deserialize)]
@@ -122,6 +125,30 @@ fn notification(mut value: Value) -> ApiResult<Notification> {
             format!("unknown option; known: {}", KNOWN_OPTIONS.join(", ")),
         ));
     }
+    if let Some(Value::Array(actions)) = map.get("actions") {
+        for (i, action) in actions.iter().enumerate() {
+            let Value::Object(action) = action else {
+                return Err(ApiError::invalid(
+                    format!("options.actions[{i}]"),
+                    "must be an object",
+                ));
+            };
+            if let Some(unknown) = action
+                .keys()
+                .find(|k| !KNOWN_ACTION_FIELDS.contains(&k.as_str()))
+            {
+                return Err(ApiError::invalid(
+                    format!("options.actions[{i}].{unknown}"),
+                    format!("unknown field; known: {}", KNOWN_ACTION_FIELDS.join(", ")),
+                ));
+            }
+        }
+    }
+    if let Some(dir) = map.get("dir")
+        && !matches!(dir.as_str(), Some("auto" | "ltr" | "rtl"))
+    {
+        return Err(ApiError::invalid("options.dir", "must be auto, ltr or rtl"));
+    }
     // The browser calls it `vibrate`; the original schema stores `vibration`.
     if let Some(vibrate) = map.remove("vibrate") {
         map.insert("vibration".to_owned(), vibrate);
@@ -169,6 +196,16 @@ fn check_audience(audience: &Audience) -> ApiResult<()> {
     Ok(())
 }
 
+/// `audience` of a new push (unknown fields refused: a typo must not send to everyone).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AudienceBody {
+    #[serde(default)]
+    external_ids: Vec<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+}
+
 /// `POST /v1/sites/{siteId}/pushes` body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -179,7 +216,7 @@ pub struct NewPush {
     launch_url: Option<String>,
     priority: Option<Priority>,
     time_to_live: Option<i64>,
-    audience: Option<Audience>,
+    audience: Option<AudienceBody>,
     #[serde(default)]
     send: bool,
 }
@@ -189,9 +226,10 @@ pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(site): Path<String>,
-    JsonBody(body): JsonBody<NewPush>,
+    body: JsonBody,
 ) -> ApiResult<impl IntoResponse> {
     let site = require_site(&state, &headers, site_id(&site)?).await?;
+    let body: NewPush = body.parse()?;
     let content = Content {
         title: body.title,
         options: body.options,
@@ -200,7 +238,11 @@ pub async fn create(
         time_to_live: body.time_to_live,
     };
     let mut push = content.into_push(site.id)?;
-    if let Some(audience) = body.audience.filter(|a| !a.is_everyone()) {
+    let audience = body.audience.map(|a| Audience {
+        external_ids: a.external_ids,
+        tags: a.tags,
+    });
+    if let Some(audience) = audience.filter(|a| !a.is_everyone()) {
         check_audience(&audience)?;
         push.audience = Some(audience);
     }
@@ -238,12 +280,12 @@ pub struct ListQuery {
 }
 
 /// `GET /v1/sites/{siteId}/pushes?status=&limit=&after=`: newest first; `next` is the
-/// `after` of the following page (absent on the last page).
+/// `after` of the following page (`null` on the last page).
 pub async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(site): Path<String>,
-    Query(query): Query<ListQuery>,
+    QueryParams(query): QueryParams<ListQuery>,
 ) -> ApiResult<impl IntoResponse> {
     let site = require_site(&state, &headers, site_id(&site)?).await?;
     let status = query
@@ -267,13 +309,14 @@ pub async fn list(
         .as_deref()
         .map(|a| parse_object_id("push", a).map_err(|e| ApiError::invalid("after", e.to_string())))
         .transpose()?;
-    let pushes = state
+    // One more than asked tells whether there is a next page.
+    let mut pushes = state
         .store
-        .list_pushes(site.id, status, limit, after)
+        .list_pushes(site.id, status, limit + 1, after)
         .await?;
-    let next = (pushes.len() == limit as usize)
-        .then(|| pushes.last().map(|p| p.id.to_hex()))
-        .flatten();
+    let more = pushes.len() > limit as usize;
+    pushes.truncate(limit as usize);
+    let next = more.then(|| pushes.last().map(|p| p.id.to_hex())).flatten();
     Ok(Json(json!({
         "pushes": pushes.iter().map(|p| views::push(p, None)).collect::<Vec<_>>(),
         "next": next,
@@ -283,7 +326,7 @@ pub async fn list(
 /// Push `id` for a caller allowed on its site: 401, 403 or 404.
 async fn authorized_push(state: &AppState, headers: &HeaderMap, id: &str) -> ApiResult<Push> {
     let caller = require_caller(state, headers).await?;
-    let id = parse_object_id("push", id).map_err(|e| ApiError::not_found(e.to_string()))?;
+    let id = parse_object_id("push", id).map_err(|e| ApiError::invalid("pushId", e.to_string()))?;
     let push = state
         .store
         .push(id)
@@ -329,7 +372,7 @@ pub async fn send(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(push): Path<String>,
-    Query(query): Query<SendQuery>,
+    QueryParams(query): QueryParams<SendQuery>,
 ) -> ApiResult<impl IntoResponse> {
     let push = authorized_push(&state, &headers, &push).await?;
     let published = state
@@ -351,14 +394,23 @@ pub async fn cancel(
 ) -> ApiResult<impl IntoResponse> {
     let push = authorized_push(&state, &headers, &push).await?;
     match state.store.cancel_push(push.id).await? {
-        Transition::Done(push) => {
-            tracing::info!(push_id = %push.id, "push canceled");
-            Ok(Json(live(&state, push.id).await?))
+        Transition::Done(canceled) => {
+            tracing::info!(push_id = %canceled.id, "push canceled");
+            // The push as the cancel left it (a re-read could still see `processing` on a
+            // server that applies updates as read-modify-write), with live totals.
+            let mut view = live(&state, canceled.id).await?;
+            view["status"] = json!(canceled.status.as_str());
+            view["canceledAt"] = views::push(&canceled, None)["canceledAt"].clone();
+            view["final"] = json!(false);
+            Ok(Json(view))
         }
-        Transition::Conflict(now) => Err(ApiError::conflict(format!(
-            "push {} is {}; only a pending or processing push can be canceled",
-            push.id,
-            now.map_or("gone".to_owned(), |s| s.to_string())
+        Transition::Conflict(None) => Err(ApiError::not_found(format!(
+            "push {} does not exist",
+            push.id
+        ))),
+        Transition::Conflict(Some(now)) => Err(ApiError::conflict(format!(
+            "push {} is {now}; only a pending or processing push can be canceled",
+            push.id
         ))),
     }
 }
@@ -396,9 +448,16 @@ pub async fn progress(
                     }
                     event
                 }
-                Err(e) => SseEvent::default()
-                    .event("error")
-                    .data(json!({ "code": e.code, "message": e.message }).to_string()),
+                Err(e) => {
+                    // Said once; the stream then ends (the client may reconnect).
+                    let event = SseEvent::default().event("error").data(
+                        json!({ "error": { "code": e.code, "message": e.message } }).to_string(),
+                    );
+                    return Some((
+                        futures::stream::iter(vec![Ok(event)]),
+                        (state, id, true, false),
+                    ));
+                }
             };
             Some((
                 futures::stream::iter(vec![Ok(event)]),

@@ -16,9 +16,9 @@ use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use crate::views;
 
-/// Parses a site id from the path; a malformed one cannot name a site (404).
+/// Parses a site id from the path (400 naming `siteId` when malformed).
 pub fn site_id(text: &str) -> ApiResult<pushservice_model::ObjectId> {
-    parse_object_id("site", text).map_err(|e| ApiError::not_found(e.to_string()))
+    parse_object_id("site", text).map_err(|e| ApiError::invalid("siteId", e.to_string()))
 }
 
 /// `POST /v1/sites` body.
@@ -34,9 +34,10 @@ pub struct NewSite {
 pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
-    JsonBody(body): JsonBody<NewSite>,
+    body: JsonBody,
 ) -> ApiResult<impl IntoResponse> {
     require_admin(&state, &headers).await?;
+    let body: NewSite = body.parse()?;
     let mut site = sites::new_site(&body.subject, &body.allowed_origins)?;
     let key = api_keys::generate(site.id).map_err(ControlError::Other)?;
     site.api_keys.push(key.record.clone());
@@ -74,9 +75,10 @@ pub async fn update(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(site): Path<String>,
-    JsonBody(body): JsonBody<SitePatch>,
+    body: JsonBody,
 ) -> ApiResult<impl IntoResponse> {
     let site = require_site(&state, &headers, site_id(&site)?).await?;
+    let body: SitePatch = body.parse()?;
     let changes = SiteChanges {
         subject: body
             .subject
@@ -188,9 +190,10 @@ pub async fn put_apns(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(site): Path<String>,
-    JsonBody(body): JsonBody<ApnsBody>,
+    body: JsonBody,
 ) -> ApiResult<impl IntoResponse> {
     let site = require_site(&state, &headers, site_id(&site)?).await?;
+    let body: ApnsBody = body.parse()?;
     let credentials = sites::apns_credentials(
         &body.team_id,
         &body.key_id,
@@ -224,9 +227,10 @@ pub async fn put_fcm(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(site): Path<String>,
-    JsonBody(body): JsonBody<FcmBody>,
+    body: JsonBody,
 ) -> ApiResult<impl IntoResponse> {
     let site = require_site(&state, &headers, site_id(&site)?).await?;
+    let body: FcmBody = body.parse()?;
     let text = match &body.service_account {
         serde_json::Value::String(text) => text.clone(),
         serde_json::Value::Object(_) => body.service_account.to_string(),

@@ -62,7 +62,7 @@ pub async fn subscribe(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(site): Path<String>,
-    JsonBody(body): JsonBody<SubscribeBody>,
+    body: JsonBody,
 ) -> ApiResult<impl IntoResponse> {
     let site_id = site_id(&site)?;
     // A key is needed for app tokens; when one is sent anyway it must be right.
@@ -75,6 +75,7 @@ pub async fn subscribe(
         .get(site_id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("site {site_id} does not exist")))?;
+    let body: SubscribeBody = body.parse()?;
 
     let external_id = body
         .external_id
@@ -92,8 +93,13 @@ pub async fn subscribe(
                 ));
             }
             if body.endpoint.is_some() || body.keys.is_some() {
+                let field = if body.endpoint.is_some() {
+                    "endpoint"
+                } else {
+                    "keys"
+                };
                 return Err(ApiError::invalid(
-                    "endpoint",
+                    field,
                     "an app subscriber has a token, not an endpoint and keys",
                 ));
             }
@@ -296,7 +302,7 @@ pub struct UnsubscribeBody {
 pub async fn unsubscribe(
     State(state): State<AppState>,
     Path(site): Path<String>,
-    JsonBody(body): JsonBody<UnsubscribeBody>,
+    body: JsonBody,
 ) -> ApiResult<impl IntoResponse> {
     let site_id = site_id(&site)?;
     if state.sites.get(site_id).await?.is_none() {
@@ -304,6 +310,7 @@ pub async fn unsubscribe(
             "site {site_id} does not exist"
         )));
     }
+    let body: UnsubscribeBody = body.parse()?;
     let targets: Vec<Target> = match (&body.endpoint, &body.token) {
         (Some(endpoint), None) => {
             // Only the endpoint identifies a registration; the keys are not needed.
@@ -339,10 +346,16 @@ pub async fn unsubscribe(
                 })
                 .collect()
         }
-        _ => {
+        (Some(_), Some(_)) => {
             return Err(ApiError::invalid(
-                "endpoint",
-                "give exactly one of endpoint (a browser) or token (an app)",
+                "token",
+                "give endpoint (a browser) or token (an app), not both",
+            ));
+        }
+        (None, None) => {
+            return Err(ApiError::invalid(
+                "body",
+                "give endpoint (a browser) or token (an app)",
             ));
         }
     };
@@ -366,7 +379,7 @@ pub async fn delete(
 ) -> ApiResult<impl IntoResponse> {
     let site = require_site(&state, &headers, site_id(&site)?).await?;
     let id = parse_object_id("subscriber", &subscriber)
-        .map_err(|e| ApiError::not_found(e.to_string()))?;
+        .map_err(|e| ApiError::invalid("subscriberId", e.to_string()))?;
     if !state.store.delete_subscriber(site.id, id).await? {
         return Err(ApiError::not_found(format!(
             "site {} has no subscriber {id}",

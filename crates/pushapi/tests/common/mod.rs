@@ -114,7 +114,7 @@ impl World {
                             .expect("trusted service account"),
                     ],
                 }),
-                latency: options.latency.clone(),
+                latency: options.latency,
                 ..SinkConfig::default()
             })
             .await
