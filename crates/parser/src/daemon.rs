@@ -6,8 +6,8 @@
 //! partition stay in order and the offset can simply be stored when the job ends) while other
 //! partitions' pushes run concurrently. The loop keeps polling the consumer throughout, so the
 //! group sees a live member. When a job ends:
-//! - with a verdict (done, skipped, or failed: given up after its retry budget and marked
-//!   `failed` with the reason) → store its offset, resume the partition;
+//! - with a verdict (done, canceled, skipped, or failed: given up after its retry budget and
+//!   marked `failed` with the reason) → store its offset, resume the partition;
 //! - cancelled (shutdown, partition revoked) → leave the offset: whoever owns the partition
 //!   next gets the message again and resumes from the checkpoint. The partition is resumed
 //!   all the same, see below.
@@ -318,6 +318,16 @@ fn job_ended<C: ConsumerContext>(
                 Verdict::Failed(reason) => {
                     tracing::error!(push_id, partition, offset, %reason, "push failed");
                 }
+                Verdict::Canceled(report) => tracing::info!(
+                    push_id,
+                    partition,
+                    offset,
+                    produced = report.produced,
+                    skipped = report.skipped,
+                    canceled = report.canceled,
+                    seconds = report.elapsed.as_secs_f64(),
+                    "push canceled during its fan-out"
+                ),
             }
             store_offset(consumer, topic, partition, offset);
         }

@@ -10,6 +10,19 @@
 //! A fan-out that fails returns a [`FanoutError`]; the [`crate::supervisor`] decides whether
 //! to retry it or give the push up, and [`Fanout::record_failure`] marks a given-up push
 //! `failed` with the reason.
+//!
+//! **Cancel.** While it runs, a fan-out asks MongoDB every [`CANCEL_CHECK_EVERY`] whether its
+//! push was canceled (two `_id` lookups, not a query per subscriber). When it was, it stops
+//! producing, waits until Kafka acknowledged what it produced (senders drop those deliveries
+//! and count them `canceled`), counts the audience after the last subscriber it streamed and
+//! records that as the parser's `canceled` count (absolute, so writing it again is harmless),
+//! then writes the push's totals and makes sure it says `canceled` (see
+//! `Store::settle_canceled_push`). So for a canceled push accepted + unsubscribed + failed +
+//! canceled is its audience (less the subscribers skipped as unusable, as for a done push).
+//! A raw-push of an already canceled push is skipped; if no parser recorded its canceled
+//! count yet (the one fanning it out crashed, or it was canceled before its fan-out began),
+//! the count is taken from its checkpoint, an estimate that may count the deliveries produced
+//! after that checkpoint twice.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,10 +30,12 @@ use std::time::{Duration, Instant};
 use futures::StreamExt as _;
 use pushservice_kafka::rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use pushservice_kafka::rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use pushservice_model::Push;
 use pushservice_model::{
     DELIVERY_VERSION, DeliveryEnvelope, NotificationPayload, ObjectId, Platform, PushStatus,
     PushSubscription, RawPushMessage, TargetRef, Urgency, parse_object_id,
 };
+use pushservice_store::pushes::FanoutEnd;
 use pushservice_store::{AudienceMember, AudienceRow, Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
@@ -29,6 +44,15 @@ use crate::supervisor::{Budget, Progress, RetryPolicy};
 
 /// Longest TTL we pass on: push services cap it at four weeks anyway.
 const MAX_TTL: i64 = 28 * 24 * 3600;
+
+/// How often a running fan-out checks whether its push was canceled.
+pub const CANCEL_CHECK_EVERY: Duration = Duration::from_millis(500);
+
+/// How long after settling a canceled push its parser writes the totals once more: an
+/// outcome recorder that summed the counters just before the parser's count existed, and
+/// wrote just after the parser, would otherwise leave totals without it (FerretDB 1.x
+/// writes whole documents back, see `Store::settle_canceled_push`).
+const RESETTLE_AFTER: Duration = Duration::from_secs(2);
 
 /// How a fan-out ended, when it ended for good (the raw-push offset may be stored).
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +63,21 @@ pub enum Verdict {
     Skipped(String),
     /// The push cannot be sent and is marked `failed` with this reason.
     Failed(String),
+    /// The push was canceled while it was fanned out; the fan-out stopped.
+    Canceled(CancelReport),
+}
+
+/// Figures of a fan-out stopped by a cancel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CancelReport {
+    /// Delivery messages produced in total (senders drop those not sent yet).
+    pub produced: i64,
+    /// Subscribers skipped because their subscription is unusable.
+    pub skipped: i64,
+    /// Subscribers never fanned out, counted as canceled.
+    pub canceled: i64,
+    /// Wall time of this run.
+    pub elapsed: Duration,
 }
 
 /// Figures of a completed fan-out.
@@ -156,6 +195,9 @@ impl Fanout {
             // A push that does not fit the model is permanent: the supervisor marks it failed.
             Err(e) => return Err(e.into()),
         };
+        if push.status == PushStatus::Canceled {
+            return self.skip_canceled(&push).await;
+        }
         if push.status != PushStatus::Processing {
             return Ok(Verdict::Skipped(format!(
                 "push {push_id} is {}, not processing (a duplicate or stale trigger)",
@@ -187,9 +229,31 @@ impl Fanout {
             tracing::info!(push_id = %push_id, after = %after, produced, "resuming fan-out after checkpoint");
         }
 
+        if self
+            .store
+            .cancel_requested(push_id, push.trigger_count)
+            .await?
+        {
+            // Canceled between its trigger and now, its status write undone by a checkpoint
+            // or never made: counted from the checkpoint, unless a parser counted first.
+            let end = FanoutEnd {
+                produced,
+                skipped,
+                last_subscriber_id: resume.last_subscriber_id,
+                canceled: 0,
+            };
+            return self.stop_canceled(&push, end, false, started, cancel).await;
+        }
+        let canceled = CancellationToken::new();
+        let _watcher = self.watch_cancel(&push, canceled.clone());
+
         let audience = self
             .store
-            .audience(push.site_id, resume.last_subscriber_id)
+            .audience(
+                push.site_id,
+                resume.last_subscriber_id,
+                push.audience.as_ref(),
+            )
             .await?;
         let mut audience = std::pin::pin!(audience);
         let mut window = Window::new(self.checkpoint_every);
@@ -197,9 +261,25 @@ impl Fanout {
         let mut buffer = Vec::with_capacity(1024);
         let mut cancelled = false;
 
-        while let Some(row) = audience.next().await {
+        loop {
+            // A fan-out waiting for its next batch (FerretDB may take seconds for the first
+            // one) stops as soon as it is told to.
+            let row = tokio::select! {
+                biased;
+                () = cancel.cancelled() => None,
+                () = canceled.cancelled() => None,
+                row = audience.next() => row,
+            };
+            let Some(row) = row else {
+                // The audience ended, or one of the tokens fired.
+                cancelled = cancel.is_cancelled();
+                break;
+            };
             if cancel.is_cancelled() {
                 cancelled = true;
+                break;
+            }
+            if canceled.is_cancelled() {
                 break;
             }
             let member = match row? {
@@ -214,6 +294,7 @@ impl Fanout {
                     continue;
                 }
             };
+            let last_before = window.last;
             window.rows += 1;
             window.last = Some(member.id);
             let subscriber_hex = member.id.to_hex();
@@ -261,7 +342,16 @@ impl Fanout {
                 payload: &payload,
             }
             .write_json(&mut buffer);
-            let ack = self.produce(&subscriber_hex, &buffer, cancel).await?;
+            let Some(ack) = self
+                .produce(&subscriber_hex, &buffer, &[cancel, &canceled])
+                .await?
+            else {
+                // Stopped while the producer's queue was full: this one was not produced.
+                window.rows -= 1;
+                window.last = last_before;
+                cancelled = cancel.is_cancelled();
+                break;
+            };
             window.acks.push(ack);
             produced += 1;
             self.metrics.produced.inc();
@@ -289,12 +379,33 @@ impl Fanout {
         if let Some(done) = previous.take() {
             self.settle(done.acks).await?;
         }
+        let end = FanoutEnd {
+            produced,
+            skipped,
+            last_subscriber_id: window.last.or(resume.last_subscriber_id),
+            canceled: 0,
+        };
+        if canceled.is_cancelled() && !cancelled {
+            // No checkpoint: the push is not `processing` any more, and a checkpoint racing
+            // the cancel's write could undo it on FerretDB.
+            self.settle(window.acks).await?;
+            return self.stop_canceled(&push, end, true, started, cancel).await;
+        }
         self.settle_and_checkpoint(push_id, window, progress)
             .await?;
         if cancelled {
             return Err(FanoutError::Cancelled { produced });
         }
         if !self.store.finish_fanout(push_id, produced, skipped).await? {
+            if self
+                .store
+                .cancel_requested(push_id, push.trigger_count)
+                .await?
+            {
+                // Canceled after the last subscriber: nobody is left, but the cancel must
+                // still be settled on the push.
+                return self.stop_canceled(&push, end, true, started, cancel).await;
+            }
             return Ok(Verdict::Skipped(format!(
                 "push {push_id} stopped being processing during fan-out"
             )));
@@ -308,19 +419,20 @@ impl Fanout {
     }
 
     /// Hands one message to the producer, waiting while its queue is full (backpressure).
+    /// `None` when one of `stop` fired while it waited: the message was not produced.
     async fn produce(
         &self,
         key: &str,
         payload: &[u8],
-        cancel: &CancellationToken,
-    ) -> Result<DeliveryFuture, FanoutError> {
+        stop: &[&CancellationToken],
+    ) -> Result<Option<DeliveryFuture>, FanoutError> {
         let mut record = FutureRecord::to(&self.topic).key(key).payload(payload);
         loop {
             match self.producer.send_result(record) {
-                Ok(ack) => return Ok(ack),
+                Ok(ack) => return Ok(Some(ack)),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                    if cancel.is_cancelled() {
-                        return Err(FanoutError::Cancelled { produced: 0 });
+                    if stop.iter().any(|token| token.is_cancelled()) {
+                        return Ok(None);
                     }
                     record = returned;
                     tokio::time::sleep(Duration::from_millis(2)).await;
@@ -333,6 +445,145 @@ impl Fanout {
                 }
             }
         }
+    }
+
+    /// Checks every [`CANCEL_CHECK_EVERY`] whether `push` was canceled, and fires `canceled`
+    /// when it was. Stops when the returned guard is dropped. A failing check is only logged:
+    /// the fan-out's own queries fail too if MongoDB is gone, and are retried as usual.
+    fn watch_cancel(
+        &self,
+        push: &Push,
+        canceled: CancellationToken,
+    ) -> tokio_util::sync::DropGuard {
+        let stop = CancellationToken::new();
+        let (store, push_id, trigger) = (self.store.clone(), push.id, push.trigger_count);
+        let watching = stop.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(CANCEL_CHECK_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    () = watching.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                match store.cancel_requested(push_id, trigger).await {
+                    Ok(true) => {
+                        tracing::info!(push_id = %push_id, "push canceled: stopping its fan-out");
+                        canceled.cancel();
+                        return;
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::debug!(push_id = %push_id, error = %e, "checking for a cancel");
+                    }
+                }
+            }
+        });
+        stop.drop_guard()
+    }
+
+    /// Ends the fan-out of canceled `push`, which stopped at `end` with everything it
+    /// produced acknowledged: counts the audience it never reached as the parser's canceled
+    /// count (`exact`: see [`Fanout::record_canceled`]), and settles the push (status,
+    /// `totalSent`, totals), twice (see [`RESETTLE_AFTER`]).
+    async fn stop_canceled(
+        &self,
+        push: &Push,
+        end: FanoutEnd,
+        exact: bool,
+        started: Instant,
+        cancel: &CancellationToken,
+    ) -> Result<Verdict, FanoutError> {
+        let (end, _) = self.record_canceled(push, end, exact).await?;
+        tracing::info!(push_id = %push.id, produced = end.produced, skipped = end.skipped,
+            canceled = end.canceled, "fan-out stopped: push canceled");
+        tokio::select! {
+            () = tokio::time::sleep(RESETTLE_AFTER) => {
+                self.store
+                    .settle_canceled_push(push.id, push.trigger_count, end)
+                    .await?;
+            }
+            // Settled once already; the recorders keep the totals up to date.
+            () = cancel.cancelled() => {}
+        }
+        Ok(Verdict::Canceled(CancelReport {
+            produced: end.produced,
+            skipped: end.skipped,
+            canceled: end.canceled,
+            elapsed: started.elapsed(),
+        }))
+    }
+
+    /// Writes the parser's canceled count of `push` (the audience after `end`) and settles
+    /// the push. With `exact` false (an estimate from a checkpoint, which may count deliveries
+    /// produced after it twice) a count already recorded is kept. Returns `end` with the
+    /// count, and whether it was recorded.
+    async fn record_canceled(
+        &self,
+        push: &Push,
+        end: FanoutEnd,
+        exact: bool,
+    ) -> Result<(FanoutEnd, bool), FanoutError> {
+        if exact {
+            // Where the fan-out stopped, on the push first: counting takes a while on
+            // FerretDB, and a retry after a failure here counts from this exact point.
+            self.store
+                .settle_canceled_push(push.id, push.trigger_count, end)
+                .await?;
+        } else if let Some(counted) = self.store.parser_canceled(push.id).await? {
+            let end = FanoutEnd {
+                canceled: counted,
+                ..end
+            };
+            self.store
+                .settle_canceled_push(push.id, push.trigger_count, end)
+                .await?;
+            return Ok((end, false));
+        }
+        let remaining = self
+            .store
+            .count_audience(push.site_id, end.last_subscriber_id, push.audience.as_ref())
+            .await?;
+        let end = FanoutEnd {
+            canceled: i64::try_from(remaining).unwrap_or(i64::MAX),
+            ..end
+        };
+        let written = self
+            .store
+            .write_parser_canceled(push.id, end.canceled, end.last_subscriber_id, exact)
+            .await?;
+        self.store
+            .settle_canceled_push(push.id, push.trigger_count, end)
+            .await?;
+        Ok((end, written))
+    }
+
+    /// A raw-push of a push that is canceled already: nothing to fan out. If no parser
+    /// recorded how many subscribers the cancel withheld (it was canceled before its
+    /// fan-out began, or the parser fanning it out stopped before it could), they are
+    /// counted from the checkpoint.
+    async fn skip_canceled(&self, push: &Push) -> Result<Verdict, FanoutError> {
+        let resume = push.fanout.clone().unwrap_or_default();
+        let end = FanoutEnd {
+            produced: resume.produced,
+            skipped: resume.skipped,
+            last_subscriber_id: resume.last_subscriber_id,
+            canceled: 0,
+        };
+        let (end, recorded) = self.record_canceled(push, end, false).await?;
+        let counted = if recorded {
+            format!(
+                "{} subscribers after its checkpoint counted as canceled",
+                end.canceled
+            )
+        } else {
+            "its parser counted its canceled subscribers".to_owned()
+        };
+        Ok(Verdict::Skipped(format!(
+            "push {} is canceled ({counted})",
+            push.id
+        )))
     }
 
     /// Settles `window` and records its last subscriber as the checkpoint.

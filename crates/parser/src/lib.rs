@@ -1,8 +1,8 @@
 //! The parser daemon: turns one triggered push into one delivery message per subscriber.
 //!
 //! It consumes `raw-push` in a consumer group (`ParserGroup`), streams the push's site's
-//! subscribed audience out of MongoDB in `_id` order and produces one delivery message per
-//! subscriber onto the 200-partition `push` topic, keyed by subscriber id.
+//! subscribed audience (narrowed by the push's `audience`, if any) out of MongoDB in `_id`
+//! order and produces one delivery message per subscriber onto the 200-partition `push` topic, keyed by subscriber id.
 //!
 //! Guarantees:
 //! - **Nothing missed**: the `raw-push` offset is stored only once the push is fully fanned
@@ -14,6 +14,9 @@
 //! - **One bad record never stops it**: an unreadable subscriber is skipped and counted, an
 //!   unknown push or malformed message is logged and skipped, a push whose site is missing is
 //!   marked `failed`.
+//! - **A canceled push stops within about a second**: the fan-out checks for a cancel
+//!   twice a second, stops producing, and counts the subscribers it never reached as
+//!   canceled (see [`fanout`]).
 //! - **A failing push never wedges the parser**: MongoDB or Kafka trouble and panics are
 //!   retried with backoff from the checkpoint; a fan-out that keeps failing past its budget
 //!   (`PARSER_RETRY_*`), or fails in a way retrying cannot fix, marks its push `failed` with
@@ -37,5 +40,5 @@ pub mod supervisor;
 
 pub use config::{ParserArgs, ParserConfig};
 pub use daemon::run;
-pub use fanout::{FanoutError, FanoutReport, Verdict};
+pub use fanout::{CancelReport, FanoutError, FanoutReport, Verdict};
 pub use supervisor::RetryPolicy;

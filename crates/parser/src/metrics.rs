@@ -9,7 +9,7 @@ use crate::fanout::Verdict;
 /// Parser metrics, registered once at start.
 #[derive(Debug)]
 pub struct ParserMetrics {
-    pushes: [Arc<Counter>; 3],
+    pushes: [Arc<Counter>; 4],
     /// Delivery messages handed to Kafka.
     pub produced: Arc<Counter>,
     /// Subscribers skipped because their subscription is unusable.
@@ -33,7 +33,12 @@ impl ParserMetrics {
             )
         };
         ParserMetrics {
-            pushes: [pushes("done"), pushes("skipped"), pushes("failed")],
+            pushes: [
+                pushes("done"),
+                pushes("skipped"),
+                pushes("failed"),
+                pushes("canceled"),
+            ],
             produced: registry.counter(
                 "pushservice_parser_messages_produced_total",
                 "Delivery messages handed to Kafka.",
@@ -68,6 +73,7 @@ impl ParserMetrics {
             Verdict::Done(_) => 0,
             Verdict::Skipped(_) => 1,
             Verdict::Failed(_) => 2,
+            Verdict::Canceled(_) => 3,
         };
         self.pushes[index].inc();
     }

@@ -4,11 +4,16 @@
 //! `QUERY_BATCH_SIZE` batches, through the `{siteId, subscribed, _id}` index; memory stays
 //! flat whatever the audience size. Documents are decoded here one by one from raw BSON, so
 //! one odd document is reported with its id and the stream goes on.
+//!
+//! A push's [`Audience`] narrows the stream: subscribers whose `externalId` is one of its
+//! `externalIds` and/or who carry one of its `tags` (both given: both must hold). The
+//! narrowing is extra conditions next to `{siteId, subscribed}`, so the order, the index
+//! prefix and resuming after a checkpoint (`_id > last`) stay as they are for everyone.
 
 use bson::oid::ObjectId;
-use bson::{RawDocumentBuf, doc};
+use bson::{Document, RawDocumentBuf, doc};
 use futures::{Stream, StreamExt as _};
-use pushservice_model::Platform;
+use pushservice_model::{Audience, Platform};
 
 use crate::error::StoreError;
 use crate::store::Store;
@@ -40,18 +45,40 @@ pub enum AudienceRow {
     },
 }
 
+/// The filter of the subscribed subscribers of `site_id` that `audience` selects (everyone
+/// when `None` or [`Audience::is_everyone`]), after subscriber `after` in `_id` order.
+pub fn audience_filter(
+    site_id: ObjectId,
+    after: Option<ObjectId>,
+    audience: Option<&Audience>,
+) -> Document {
+    let mut filter = doc! { "siteId": site_id, "subscribed": true };
+    if let Some(after) = after {
+        filter.insert("_id", doc! { "$gt": after });
+    }
+    if let Some(audience) = audience {
+        if !audience.external_ids.is_empty() {
+            filter.insert("externalId", doc! { "$in": &audience.external_ids });
+        }
+        if !audience.tags.is_empty() {
+            // `$in` on an array field matches a document holding any one of the values.
+            filter.insert("tags", doc! { "$in": &audience.tags });
+        }
+    }
+    filter
+}
+
 impl Store {
-    /// Streams the subscribed audience of `site_id` in `_id` order, starting after `after`.
+    /// Streams the subscribed subscribers of `site_id` that `audience` selects (everyone when
+    /// `None`), in `_id` order, starting after `after`.
     pub async fn audience(
         &self,
         site_id: ObjectId,
         after: Option<ObjectId>,
+        audience: Option<&Audience>,
     ) -> Result<impl Stream<Item = Result<AudienceRow, StoreError>> + Send + use<>, StoreError>
     {
-        let mut filter = doc! { "siteId": site_id, "subscribed": true };
-        if let Some(after) = after {
-            filter.insert("_id", doc! { "$gt": after });
-        }
+        let filter = audience_filter(site_id, after, audience);
         let cursor = self
             .subscribers
             .clone_with_type::<RawDocumentBuf>()
@@ -70,6 +97,22 @@ impl Store {
                     "streaming subscribers of site {site_id}"
                 )))
         }))
+    }
+
+    /// How many subscribers [`Store::audience`] would stream with the same arguments: for a
+    /// canceled push, the subscribers its fan-out never reached.
+    pub async fn count_audience(
+        &self,
+        site_id: ObjectId,
+        after: Option<ObjectId>,
+        audience: Option<&Audience>,
+    ) -> Result<u64, StoreError> {
+        self.subscribers
+            .count_documents(audience_filter(site_id, after, audience))
+            .await
+            .map_err(StoreError::query(format!(
+                "counting the audience of site {site_id}"
+            )))
     }
 }
 
@@ -121,6 +164,39 @@ fn decode_member(document: &RawDocumentBuf) -> AudienceRow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_audience_narrows_the_subscribed_filter() {
+        let (site, after) = (ObjectId::new(), ObjectId::new());
+        let everyone = doc! { "siteId": site, "subscribed": true };
+        assert_eq!(audience_filter(site, None, None), everyone);
+        assert_eq!(
+            audience_filter(site, None, Some(&Audience::default())),
+            everyone
+        );
+        let users = Audience {
+            external_ids: vec!["u1".into(), "u2".into()],
+            tags: Vec::new(),
+        };
+        assert_eq!(
+            audience_filter(site, Some(after), Some(&users)),
+            doc! {
+                "siteId": site, "subscribed": true, "_id": { "$gt": after },
+                "externalId": { "$in": ["u1", "u2"] },
+            }
+        );
+        let both = Audience {
+            external_ids: vec!["u1".into()],
+            tags: vec!["vip".into(), "fr".into()],
+        };
+        assert_eq!(
+            audience_filter(site, None, Some(&both)),
+            doc! {
+                "siteId": site, "subscribed": true,
+                "externalId": { "$in": ["u1"] }, "tags": { "$in": ["vip", "fr"] },
+            }
+        );
+    }
 
     fn raw(document: bson::Document) -> RawDocumentBuf {
         RawDocumentBuf::from_document(&document).expect("encodes")

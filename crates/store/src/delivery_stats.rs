@@ -25,6 +25,12 @@
 //! senders set totals only once the push has left `processing`; the parser's checkpoints and
 //! its `done` carry the sum as of that moment, and [`Store::push_with_live_totals`] gives
 //! live totals at any time (`pushctl status` and `watch` use it).
+//!
+//! A canceled push adds one more document, written by the parser that stopped its fan-out
+//! (`_id` `"<push id>:parser"`, [`Store::write_parser_canceled`]): the subscribers it never
+//! fanned out, as `canceled`, so that accepted + unsubscribed + failed + canceled is the
+//! audience. Its parser writes the push's totals once more when it stops
+//! ([`Store::settle_canceled_push`]); from then on the recorders do, as for a `done` push.
 
 use bson::oid::ObjectId;
 use bson::{DateTime, doc};
@@ -292,6 +298,56 @@ impl Store {
             .await
             .map_err(StoreError::query(format!("adding delivery counts of push {push_id}")))?;
         Ok(())
+    }
+
+    /// Records that the fan-out of canceled push `push_id` stopped after subscriber `after`
+    /// (`None`: before the first) with `canceled` subscribers never fanned out, as the
+    /// parser's counter document: absolute, so writing it again is harmless. With `replace`
+    /// false an existing document is kept (a parser that only estimates the figure, from an
+    /// older checkpoint, never overwrites the one that counted it). Returns whether it wrote.
+    pub async fn write_parser_canceled(
+        &self,
+        push_id: ObjectId,
+        canceled: i64,
+        after: Option<ObjectId>,
+        replace: bool,
+    ) -> Result<bool, StoreError> {
+        let id = format!("{}:parser", push_id.to_hex());
+        let context = format!("writing the canceled count of push {push_id}");
+        let fields = doc! {
+            "pushId": push_id,
+            "canceled": canceled,
+            "after": after.map_or(bson::Bson::Null, bson::Bson::ObjectId),
+            "updatedAt": DateTime::now(),
+        };
+        if replace {
+            self.delivery_stats
+                .update_one(doc! { "_id": &id }, doc! { "$set": fields })
+                .upsert(true)
+                .await
+                .map_err(StoreError::query(context))?;
+            return Ok(true);
+        }
+        let mut document = fields;
+        document.insert("_id", id);
+        match self.delivery_stats.insert_one(document).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_duplicate_key(&e) => Ok(false),
+            Err(e) => Err(StoreError::query(context)(e)),
+        }
+    }
+
+    /// The parser's canceled count of push `push_id` (see [`Store::write_parser_canceled`]),
+    /// if one was written.
+    pub async fn parser_canceled(&self, push_id: ObjectId) -> Result<Option<i64>, StoreError> {
+        let found = self
+            .delivery_stats
+            .find_one(doc! { "_id": format!("{}:parser", push_id.to_hex()) })
+            .await
+            .map_err(StoreError::query(format!(
+                "reading the canceled count of push {push_id}"
+            )))?;
+        Ok(found.map(|d| number(&d, "canceled")))
     }
 
     /// The delivery counts of push `push_id`, summed over every sender.

@@ -1,7 +1,23 @@
 //! The `pushes` collection.
+//!
+//! # Claims
+//!
+//! FerretDB 1.x applies a conditional update as read-modify-write of the whole document, so
+//! two racing writers can both match their condition, and the later write puts back what the
+//! earlier one changed. Where exactly one of several racing state changes must win, the
+//! change first *claims* it by inserting a document with a deterministic `_id` into
+//! `pushTriggers`: a unique `_id` is enforced atomically by every MongoDB-protocol server.
+//!
+//! - `"<push id>:<n>"`: trigger `n` of the push (`pushctl send`, [`Store::restart_push`]); a
+//!   cancel of a `pending` push claims the next trigger too, so a racing send loses.
+//! - `"<push id>:<n>:end"` (`to`: `done` or `canceled`): how the fan-out of trigger `n` ends.
+//!   [`Store::finish_fanout`] claims `done`, [`Store::cancel_push`] claims `canceled`; the one
+//!   that loses leaves the status alone. The claim outlives any status write a racing
+//!   checkpoint undoes: the parser reads it ([`Store::cancel_requested`]) and confirms the
+//!   cancel on the push after its last write ([`Store::settle_canceled_push`]).
 
 use bson::oid::ObjectId;
-use bson::{DateTime, doc};
+use bson::{Bson, DateTime, Document, doc};
 use mongodb::options::ReturnDocument;
 use pushservice_model::{Push, PushStatus};
 
@@ -161,13 +177,26 @@ impl Store {
     /// Marks push `id` `done` with `totalSent` once every subscriber has been fanned out, and
     /// sets its delivery totals to the senders' sum so far (senders keep them up to date from
     /// then on; see `delivery_stats`). Returns false when the push was no longer `processing`
-    /// (canceled meanwhile).
+    /// or a cancel claimed the end of its current trigger first (see the module
+    /// documentation).
     pub async fn finish_fanout(
         &self,
         id: ObjectId,
         produced: i64,
         skipped: i64,
     ) -> Result<bool, StoreError> {
+        let Some(push) = self.push(id).await? else {
+            return Ok(false);
+        };
+        // A cancel that claimed this trigger's end first wins, even if its status write was
+        // lost to one of our checkpoints (see the module documentation).
+        match self
+            .claim_end(id, push.trigger_count, PushStatus::Done, DateTime::now())
+            .await?
+        {
+            Claimed::Won | Claimed::Held(PushStatus::Done) => {}
+            Claimed::Held(..) => return Ok(false),
+        }
         let now = DateTime::now();
         let mut set = doc! {
             "status": PushStatus::Done.as_str(),
@@ -206,6 +235,280 @@ impl Store {
             )
             .await
             .map_err(StoreError::query(format!("failing push {id}")))?;
+        Ok(result.matched_count == 1)
+    }
+}
+
+/// How the fan-out of one trigger of a push ended, as far as the parser knows when it stops.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FanoutEnd {
+    /// Delivery messages produced, in total.
+    pub produced: i64,
+    /// Subscribers skipped (unusable subscriptions).
+    pub skipped: i64,
+    /// Last subscriber streamed (produced or skipped), if any.
+    pub last_subscriber_id: Option<ObjectId>,
+    /// Subscribers never fanned out because the push was canceled first.
+    pub canceled: i64,
+}
+
+/// The outcome of a claim (see the module documentation).
+enum Claimed {
+    /// This caller inserted the claim.
+    Won,
+    /// The claim was there already, for this state.
+    Held(PushStatus),
+}
+
+fn end_claim_id(id: ObjectId, trigger: i64) -> String {
+    format!("{}:{trigger}:end", id.to_hex())
+}
+
+fn trigger_claim_id(id: ObjectId, trigger: i64) -> String {
+    format!("{}:{trigger}", id.to_hex())
+}
+
+/// The state a claim document stands for: its `to` (end claims, cancels), or `processing`
+/// for the trigger claims `restart_push` writes (they have none).
+fn claimed_state(claim: &Document) -> PushStatus {
+    match claim.get_str("to") {
+        Ok("done") => PushStatus::Done,
+        Ok("canceled") => PushStatus::Canceled,
+        Ok("failed") => PushStatus::Failed,
+        _ => PushStatus::Processing,
+    }
+}
+
+fn parse_status(value: Option<&Bson>) -> Option<PushStatus> {
+    value
+        .cloned()
+        .and_then(|v| bson::from_bson::<PushStatus>(v).ok())
+}
+
+impl Store {
+    /// Inserts claim `claim_id` for `to`; if someone holds it already, what they claimed.
+    async fn claim(
+        &self,
+        claim_id: String,
+        push_id: ObjectId,
+        to: PushStatus,
+        from: Option<PushStatus>,
+        at: DateTime,
+    ) -> Result<Claimed, StoreError> {
+        let mut claim = doc! {
+            "_id": &claim_id,
+            "pushId": push_id,
+            "to": to.as_str(),
+            "at": at,
+        };
+        if let Some(from) = from {
+            claim.insert("from", from.as_str());
+        }
+        match self.triggers.insert_one(claim).await {
+            Ok(_) => Ok(Claimed::Won),
+            Err(e) if is_duplicate_key(&e) => {
+                let held = self
+                    .triggers
+                    .find_one(doc! { "_id": &claim_id })
+                    .await
+                    .map_err(StoreError::query(format!("reading claim {claim_id}")))?
+                    .unwrap_or_default();
+                Ok(Claimed::Held(claimed_state(&held)))
+            }
+            Err(e) => Err(StoreError::Query {
+                context: format!("claiming {claim_id} for push {push_id}"),
+                source: e,
+            }),
+        }
+    }
+
+    async fn claim_end(
+        &self,
+        id: ObjectId,
+        trigger: i64,
+        to: PushStatus,
+        at: DateTime,
+    ) -> Result<Claimed, StoreError> {
+        self.claim(end_claim_id(id, trigger), id, to, None, at)
+            .await
+    }
+
+    /// The status of push `id` alone (an `_id` lookup with a projection); `None` when there is
+    /// no such push or its status is not one we know.
+    pub async fn push_status(&self, id: ObjectId) -> Result<Option<PushStatus>, StoreError> {
+        let found = self
+            .pushes
+            .find_one(doc! { "_id": id })
+            .projection(doc! { "status": 1 })
+            .await
+            .map_err(StoreError::query(format!(
+                "reading the status of push {id}"
+            )))?;
+        Ok(found.and_then(|d| parse_status(d.get("status"))))
+    }
+
+    /// Cancels push `id`: a `pending` or `processing` push becomes `canceled` with
+    /// `canceledAt` and `updatedAt` set. [`Transition::Conflict`] with the current status when
+    /// it is `done`, `failed` or `canceled` already (or claimed `done` by its parser), or
+    /// missing. Calling it again after an error is safe.
+    ///
+    /// Race safety (see the module documentation): a `processing` push's cancel claims the
+    /// end of its current trigger, so of a cancel and the parser's
+    /// [`Store::finish_fanout`] exactly one wins; a `pending` push's cancel claims its next
+    /// trigger, so of a cancel and a send exactly one wins (a send that claimed first is
+    /// canceled as its fan-out starts). What is left on FerretDB 1.x: a parser checkpoint
+    /// racing this status write can put `processing` back for up to about a second, until
+    /// the parser sees the claim and writes `canceled` again ([`Store::settle_canceled_push`]);
+    /// senders drop the push's deliveries once they see `canceled`. A `failed` written by a
+    /// parser giving the push up at the same moment may also win over the cancel (nothing is
+    /// delivered either way).
+    pub async fn cancel_push(&self, id: ObjectId) -> Result<Transition, StoreError> {
+        let Some(push) = self.push(id).await? else {
+            return Ok(Transition::Conflict(None));
+        };
+        let at = DateTime::now();
+        let trigger = match push.status {
+            PushStatus::Pending => {
+                let next = push.trigger_count + 1;
+                let claimed = self
+                    .claim(
+                        trigger_claim_id(id, next),
+                        id,
+                        PushStatus::Canceled,
+                        Some(PushStatus::Pending),
+                        at,
+                    )
+                    .await?;
+                match claimed {
+                    Claimed::Won | Claimed::Held(PushStatus::Canceled) => next,
+                    Claimed::Held(..) => {
+                        // A send claimed this trigger first: cancel the fan-out it starts.
+                        match self.claim_end(id, next, PushStatus::Canceled, at).await? {
+                            Claimed::Won | Claimed::Held(PushStatus::Canceled) => next,
+                            Claimed::Held(state) => {
+                                return Ok(Transition::Conflict(Some(state)));
+                            }
+                        }
+                    }
+                }
+            }
+            PushStatus::Processing => {
+                let current = push.trigger_count;
+                match self
+                    .claim_end(id, current, PushStatus::Canceled, at)
+                    .await?
+                {
+                    Claimed::Won | Claimed::Held(PushStatus::Canceled) => current,
+                    // Its parser finished first; the push is (about to be) done.
+                    Claimed::Held(state) => return Ok(Transition::Conflict(Some(state))),
+                }
+            }
+            other => return Ok(Transition::Conflict(Some(other))),
+        };
+        let result = self
+            .pushes
+            .update_one(
+                doc! {
+                    "_id": id,
+                    "status": { "$in": [PushStatus::Pending.as_str(), PushStatus::Processing.as_str()] },
+                },
+                doc! { "$set": {
+                    "status": PushStatus::Canceled.as_str(),
+                    "canceledAt": at,
+                    "updatedAt": at,
+                    "triggerCount": trigger,
+                } },
+            )
+            .await
+            .map_err(StoreError::query(format!("canceling push {id}")))?;
+        if result.matched_count == 0 {
+            return Ok(Transition::Conflict(self.push_status(id).await?));
+        }
+        let Some(mut push) = self.push(id).await? else {
+            return Ok(Transition::Conflict(None));
+        };
+        // A racing checkpoint may have put `processing` back; the claim makes the cancel
+        // final all the same, and the parser writes it again within a second.
+        if push.status == PushStatus::Processing && push.trigger_count == trigger {
+            push.status = PushStatus::Canceled;
+            push.canceled_at = Some(at);
+        }
+        Ok(Transition::Done(Box::new(push)))
+    }
+
+    /// Whether trigger `trigger` of push `id` was canceled: its end claimed `canceled`, or
+    /// its status `canceled`. Two `_id` lookups; the parser asks about once a second while it
+    /// fans the push out.
+    pub async fn cancel_requested(&self, id: ObjectId, trigger: i64) -> Result<bool, StoreError> {
+        let claim_id = end_claim_id(id, trigger);
+        let claim = self
+            .triggers
+            .find_one(doc! { "_id": &claim_id })
+            .await
+            .map_err(StoreError::query(format!("reading claim {claim_id}")))?;
+        if let Some(claim) = claim {
+            return Ok(claimed_state(&claim) == PushStatus::Canceled);
+        }
+        Ok(self.push_status(id).await? == Some(PushStatus::Canceled))
+    }
+
+    /// Records on push `id`, canceled while trigger `trigger` was being fanned out, how far
+    /// the fan-out got (`totalSent`, `fanout`) and its delivery totals (the senders' and the
+    /// parser's counter documents summed), and makes sure its status is `canceled` (a racing
+    /// checkpoint may have undone the cancel's write; see [`Store::cancel_push`]). Called by
+    /// the parser once it has stopped writing the push; returns false when the push is neither
+    /// `processing` nor `canceled` at that trigger any more (sent again meanwhile).
+    ///
+    /// After this, the outcome recorders keep the totals up to date like for a `done` push.
+    pub async fn settle_canceled_push(
+        &self,
+        id: ObjectId,
+        trigger: i64,
+        end: FanoutEnd,
+    ) -> Result<bool, StoreError> {
+        let claim_id = end_claim_id(id, trigger);
+        let claim = self
+            .triggers
+            .find_one(doc! { "_id": &claim_id })
+            .await
+            .map_err(StoreError::query(format!("reading claim {claim_id}")))?;
+        let now = DateTime::now();
+        let mut set = doc! {
+            "status": PushStatus::Canceled.as_str(),
+            "totalSent": end.produced,
+            "fanout.produced": end.produced,
+            "fanout.skipped": end.skipped,
+            "fanout.canceled": end.canceled,
+            "fanout.updatedAt": now,
+            "updatedAt": now,
+        };
+        if let Some(last) = end.last_subscriber_id {
+            set.insert("fanout.lastSubscriberId", last);
+        }
+        if let Some(at) = claim.as_ref().and_then(|c| c.get_datetime("at").ok()) {
+            // The same instant `cancel_push` wrote, in case a checkpoint undid its write.
+            set.insert("canceledAt", *at);
+        }
+        let summary = self.delivery_summary(id).await?;
+        set.extend(summary.counts.push_totals());
+        let failures: Vec<Document> = summary
+            .failures
+            .iter()
+            .map(|r| doc! { "reason": &r.reason, "count": r.count })
+            .collect();
+        set.insert("deliveryFailures", failures);
+        let result = self
+            .pushes
+            .update_one(
+                doc! {
+                    "_id": id,
+                    "triggerCount": trigger,
+                    "status": { "$in": [PushStatus::Processing.as_str(), PushStatus::Canceled.as_str()] },
+                },
+                doc! { "$set": set },
+            )
+            .await
+            .map_err(StoreError::query(format!("settling canceled push {id}")))?;
         Ok(result.matched_count == 1)
     }
 }
