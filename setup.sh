@@ -64,5 +64,6 @@ if [ $build -eq 1 ]; then
     systemctl daemon-reload 2>/dev/null || true
     echo "installed systemd units; edit /etc/pushservice/.env, then:"
     echo "  systemctl enable --now pushservice-parser pushservice-sender@1 pushservice-sender@2"
+    echo "  systemctl enable --now pushservice-pushapi   # after setting API_ADMIN_TOKEN"
   fi
 fi

@@ -20,5 +20,12 @@ module.exports = {
       autorestart: true,
       kill_timeout: 60000, // SIGTERM first: in-flight requests finish, offsets commit
     },
+    {
+      name: "pushservice-pushapi",
+      script: "target/release/pushapi",
+      interpreter: "none",
+      autorestart: true,
+      kill_timeout: 30000, // SIGTERM first: requests in flight finish, events are written
+    },
   ],
 };
