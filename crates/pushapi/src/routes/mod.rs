@@ -141,7 +141,6 @@ pub fn router(
         .merge(keyed)
         .merge(operations)
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,
@@ -209,12 +208,20 @@ async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
     )
 }
 
-async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
-    ApiError::new(
+/// axum answers a known path with an unknown method 405 with an empty body; say it as JSON
+/// like every other error. (A router-wide method-not-allowed fallback would also catch CORS
+/// preflights before the CORS layers of the public routes could answer them.)
+fn method_not_allowed(method: &Method, path: &str, allow: Option<HeaderValue>) -> Response {
+    let mut response = ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
-        format!("{} does not take {method}; see /openapi.json", uri.path()),
+        format!("{path} does not take {method}; see /openapi.json"),
     )
+    .into_response();
+    if let Some(allow) = allow {
+        response.headers_mut().insert(header::ALLOW, allow);
+    }
+    response
 }
 
 /// Counts every request by route template (never by id) and status.
@@ -223,10 +230,15 @@ async fn count_requests(State(state): State<AppState>, request: Request, next: N
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
-    let response = next.run(request).await;
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let mut response = next.run(request).await;
+    if response.status() == StatusCode::METHOD_NOT_ALLOWED {
+        let allow = response.headers().get(header::ALLOW).cloned();
+        response = method_not_allowed(&method, &path, allow);
+    }
     state
         .metrics
-        .request(&route, &method, response.status().as_u16());
+        .request(&route, method.as_str(), response.status().as_u16());
     response
 }

@@ -42,6 +42,8 @@ pub struct Options {
     pub body_limit: usize,
     /// Simulator latency.
     pub latency: Latency,
+    /// `API_PUBLIC_RATE_PER_SEC` and `API_PUBLIC_BURST`.
+    pub public_rate: (u32, u32),
 }
 
 impl Default for Options {
@@ -51,6 +53,7 @@ impl Default for Options {
             allow_private: true,
             body_limit: 256 * 1024,
             latency: Latency::default(),
+            public_rate: (100_000, 100_000),
         }
     }
 }
@@ -176,8 +179,8 @@ impl World {
                 format!("--api-admin-token={ADMIN_TOKEN}"),
                 format!("--api-body-limit-bytes={}", options.body_limit),
                 format!("--sender-allow-private-endpoints={}", options.allow_private),
-                "--api-public-rate-per-sec=100000".to_owned(),
-                "--api-public-burst=100000".to_owned(),
+                format!("--api-public-rate-per-sec={}", options.public_rate.0),
+                format!("--api-public-burst={}", options.public_rate.1),
                 "--api-events-flush-ms=100".to_owned(),
             ]
             .into_iter()
