@@ -39,5 +39,5 @@ pub use classify::classify;
 pub use client::{ApnsClient, ApnsConfig, ApnsRequest, PRODUCTION_URL, SANDBOX_URL};
 pub use payload::{ApnsPayload, build as build_payload};
 pub use pushservice_provider::key_id_from_file_name;
-pub use site::{CredentialFileError, credentials_from_file};
+pub use site::{CredentialError, CredentialFileError, credentials, credentials_from_file};
 pub use token::{ApnsKey, KeyError, Refusal, TokenCache};

@@ -36,6 +36,41 @@ pub enum CredentialFileError {
     },
 }
 
+/// Why a key's text cannot become a site's APNs credentials.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    /// The bundle id is empty.
+    #[error("the APNs topic is empty; give the iOS app's bundle id")]
+    EmptyTopic,
+    /// The key is not usable, or an id is malformed.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+}
+
+/// The credentials for the `.p8` key text `private_key` (key id `key_id`) of team `team_id`,
+/// sending to the app `topic`, parsed exactly as the sender will use it: what `pushctl site
+/// apns` and the API's `PUT /v1/sites/{siteId}/apns` both check.
+pub fn credentials(
+    team_id: &str,
+    key_id: &str,
+    private_key: &str,
+    topic: &str,
+    sandbox: bool,
+) -> Result<ApnsCredentials, CredentialError> {
+    let topic = topic.trim();
+    if topic.is_empty() {
+        return Err(CredentialError::EmptyTopic);
+    }
+    ApnsKey::from_p8(team_id, key_id, private_key)?;
+    Ok(ApnsCredentials {
+        team_id: team_id.to_owned(),
+        key_id: key_id.to_owned(),
+        private_key: private_key.to_owned(),
+        topic: topic.to_owned(),
+        sandbox,
+    })
+}
+
 /// The credentials for signing key `path` (`AuthKey_<KEYID>.p8`; `key_id` overrides the id in
 /// the name) of team `team_id`, sending to the app `topic`.
 pub fn credentials_from_file(
@@ -50,8 +85,7 @@ pub fn credentials_from_file(
         .or_else(|| crate::key_id_from_file_name(path))
         .ok_or_else(|| CredentialFileError::NoKeyId(shown()))?
         .to_owned();
-    let topic = topic.trim();
-    if topic.is_empty() {
+    if topic.trim().is_empty() {
         return Err(CredentialFileError::EmptyTopic);
     }
     let private_key =
@@ -59,17 +93,11 @@ pub fn credentials_from_file(
             path: shown(),
             source,
         })?;
-    ApnsKey::from_p8(team_id, &key_id, &private_key).map_err(|source| {
-        CredentialFileError::Key {
+    credentials(team_id, &key_id, &private_key, topic, sandbox).map_err(|e| match e {
+        CredentialError::EmptyTopic => CredentialFileError::EmptyTopic,
+        CredentialError::Key(source) => CredentialFileError::Key {
             path: shown(),
             source,
-        }
-    })?;
-    Ok(ApnsCredentials {
-        team_id: team_id.to_owned(),
-        key_id,
-        private_key,
-        topic: topic.to_owned(),
-        sandbox,
+        },
     })
 }

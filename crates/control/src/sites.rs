@@ -115,27 +115,18 @@ pub fn apns_credentials(
     topic: &str,
     sandbox: bool,
 ) -> Result<ApnsCredentials, ControlError> {
-    let topic = topic.trim();
-    if topic.is_empty() {
-        return Err(ControlError::invalid(
+    use pushservice_apns::{CredentialError, KeyError};
+    pushservice_apns::credentials(team_id, key_id, private_key, topic, sandbox).map_err(|e| match e
+    {
+        CredentialError::EmptyTopic => ControlError::invalid(
             "topic",
             "empty; give the iOS app's bundle id (sent as apns-topic)",
-        ));
-    }
-    pushservice_apns::token::ApnsKey::from_p8(team_id, key_id, private_key).map_err(|e| {
-        let field = match e {
-            pushservice_apns::token::KeyError::BadId(what) if what.contains("team") => "teamId",
-            pushservice_apns::token::KeyError::BadId(_) => "keyId",
-            _ => "privateKey",
-        };
-        ControlError::unusable(field, e.to_string())
-    })?;
-    Ok(ApnsCredentials {
-        team_id: team_id.to_owned(),
-        key_id: key_id.to_owned(),
-        private_key: private_key.to_owned(),
-        topic: topic.to_owned(),
-        sandbox,
+        ),
+        CredentialError::Key(KeyError::BadId(what)) if what.contains("team") => {
+            ControlError::invalid("teamId", e.to_string())
+        }
+        CredentialError::Key(KeyError::BadId(_)) => ControlError::invalid("keyId", e.to_string()),
+        CredentialError::Key(_) => ControlError::unusable("privateKey", e.to_string()),
     })
 }
 
