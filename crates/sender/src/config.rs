@@ -194,6 +194,14 @@ pub struct SenderArgs {
         default_value_t = 30
     )]
     pub shutdown_grace_secs: u64,
+    /// How often the sender reads the status of the pushes it is delivering, to drop the
+    /// deliveries of canceled ones, milliseconds (one `_id` lookup per push in progress).
+    #[arg(
+        long = "sender-cancel-poll-ms",
+        env = "SENDER_CANCEL_POLL_MS",
+        default_value_t = 1_000
+    )]
+    pub cancel_poll_ms: u64,
 }
 
 /// Validated sender settings.
@@ -231,6 +239,8 @@ pub struct SenderConfig {
     pub site_cache: Duration,
     /// Shutdown grace period.
     pub shutdown_grace: Duration,
+    /// How often the statuses of the pushes in progress are read (cancels).
+    pub cancel_poll: Duration,
     /// Where to serve `/metrics`, `/healthz`, `/readyz`.
     pub metrics_addr: Option<std::net::SocketAddr>,
 }
@@ -297,6 +307,9 @@ impl SenderArgs {
                 "SENDER_RETRY_MAX_MS",
                 "must be at least SENDER_RETRY_BASE_MS (> 0)",
             ));
+        }
+        if !(50..=60_000).contains(&self.cancel_poll_ms) {
+            return Err(bad("SENDER_CANCEL_POLL_MS", "must be between 50 and 60000"));
         }
         if self.request_timeout_ms == 0 || self.connect_timeout_ms == 0 {
             return Err(bad(
@@ -400,6 +413,7 @@ impl SenderArgs {
             fcm,
             site_cache: Duration::from_secs(self.site_cache_secs),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            cancel_poll: Duration::from_millis(self.cancel_poll_ms),
             metrics_addr: self.telemetry.addr(),
         })
     }
@@ -447,6 +461,14 @@ mod endpoint_policy_tests {
         );
         assert_eq!(config.fcm.token_url, "http://127.0.0.1:9090/token");
         assert_eq!(config.apns.http.endpoint_policy, *policy);
+    }
+
+    #[test]
+    fn the_cancel_poll_is_a_second_by_default_and_bounded() {
+        let config = settings(&[]).expect("defaults");
+        assert_eq!(config.cancel_poll, Duration::from_secs(1));
+        let err = settings(&["--sender-cancel-poll-ms", "0"]).expect_err("too often");
+        assert_eq!(err.key, "SENDER_CANCEL_POLL_MS");
     }
 
     #[test]

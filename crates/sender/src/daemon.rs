@@ -14,6 +14,9 @@
 //!   committed, every assigned partition is paused and the loop keeps polling, so rebalances
 //!   are served at once and the member never exceeds `max.poll.interval.ms`; partitions
 //!   resume when the count falls below three quarters of the bound.
+//! - **Canceled pushes are dropped, not held.** A retry of a canceled push is not held
+//!   until it is due (its partition would stay paused): it is recorded `canceled` at once,
+//!   and a held retry whose push is canceled meanwhile stops waiting ([`crate::canceled`]).
 //! - **Rebalances hand over exactly what is final.** Before partitions are revoked the
 //!   committer commits everything released; deliveries of revoked partitions still in
 //!   progress stop, and the new owner delivers them again from the committed offset.
@@ -46,6 +49,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::breaker::Breakers;
+use crate::canceled::CanceledPushes;
 use crate::committer::{Committer, CommitterMetrics, CommitterParts, Shared, SharedTracker};
 use crate::config::SenderConfig;
 use crate::credentials::CredentialCache;
@@ -167,12 +171,14 @@ pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> an
         dead_letter: Arc::from(config.topics.dead_letter.name.as_str()),
         retry: topic_names[1..].to_vec(),
     };
+    let canceled = Arc::new(CanceledPushes::new(store.clone()));
     let deliverer = Arc::new(Deliverer {
         web,
         apns,
         fcm,
         credentials: CredentialCache::new(store.clone(), config.site_cache),
         breakers: Breakers::default(),
+        canceled: Arc::clone(&canceled),
         records,
         retry: config.retry,
         retry_tiers: tiers.iter().map(|(_, wait)| *wait).collect(),
@@ -247,6 +253,7 @@ pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> an
         .map_err(|e| anyhow::anyhow!("subscribing to {names:?}: {e}"))?;
 
     let stop = CancellationToken::new();
+    let cancel_poller = tokio::spawn(canceled.run(config.cancel_poll, stop.clone()));
     let recorder = tokio::spawn(crate::recorder::run(
         config.kafka.clone(),
         config.recorder_group.clone(),
@@ -349,11 +356,25 @@ pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> an
                 );
                 tasks.spawn(async move {
                     if let Some(due) = due {
-                        let wait = Duration::from_millis(due.saturating_sub(now_millis()));
-                        let interrupted = tokio::select! {
-                            () = tokio::time::sleep(wait) => false,
-                            () = revoked.cancelled() => true,
-                            () = stop.cancelled() => true,
+                        // A retry of a canceled push is dropped at once (in `process`), not
+                        // held until it is due: it would keep its partition paused.
+                        let push = match &parsed {
+                            Ok(message) => Some(deliverer.canceled.check(&message.push_id).await),
+                            Err(_) => None,
+                        };
+                        let interrupted = match push {
+                            Some(push) if push.canceled => false,
+                            push => {
+                                // A token that never fires when the push is unknown.
+                                let token = push.map(|p| p.token).unwrap_or_default();
+                                let wait = Duration::from_millis(due.saturating_sub(now_millis()));
+                                tokio::select! {
+                                    () = tokio::time::sleep(wait) => false,
+                                    () = token.cancelled() => false,
+                                    () = revoked.cancelled() => true,
+                                    () = stop.cancelled() => true,
+                                }
+                            }
                         };
                         let _ = due_tx.send(tp);
                         if interrupted {
@@ -388,6 +409,7 @@ pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> an
     }
     committer.stop();
     let _ = tokio::task::spawn_blocking(move || committer_thread.join()).await;
+    let _ = cancel_poller.await;
     match tokio::time::timeout(Duration::from_secs(30), recorder).await {
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "outcome recorder failed"),
         Ok(Err(e)) => tracing::warn!(error = %e, "outcome recorder panicked"),

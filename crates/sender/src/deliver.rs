@@ -12,10 +12,16 @@
 //! | permanent | outcome `failed`, dead letter |
 //! | transient | the message on a retry topic, due after the backoff; `failed` and a dead letter once the time budget is spent |
 //! | deferred (the push service's slots and queue are full) | the message on a retry topic, no attempt counted |
+//! | none: the push is canceled ([`crate::canceled`]) | outcome `canceled`, no attempt, no dead letter |
 //!
 //! No delivery waits in memory for a retry or for MongoDB: its outcome is final as soon as
 //! its records are written.
+//!
+//! A delivery of a canceled push is dropped before its attempt, or during it when the
+//! cancel is learned while it waits for a request slot or is on the wire (the request is
+//! abandoned; one already sent may still reach the device, and counts as canceled).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use pushservice_apns::{ApnsClient, ApnsRequest, build_payload};
@@ -26,6 +32,7 @@ use pushservice_webpush::{WebPushClient, WebPushRequest, decode_auth, decode_p25
 use tokio_util::sync::CancellationToken;
 
 use crate::breaker::{Breakers, Verdict};
+use crate::canceled::CanceledPushes;
 use crate::committer::Produced;
 use crate::credentials::CredentialCache;
 use crate::metrics::SenderMetrics;
@@ -47,6 +54,8 @@ pub struct Deliverer {
     pub credentials: CredentialCache,
     /// Per-site breakers for answers that may mean a misconfiguration.
     pub breakers: Breakers,
+    /// Which pushes are canceled.
+    pub canceled: Arc<CanceledPushes>,
     /// Where records go.
     pub records: RecordTopics,
     /// Retry budget and pacing.
@@ -86,16 +95,33 @@ impl Deliverer {
                 })]);
             }
         };
+        let push = self.canceled.check(&message.push_id).await;
+        if push.canceled {
+            return Some(self.drop_canceled(&message));
+        }
         let outcome = tokio::select! {
             biased;
             () = revoked.cancelled() => {
                 self.metrics.handed_over.inc();
                 return None;
             }
+            () = push.token.cancelled() => return Some(self.drop_canceled(&message)),
             outcome = self.attempt(&message) => outcome,
         };
         self.metrics.attempt(&outcome);
         Some(self.produced(&message, raw, source, outcome))
+    }
+
+    /// The record of a delivery not made because its push is canceled: no attempt counted,
+    /// no dead letter (nothing failed).
+    fn drop_canceled(&self, message: &DeliveryMessage) -> Produced {
+        self.metrics.canceled.inc();
+        tracing::trace!(push_id = %message.push_id, subscriber_id = %message.subscriber_id,
+            "delivery dropped: push canceled");
+        vec![
+            self.records
+                .outcome(message, OutcomeResult::Canceled, None, message.attempt),
+        ]
     }
 
     /// The records `outcome` produces for `message`.

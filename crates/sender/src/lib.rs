@@ -4,7 +4,7 @@
 //! one consumer group (`SenderGroup`). Each makes many delivery attempts concurrently
 //! through the provider of each message's platform (Web Push, APNs, FCM; one pooled HTTP/2
 //! client each) and acts on every answer by writing records to Kafka: an outcome (accepted,
-//! gone, failed), a retry on a retry topic, a dead letter. Those records and the offset
+//! gone, failed, canceled), a retry on a retry topic, a dead letter. Those records and the offset
 //! commit of the message go into one transaction, so a delivery's outcome is final exactly
 //! when its message is done, and nothing waits in memory or on MongoDB. An outcome recorder
 //! in every sender applies the outcome topic to MongoDB (unsubscribes, counters) in
@@ -17,6 +17,8 @@
 //!   rebalances, shutdown.
 //! - [`deliver`] — one attempt, from message to the records its outcome produces.
 //! - [`breaker`] — per-site breakers: no mass unsubscribe from a misconfiguration.
+//! - [`canceled`] — which pushes are canceled (their deliveries are dropped), refreshed from
+//!   MongoDB in the background.
 //! - [`retry`] — the time budget, backoff with jitter, `Retry-After`, retry tiers.
 //! - [`records`] — outcome, retry and dead-letter records.
 //! - [`tracker`] — per-partition release of finished messages in offset order.
@@ -27,6 +29,7 @@
 //! - [`metrics`] — attempts, retries, dead letters, pending messages.
 
 pub mod breaker;
+pub mod canceled;
 pub mod committer;
 pub mod config;
 pub mod credentials;

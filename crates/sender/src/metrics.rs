@@ -17,6 +17,8 @@ pub struct SenderMetrics {
     pub malformed: Arc<Counter>,
     /// Deliveries stopped unfinished because their partition moved to another sender.
     pub handed_over: Arc<Counter>,
+    /// Deliveries dropped because their push was canceled.
+    pub canceled: Arc<Counter>,
     /// Messages taken from Kafka and not final yet.
     pub pending: Arc<Gauge>,
 }
@@ -64,6 +66,11 @@ impl SenderMetrics {
             handed_over: registry.counter(
                 "pushservice_sender_handed_over_total",
                 "Deliveries dropped unfinished because their partition moved to another sender.",
+                &[],
+            ),
+            canceled: registry.counter(
+                "pushservice_sender_canceled_total",
+                "Deliveries dropped (outcome canceled) because their push was canceled.",
                 &[],
             ),
             pending: registry.gauge(

@@ -216,8 +216,13 @@ impl World {
 
     /// `pushctl send`, through the command's own code.
     pub async fn send(&self) {
+        self.send_push(self.push.id).await;
+    }
+
+    /// `pushctl send <push_id>` for another push of this world's site.
+    pub async fn send_push(&self, push_id: pushservice_model::ObjectId) {
         let args = pushservice_cli::cli::SendArgs {
-            push_id: self.push.id.to_hex(),
+            push_id: push_id.to_hex(),
             force: false,
             mongo: mongo_args(&self.mongo),
             kafka: kafka_args(&self.kafka),
