@@ -6,14 +6,28 @@
 //! that path (and none is declared that the template lacks); every operation has an id, a
 //! summary, a description, a success response and only known security schemes.
 //!
+//! Against the code itself: the members of every request body schema (and query) are exactly
+//! the fields of the struct the handler parses, and unknown ones are refused on both sides;
+//! the notification options, action fields and `dir` values are those `Content::into_push`
+//! accepts; the site, push and subscriber views answer exactly the documented members; the
+//! error codes listed by the `Error` schema are exactly those the sources answer; every error
+//! response is a JSON `Error`; routes with ids in the path, bodies, queries or credentials
+//! document their 400/401/403/413/415; limits match the handlers' constants.
+//!
 //! Not checked here: sending requests through `routes::router` itself. It needs an
 //! `AppState`, whose `Store` can only be made by `Store::connect`, which pings MongoDB.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use pushservice_pushapi::routes::ROUTES;
+use pushservice_model::{
+    ApiKey, ApnsCredentials, Audience, FanoutProgress, FcmCredentials, Notification,
+    NotificationAction, ObjectId, Push, ReasonCount, Site,
+};
 use pushservice_pushapi::routes::static_files::OPENAPI;
-use serde_json::Value;
+use pushservice_pushapi::routes::{ROUTES, events, notifications, pushes, sites, subscribers};
+use pushservice_pushapi::views;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
 
 const METHODS: [&str; 8] = [
     "get", "put", "post", "delete", "options", "head", "patch", "trace",
@@ -297,4 +311,650 @@ fn template_parameters_are_parsed() {
         vec!["siteId".to_owned(), "keyId".to_owned()]
     );
     assert!(template_parameters("/healthz").is_empty());
+}
+
+/// The schema at `#/components/schemas/{name}`.
+fn schema<'a>(doc: &'a Value, name: &str) -> &'a Value {
+    let schema = &doc["components"]["schemas"][name];
+    assert!(schema.is_object(), "components.schemas.{name} is missing");
+    schema
+}
+
+/// The member names of an object schema (`properties`).
+fn members(schema: &Value) -> BTreeSet<String> {
+    schema["properties"]
+        .as_object()
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// The names of a JSON object's members.
+fn keys(value: &Value) -> BTreeSet<String> {
+    value
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {value}"))
+        .keys()
+        .cloned()
+        .collect()
+}
+
+/// The fields of a `deny_unknown_fields` struct, from the error serde gives for an unknown
+/// member (``unknown field `x`, expected one of `a`, `b` ``); `None` when `T` does not refuse
+/// unknown members.
+fn fields_of<T: DeserializeOwned>() -> Option<BTreeSet<String>> {
+    const PROBE: &str = "zzNotAMember";
+    let error = match serde_json::from_value::<T>(json!({ PROBE: 0 })) {
+        Ok(_) => return None,
+        Err(e) => e.to_string(),
+    };
+    if !error.contains(&format!("unknown field `{PROBE}`")) {
+        return None;
+    }
+    // Backticked names are at odd positions; the first one is the probe.
+    Some(
+        error
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .skip(1)
+            .map(str::to_owned)
+            .collect(),
+    )
+}
+
+fn query_parameters(doc: &Value, method: &str, path: &str) -> BTreeSet<String> {
+    doc["paths"][path][method]["parameters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| deref(doc, p))
+        .filter(|p| p["in"] == "query")
+        .map(|p| p["name"].as_str().expect("parameter name").to_owned())
+        .collect()
+}
+
+#[test]
+fn request_schemas_are_the_parsed_structs() {
+    let doc = document();
+    let keys_of_subscribe = &schema(&doc, "SubscribeRequest")["properties"]["keys"]["anyOf"][0];
+    let cases: Vec<(&str, &Value, Option<BTreeSet<String>>)> = vec![
+        (
+            "NewSite",
+            schema(&doc, "NewSite"),
+            fields_of::<sites::NewSite>(),
+        ),
+        (
+            "SitePatch",
+            schema(&doc, "SitePatch"),
+            fields_of::<sites::SitePatch>(),
+        ),
+        (
+            "ApnsCredentialsInput",
+            schema(&doc, "ApnsCredentialsInput"),
+            fields_of::<sites::ApnsBody>(),
+        ),
+        (
+            "FcmCredentialsInput",
+            schema(&doc, "FcmCredentialsInput"),
+            fields_of::<sites::FcmBody>(),
+        ),
+        (
+            "SubscribeRequest",
+            schema(&doc, "SubscribeRequest"),
+            fields_of::<subscribers::SubscribeBody>(),
+        ),
+        (
+            "SubscribeRequest.keys",
+            keys_of_subscribe,
+            fields_of::<subscribers::KeysBody>(),
+        ),
+        (
+            "UnsubscribeRequest",
+            schema(&doc, "UnsubscribeRequest"),
+            fields_of::<subscribers::UnsubscribeBody>(),
+        ),
+        (
+            "NewPush",
+            schema(&doc, "NewPush"),
+            fields_of::<pushes::NewPush>(),
+        ),
+        (
+            "Audience",
+            schema(&doc, "Audience"),
+            fields_of::<pushes::AudienceBody>(),
+        ),
+        (
+            "DirectSend",
+            schema(&doc, "DirectSend"),
+            fields_of::<notifications::DirectSend>(),
+        ),
+        (
+            "DirectTarget",
+            schema(&doc, "DirectTarget"),
+            fields_of::<notifications::DirectTarget>(),
+        ),
+        (
+            "RawSubscription",
+            schema(&doc, "RawSubscription"),
+            fields_of::<notifications::RawSubscription>(),
+        ),
+        (
+            "SubscriptionKeys",
+            schema(&doc, "SubscriptionKeys"),
+            fields_of::<notifications::RawKeys>(),
+        ),
+        (
+            "EventRequest",
+            schema(&doc, "EventRequest"),
+            fields_of::<events::EventBody>(),
+        ),
+    ];
+    let mut problems = Vec::new();
+    for (name, schema, fields) in cases {
+        let Some(fields) = fields else {
+            problems.push(format!(
+                "{name}: its struct no longer refuses unknown fields"
+            ));
+            continue;
+        };
+        if schema["additionalProperties"] != Value::Bool(false) {
+            problems.push(format!(
+                "{name}: the handler refuses unknown members; say additionalProperties: false"
+            ));
+        }
+        let documented = members(schema);
+        if documented != fields {
+            problems.push(format!(
+                "{name}: documented members {documented:?}, the handler parses {fields:?}"
+            ));
+        }
+    }
+    for (method, path, fields) in [
+        (
+            "get",
+            "/v1/sites/{siteId}/pushes",
+            fields_of::<pushes::ListQuery>(),
+        ),
+        (
+            "post",
+            "/v1/pushes/{pushId}/send",
+            fields_of::<pushes::SendQuery>(),
+        ),
+    ] {
+        let documented = query_parameters(&doc, method, path);
+        if Some(&documented) != fields.as_ref() {
+            problems.push(format!(
+                "{method} {path}: documented query parameters {documented:?}, the handler \
+                 parses {fields:?} (unknown ones refused)"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// `Content::into_push` with `options`, for a push of a fresh site id.
+fn with_options(options: Value) -> Result<Push, pushservice_pushapi::error::ApiError> {
+    pushes::Content {
+        title: "t".to_owned(),
+        options: Some(options),
+        launch_url: None,
+        priority: None,
+        time_to_live: None,
+    }
+    .into_push(ObjectId::new())
+}
+
+/// The list after `known: ` in the message of a refused unknown option or action field.
+fn known_list(message: &str) -> BTreeSet<String> {
+    message
+        .split_once("known: ")
+        .unwrap_or_else(|| panic!("no list of known names in {message:?}"))
+        .1
+        .split(", ")
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn notification_options_are_those_the_handlers_accept() {
+    let doc = document();
+    let options = schema(&doc, "NotificationOptionsInput");
+    assert_eq!(options["additionalProperties"], Value::Bool(false));
+    let error = with_options(json!({ "zzNotAnOption": 1 })).expect_err("unknown option");
+    assert_eq!(error.field.as_deref(), Some("options.zzNotAnOption"));
+    assert_eq!(
+        members(options),
+        known_list(&error.message),
+        "NotificationOptionsInput and the options the handlers know differ"
+    );
+
+    let action = schema(&doc, "NotificationAction");
+    assert_eq!(
+        action["additionalProperties"],
+        Value::Bool(false),
+        "unknown action fields are refused; say additionalProperties: false"
+    );
+    let error =
+        with_options(json!({ "actions": [{ "zzNotAField": 1 }] })).expect_err("unknown field");
+    assert_eq!(
+        error.field.as_deref(),
+        Some("options.actions[0].zzNotAField")
+    );
+    assert_eq!(
+        members(action),
+        known_list(&error.message),
+        "NotificationAction and the action fields the handlers know differ"
+    );
+    let error = with_options(json!({ "actions": ["x"] })).expect_err("not an object");
+    assert_eq!(error.field.as_deref(), Some("options.actions[0]"));
+
+    let dir = &options["properties"]["dir"];
+    let values = dir["enum"].as_array().expect("options.dir has an enum");
+    for value in values {
+        with_options(json!({ "dir": value }))
+            .unwrap_or_else(|e| panic!("documented dir {value} is refused: {}", e.message));
+    }
+    for refused in [json!("sideways"), Value::Null, json!(1)] {
+        let error = with_options(json!({ "dir": refused })).expect_err("bad dir");
+        assert_eq!(error.field.as_deref(), Some("options.dir"));
+        assert!(
+            !values.contains(&refused),
+            "dir {refused} is refused but documented"
+        );
+    }
+}
+
+fn a_push() -> Push {
+    let options = Notification {
+        body: Some("b".into()),
+        icon: Some("https://x.example/i.png".into()),
+        image: Some("https://x.example/im.png".into()),
+        badge: Some("https://x.example/b.png".into()),
+        vibration: Some(json!([100, 50])),
+        silent: Some(false),
+        renotify: Some(true),
+        require_interaction: Some(true),
+        dir: Some("ltr".into()),
+        tag: Some("t".into()),
+        actions: vec![NotificationAction {
+            action: Some("a".into()),
+            title: Some("A".into()),
+            icon: Some("https://x.example/a.png".into()),
+            url: Some("https://x.example/a".into()),
+        }],
+    };
+    let mut push = Push::new(ObjectId::new(), "t".into(), options);
+    push.launch_url = Some("https://x.example/".into());
+    push.audience = Some(Audience {
+        external_ids: vec!["u1".into()],
+        tags: vec!["news".into()],
+    });
+    push.fanout = Some(FanoutProgress {
+        produced: 3,
+        skipped: 1,
+        canceled: 2,
+        ..FanoutProgress::default()
+    });
+    push.failure_reason = Some("why".into());
+    push.delivery_failures = vec![ReasonCount {
+        reason: "r".into(),
+        count: 1,
+    }];
+    push.canceled_at = Some(pushservice_model::DateTime::now());
+    push
+}
+
+/// `view`'s members are exactly `schema`'s, and it has every required one.
+fn check_view(problems: &mut Vec<String>, name: &str, view: &Value, schema: &Value) {
+    let (answered, documented) = (keys(view), members(schema));
+    if answered != documented {
+        problems.push(format!(
+            "{name}: the API answers {answered:?}, the document has {documented:?}"
+        ));
+    }
+    for required in schema["required"].as_array().into_iter().flatten() {
+        let required = required.as_str().expect("required names are strings");
+        if !answered.contains(required) {
+            problems.push(format!("{name}: {required} is required but not answered"));
+        }
+    }
+}
+
+#[test]
+fn views_answer_the_documented_members() {
+    let doc = document();
+    let mut problems = Vec::new();
+
+    let view = views::push(&a_push(), None);
+    let push = schema(&doc, "Push");
+    check_view(&mut problems, "Push", &view, push);
+    check_view(
+        &mut problems,
+        "Push.totals",
+        &view["totals"],
+        schema(&doc, "Totals"),
+    );
+    check_view(
+        &mut problems,
+        "Push.fanout",
+        &view["fanout"],
+        &push["properties"]["fanout"]["anyOf"][0],
+    );
+    check_view(
+        &mut problems,
+        "Push.options",
+        &view["options"],
+        schema(&doc, "NotificationOptions"),
+    );
+    check_view(
+        &mut problems,
+        "Push.options.actions[]",
+        &view["options"]["actions"][0],
+        schema(&doc, "NotificationAction"),
+    );
+    check_view(
+        &mut problems,
+        "Push.audience",
+        &view["audience"],
+        schema(&doc, "Audience"),
+    );
+    check_view(
+        &mut problems,
+        "Push.deliveryFailures[]",
+        &view["deliveryFailures"][0],
+        &push["properties"]["deliveryFailures"]["items"],
+    );
+
+    let mut site = Site::new(
+        "mailto:ops@x.example".into(),
+        "public".into(),
+        "private".into(),
+    );
+    site.api_keys.push(ApiKey {
+        id: "0123abcd".into(),
+        hash: "h".into(),
+        created_at: None,
+    });
+    site.apns = Some(ApnsCredentials {
+        team_id: "T".into(),
+        key_id: "K".into(),
+        private_key: "secret".into(),
+        topic: "app".into(),
+        sandbox: false,
+    });
+    site.fcm = Some(FcmCredentials {
+        service_account: json!({ "project_id": "p", "client_email": "e@p" }).to_string(),
+    });
+    let view = views::site(&site);
+    let site_schema = schema(&doc, "Site");
+    check_view(&mut problems, "Site", &view, site_schema);
+    let properties = &site_schema["properties"];
+    check_view(
+        &mut problems,
+        "Site.apiKeys[]",
+        &view["apiKeys"][0],
+        &properties["apiKeys"]["items"],
+    );
+    check_view(
+        &mut problems,
+        "Site.apns",
+        &view["apns"],
+        &properties["apns"]["anyOf"][0],
+    );
+    check_view(
+        &mut problems,
+        "Site.fcm",
+        &view["fcm"],
+        &properties["fcm"]["anyOf"][0],
+    );
+    site.fcm = Some(FcmCredentials {
+        service_account: "{}".into(),
+    });
+    check_view(
+        &mut problems,
+        "Site.fcm (unusable)",
+        &views::site(&site)["fcm"],
+        &properties["fcm"]["anyOf"][1],
+    );
+    let secrets = views::site(&site).to_string();
+    assert!(
+        !secrets.contains("private") && !secrets.contains("secret"),
+        "a site view shows a secret: {secrets}"
+    );
+
+    let registered = views::registered(
+        &ObjectId::new().to_hex(),
+        "web",
+        pushservice_store::Registered {
+            id: ObjectId::new(),
+            created: true,
+        },
+    );
+    check_view(
+        &mut problems,
+        "RegisteredSubscriber",
+        &registered,
+        schema(&doc, "RegisteredSubscriber"),
+    );
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Every source file of the crate, with its path.
+fn sources() -> Vec<(String, String)> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<(String, String)>) {
+        for entry in std::fs::read_dir(dir).expect("read src") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).expect("read source");
+                out.push((path.display().to_string(), text));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut out,
+    );
+    out
+}
+
+/// The top-level arguments of a call, from just after its `(`; string literals and nested
+/// brackets are skipped over.
+fn call_arguments(text: &str) -> Vec<&str> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    let (mut start, mut out) = (0, Vec::new());
+    for (i, c) in text.char_indices() {
+        if in_string {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => in_string = true,
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' if depth == 0 => {
+                out.push(text[start..i].trim());
+                return out;
+            }
+            ')' | ']' | '}' => depth -= 1,
+            ',' if depth == 0 => {
+                out.push(text[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Every error code the sources can answer: the code argument of `ApiError::new(status,
+/// "code", ..)` and `ApiError::unusable(field, "code", ..)`, and `code: "..."` in
+/// `ApiError` literals.
+fn answered_codes() -> BTreeMap<String, String> {
+    let literal = |argument: &str| {
+        argument
+            .strip_prefix('"')
+            .and_then(|a| a.strip_suffix('"'))
+            .map(str::to_owned)
+    };
+    let mut codes = BTreeMap::new();
+    for (path, text) in sources() {
+        for call in ["ApiError::new(", "ApiError::unusable("] {
+            for (at, _) in text.match_indices(call) {
+                let arguments = call_arguments(&text[at + call.len()..]);
+                if let Some(code) = arguments.get(1).and_then(|a| literal(a)) {
+                    codes.insert(code, path.clone());
+                }
+            }
+        }
+        for (at, _) in text.match_indices("code: \"") {
+            let rest = &text[at + "code: \"".len()..];
+            if let Some(end) = rest.find('"') {
+                codes.insert(rest[..end].to_owned(), path.clone());
+            }
+        }
+    }
+    codes
+}
+
+#[test]
+fn error_codes_are_those_the_sources_answer() {
+    let doc = document();
+    let description = schema(&doc, "Error")["description"]
+        .as_str()
+        .expect("Error has a description");
+    let (_, list) = description
+        .split_once("machine-readable:")
+        .expect("the Error description lists the codes after `machine-readable:`");
+    let documented: BTreeSet<String> = list
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect();
+    let answered = answered_codes();
+    for expected in [
+        "invalid_field",
+        "invalid_query",
+        "method_not_allowed",
+        "not_found",
+    ] {
+        assert!(
+            answered.contains_key(expected),
+            "the source scan misses {expected}: {answered:?}"
+        );
+    }
+    let undocumented: Vec<String> = answered
+        .iter()
+        .filter(|(code, _)| !documented.contains(*code))
+        .map(|(code, path)| format!("{code} ({path})"))
+        .collect();
+    let unanswered: Vec<&String> = documented
+        .iter()
+        .filter(|code| !answered.contains_key(*code))
+        .collect();
+    assert!(
+        undocumented.is_empty() && unanswered.is_empty(),
+        "the Error schema's codes and the sources' differ.\n  answered, not documented: \
+         {undocumented:?}\n  documented, never answered: {unanswered:?}"
+    );
+}
+
+#[test]
+fn error_responses_are_json_errors() {
+    let doc = document();
+    let mut problems = Vec::new();
+    for ((method, path), operation) in operations(&doc) {
+        // Readiness answers plain text by design (as the other daemons' `/readyz`).
+        if path == "/readyz" {
+            continue;
+        }
+        for (status, response) in operation["responses"].as_object().into_iter().flatten() {
+            if !status.starts_with('4') && !status.starts_with('5') {
+                continue;
+            }
+            let response = deref(&doc, response);
+            let content = response["content"].as_object();
+            let only_json = content.is_some_and(|c| c.len() == 1)
+                && response["content"]["application/json"]["schema"]["$ref"]
+                    == "#/components/schemas/Error";
+            if !only_json {
+                problems.push(format!(
+                    "{method} {path} {status}: errors are JSON `Error`s, and only that"
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn refusals_are_documented_where_they_can_happen() {
+    let doc = document();
+    let mut problems = Vec::new();
+    for ((method, path), operation) in operations(&doc) {
+        let responses = operation["responses"].as_object();
+        let has = |status: &str| responses.is_some_and(|r| r.contains_key(status));
+        let mut need = Vec::new();
+        let ids = ["siteId", "pushId", "subscriberId"];
+        if template_parameters(&path)
+            .iter()
+            .any(|p| ids.contains(&p.as_str()))
+        {
+            need.push(("400", "a malformed id in the path"));
+        }
+        if !query_parameters(&doc, &method.to_lowercase(), &path).is_empty() {
+            need.push(("400", "an invalid query string"));
+        }
+        if operation.get("requestBody").is_some() {
+            need.push(("400", "a body that does not parse"));
+            need.push(("413", "a body over the limit"));
+            need.push(("415", "a body that is not JSON"));
+        }
+        let secured = operation["security"].as_array().is_some_and(|r| {
+            r.iter()
+                .any(|s| s.as_object().is_some_and(|s| !s.is_empty()))
+        });
+        if secured {
+            need.push(("401", "wrong credentials"));
+            need.push(("403", "another site's key"));
+        }
+        for (status, why) in need {
+            if !has(status) {
+                problems.push(format!("{method} {path}: no {status} response ({why})"));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn limits_are_the_handlers() {
+    let doc = document();
+    let max_ttl = json!(pushes::MAX_TIME_TO_LIVE);
+    for name in ["NewPush", "DirectSend"] {
+        assert_eq!(
+            schema(&doc, name)["properties"]["timeToLive"]["maximum"],
+            max_ttl,
+            "{name}.timeToLive maximum"
+        );
+    }
+    assert_eq!(
+        schema(&doc, "DirectSend")["properties"]["targets"]["maxItems"],
+        json!(notifications::MAX_TARGETS),
+        "DirectSend.targets maxItems"
+    );
+    for name in ["NewSite", "SitePatch"] {
+        assert_eq!(
+            schema(&doc, name)["properties"]["allowedOrigins"]["maxItems"],
+            json!(pushservice_control::sites::MAX_ALLOWED_ORIGINS),
+            "{name}.allowedOrigins maxItems"
+        );
+    }
 }
