@@ -74,6 +74,9 @@ pub struct ApnsRequest<'a> {
     /// `apns-collapse-id`: replaces an undelivered notification with the same id; dropped
     /// when over 64 bytes.
     pub collapse_id: Option<&'a str>,
+    /// Canceled when the delivery is no longer wanted (its push was canceled): the request
+    /// is then not sent if it has not been yet (see `RequestSlots::acquire_unless`).
+    pub withdrawn: Option<&'a pushservice_provider::CancellationToken>,
 }
 
 /// Sends notifications to APNs. Build one per process and share it.
@@ -180,7 +183,11 @@ impl ApnsClient {
         let origin = base;
         // A slot of this (key, host), then a global one, held until the answer is read.
         let slot_key = format!("apns {base} {}", request.key.fingerprint());
-        let _slot = match self.slots.acquire(&slot_key).await {
+        let _slot = match self
+            .slots
+            .acquire_unless(&slot_key, request.withdrawn)
+            .await
+        {
             Ok(slot) => slot,
             Err(e) => return DeliveryOutcome::from_slot_error(origin, e),
         };

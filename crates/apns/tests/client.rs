@@ -76,6 +76,7 @@ async fn notifications_arrive_signed_with_the_teams_key_and_fates_map_to_outcome
         let device = token(i);
         let outcome = client
             .send(&ApnsRequest {
+                withdrawn: None,
                 token: &device,
                 key: &signing,
                 topic: "com.example.client",
@@ -128,6 +129,7 @@ async fn a_key_apple_does_not_know_is_resigned_once_then_misconfigured_and_bad_t
     let signing = ApnsKey::from_p8(TEAM, &unknown.key_id, &unknown.p8).expect("key");
     let payload = build_payload(&PayloadFields::default(), Urgency::High);
     let request = |token| ApnsRequest {
+        withdrawn: None,
         token,
         key: &signing,
         topic: "com.example.client",
@@ -221,6 +223,7 @@ async fn the_default_policy_refuses_a_loopback_apns_host_without_connecting() {
     let device = token(7);
     match client
         .send(&ApnsRequest {
+            withdrawn: None,
             token: &device,
             key: &signing,
             topic: "com.example.client",

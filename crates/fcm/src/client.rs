@@ -72,6 +72,9 @@ pub struct FcmRequest<'a> {
     pub urgency: Urgency,
     /// Replaces an undelivered message with the same key.
     pub collapse_key: Option<&'a str>,
+    /// Canceled when the delivery is no longer wanted (its push was canceled): the request
+    /// is then not sent if it has not been yet (see `RequestSlots::acquire_unless`).
+    pub withdrawn: Option<&'a pushservice_provider::CancellationToken>,
 }
 
 /// Sends messages to FCM. Build one per process and share it.
@@ -161,7 +164,11 @@ impl FcmClient {
         let origin = self.base_url.as_str();
         // A slot of this service account, then a global one, held until the answer is read.
         let slot_key = format!("fcm {}", request.account.fingerprint());
-        let _slot = match self.slots.acquire(&slot_key).await {
+        let _slot = match self
+            .slots
+            .acquire_unless(&slot_key, request.withdrawn)
+            .await
+        {
             Ok(slot) => slot,
             Err(e) => return DeliveryOutcome::from_slot_error(origin, e),
         };

@@ -89,6 +89,7 @@ async fn one_access_token_serves_many_concurrent_sends() {
     let requests: Vec<FcmRequest<'_>> = tokens
         .iter()
         .map(|token| FcmRequest {
+            withdrawn: None,
             token,
             account: &account,
             fields: &fields,
@@ -129,6 +130,7 @@ async fn a_refused_account_is_misconfigured_without_asking_again_for_each_messag
     for _ in 0..3 {
         let outcome = client
             .send(&FcmRequest {
+                withdrawn: None,
                 token: "device:APA91b",
                 account: &account,
                 fields: &fields,
@@ -171,6 +173,7 @@ async fn gone_and_throttled_tokens_become_the_outcomes_the_sender_acts_on() {
         let token = format!("fate-{i}:APA91b");
         let outcome = client
             .send(&FcmRequest {
+                withdrawn: None,
                 token: &token,
                 account: &account,
                 fields: &fields,
@@ -206,6 +209,7 @@ fn request<'a>(
     fields: &'a PayloadFields,
 ) -> FcmRequest<'a> {
     FcmRequest {
+        withdrawn: None,
         token,
         account,
         fields,

@@ -248,6 +248,10 @@ pub struct FanoutProgress {
     /// parser when it stops; they count in `totalCanceled`).
     #[serde(default, deserialize_with = "lenient::i64_from_any")]
     pub canceled: i64,
+    /// When the fan-out ended: every subscriber produced (`done`), or the parser stopped
+    /// and counted the rest (`canceled`); absent while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime>,
     /// When the checkpoint was written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<DateTime>,

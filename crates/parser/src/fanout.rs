@@ -501,7 +501,7 @@ impl Fanout {
         tokio::select! {
             () = tokio::time::sleep(RESETTLE_AFTER) => {
                 self.store
-                    .settle_canceled_push(push.id, push.trigger_count, end)
+                    .settle_canceled_push(push.id, push.trigger_count, end, true)
                     .await?;
             }
             // Settled once already; the recorders keep the totals up to date.
@@ -529,7 +529,7 @@ impl Fanout {
             // Where the fan-out stopped, on the push first: counting takes a while on
             // FerretDB, and a retry after a failure here counts from this exact point.
             self.store
-                .settle_canceled_push(push.id, push.trigger_count, end)
+                .settle_canceled_push(push.id, push.trigger_count, end, false)
                 .await?;
         } else if let Some(counted) = self.store.parser_canceled(push.id).await? {
             let end = FanoutEnd {
@@ -537,7 +537,7 @@ impl Fanout {
                 ..end
             };
             self.store
-                .settle_canceled_push(push.id, push.trigger_count, end)
+                .settle_canceled_push(push.id, push.trigger_count, end, true)
                 .await?;
             return Ok((end, false));
         }
@@ -554,7 +554,7 @@ impl Fanout {
             .write_parser_canceled(push.id, end.canceled, end.last_subscriber_id, exact)
             .await?;
         self.store
-            .settle_canceled_push(push.id, push.trigger_count, end)
+            .settle_canceled_push(push.id, push.trigger_count, end, true)
             .await?;
         Ok((end, written))
     }

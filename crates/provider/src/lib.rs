@@ -28,6 +28,7 @@ pub use keys::{
     PemError, b64url, jwt_signing_input, key_id_from_file_name, pem_from_pkcs8, pkcs8_from_pem,
 };
 pub use slots::{InvalidSlots, RequestSlot, RequestSlots, SlotError};
+pub use tokio_util::sync::CancellationToken;
 
 use std::time::Duration;
 
@@ -69,6 +70,9 @@ pub enum DeliveryOutcome {
         /// The setting an operator should fix.
         setting: &'static str,
     },
+    /// Not sent: the caller withdrew the delivery (its push was canceled) before a request
+    /// slot was free. Nothing reached the push service.
+    Withdrawn,
     /// Not attempted: the push service's request slots are all taken and as many deliveries
     /// already wait for one (it answers slowly). Try again later without counting an
     /// attempt, so one slow push service cannot fill the sender with its waiting deliveries.
@@ -122,6 +126,7 @@ impl DeliveryOutcome {
             SlotError::Busy => DeliveryOutcome::Deferred {
                 reason: format!("{origin}: {error}"),
             },
+            SlotError::Withdrawn => DeliveryOutcome::Withdrawn,
             SlotError::Closed => DeliveryOutcome::transient(format!("{origin}: {error}")),
         }
     }
@@ -135,6 +140,7 @@ impl DeliveryOutcome {
             DeliveryOutcome::SuspectToken { .. } => "suspect",
             DeliveryOutcome::Misconfigured { .. } => "misconfigured",
             DeliveryOutcome::Deferred { .. } => "deferred",
+            DeliveryOutcome::Withdrawn => "withdrawn",
             DeliveryOutcome::Permanent { .. } => "permanent",
             DeliveryOutcome::Transient { .. } => "transient",
         }

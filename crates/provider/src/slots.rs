@@ -34,6 +34,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 // Tokio's clock, so tests with a paused clock see the time requests take.
 use tokio::time::Instant;
 
@@ -60,6 +61,10 @@ pub enum SlotError {
     /// Every slot of the key stayed taken for [`MAX_KEY_WAIT`].
     #[error("every request slot of this push service stayed taken (it answers slowly)")]
     Busy,
+    /// The caller withdrew the delivery (its push was canceled) while it waited: nothing
+    /// was sent.
+    #[error("withdrawn before a request slot was free (its push was canceled)")]
+    Withdrawn,
     /// The semaphores were closed (never happens; kept so callers need not panic).
     #[error("request slots closed")]
     Closed,
@@ -120,6 +125,30 @@ impl RequestSlots {
 
     /// Waits for a slot of `key` (first) and a global one (second); [`SlotError::Busy`] when
     /// the key's slot does not come within [`MAX_KEY_WAIT`].
+    /// [`RequestSlots::acquire`], given up as soon as `withdrawn` is canceled (while waiting,
+    /// or by the time a slot is free): a delivery whose push was canceled never goes out, and
+    /// one that already went out is never abandoned, so what reached the push service is
+    /// exactly what counts as sent.
+    pub async fn acquire_unless(
+        &self,
+        key: &str,
+        withdrawn: Option<&CancellationToken>,
+    ) -> Result<RequestSlot, SlotError> {
+        let Some(withdrawn) = withdrawn else {
+            return self.acquire(key).await;
+        };
+        let slot = tokio::select! {
+            biased;
+            () = withdrawn.cancelled() => return Err(SlotError::Withdrawn),
+            slot = self.acquire(key) => slot?,
+        };
+        if withdrawn.is_cancelled() {
+            return Err(SlotError::Withdrawn);
+        }
+        Ok(slot)
+    }
+
+    /// A slot of `key`, then a global one.
     pub async fn acquire(&self, key: &str) -> Result<RequestSlot, SlotError> {
         let slots = self.key_slots(key);
         let semaphore = Arc::clone(&slots.semaphore);
@@ -224,6 +253,35 @@ mod tests {
         };
         let (waited, ()) = tokio::join!(waiter, release);
         assert!(waited.is_ok(), "a fast key is not deferred: {waited:?}");
+    }
+
+    #[tokio::test]
+    async fn a_withdrawn_delivery_gives_up_its_wait_and_never_takes_a_slot() {
+        let slots = RequestSlots::new(2, 1).expect("valid");
+        let withdrawn = CancellationToken::new();
+        let held = slots
+            .acquire_unless("a", Some(&withdrawn))
+            .await
+            .expect("free slot");
+        let waiting = slots.acquire_unless("a", Some(&withdrawn));
+        let cancel = async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            withdrawn.cancel();
+        };
+        let (waited, ()) = tokio::join!(waiting, cancel);
+        assert!(matches!(waited, Err(SlotError::Withdrawn)), "{waited:?}");
+        // Already withdrawn: refused even when a slot is free, and the slot stays free.
+        let free_key = slots.acquire_unless("b", Some(&withdrawn)).await;
+        assert!(
+            matches!(free_key, Err(SlotError::Withdrawn)),
+            "{free_key:?}"
+        );
+        assert_eq!(slots.available(), 1);
+        drop(held);
+        slots
+            .acquire_unless("a", None)
+            .await
+            .expect("no token: a plain acquire");
     }
 
     #[tokio::test]

@@ -83,6 +83,7 @@ pub fn push(push: &Push, events: Option<EventCounts>) -> Value {
             "produced": f.produced,
             "skipped": f.skipped,
             "canceled": f.canceled,
+            "finishedAt": time(f.finished_at),
         })),
         "deliveryFailures": push.delivery_failures,
         "createdAt": time(push.created_at),
@@ -101,11 +102,12 @@ pub fn is_final(push: &Push) -> bool {
         PushStatus::Done => settled >= push.total_sent,
         PushStatus::Failed => true,
         PushStatus::Canceled => {
-            // The parser counts the subscribers it never reached as canceled too.
-            let (produced, never_sent) = push.fanout.as_ref().map_or((push.total_sent, 0), |f| {
-                (f.produced.max(push.total_sent), f.canceled)
-            });
-            settled >= produced + never_sent
+            // Final once the parser has stopped and counted the subscribers it never reached
+            // (`fanout.finishedAt`), and every delivery it produced has an outcome.
+            push.fanout
+                .as_ref()
+                .filter(|f| f.finished_at.is_some())
+                .is_some_and(|f| settled >= f.produced.max(push.total_sent) + f.canceled)
         }
     }
 }

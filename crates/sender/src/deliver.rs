@@ -18,8 +18,9 @@
 //! its records are written.
 //!
 //! A delivery of a canceled push is dropped before its attempt, or during it when the
-//! cancel is learned while it waits for a request slot or is on the wire (the request is
-//! abandoned; one already sent may still reach the device, and counts as canceled).
+//! cancel is learned while it waits for a request slot (nothing is sent). A request already
+//! on the wire is never abandoned: it finishes and counts as what the push service answered,
+//! so a push's totals match what reached the push service.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -99,14 +100,16 @@ impl Deliverer {
         if push.canceled {
             return Some(self.drop_canceled(&message));
         }
+        // A cancel learned while the delivery waits for a request slot withdraws it (nothing
+        // is sent); one learned after the request went out lets it finish and count as what
+        // the push service answered, so the push's totals are what reached it.
         let outcome = tokio::select! {
             biased;
             () = revoked.cancelled() => {
                 self.metrics.handed_over.inc();
                 return None;
             }
-            () = push.token.cancelled() => return Some(self.drop_canceled(&message)),
-            outcome = self.attempt(&message) => outcome,
+            outcome = self.attempt(&message, &push.token) => outcome,
         };
         self.metrics.attempt(&outcome);
         Some(self.produced(&message, raw, source, outcome))
@@ -182,6 +185,7 @@ impl Deliverer {
                 self.fail(message, raw, source, attempts, &reason)
             }
             DeliveryOutcome::Deferred { reason } => self.defer(message, &reason),
+            DeliveryOutcome::Withdrawn => self.drop_canceled(message),
             DeliveryOutcome::Transient {
                 status,
                 retry_after,
@@ -273,7 +277,11 @@ impl Deliverer {
         ]
     }
 
-    async fn attempt(&self, message: &DeliveryMessage) -> DeliveryOutcome {
+    async fn attempt(
+        &self,
+        message: &DeliveryMessage,
+        withdrawn: &CancellationToken,
+    ) -> DeliveryOutcome {
         let Ok(site_id) = parse_object_id("site", &message.site_id) else {
             return DeliveryOutcome::permanent(format!("malformed siteId {:?}", message.site_id));
         };
@@ -317,6 +325,7 @@ impl Deliverer {
                     vapid_key,
                     subject: &credentials.subject,
                     site_key: &credentials.site_key,
+                    withdrawn: Some(withdrawn),
                 };
                 self.web.send(&request).await
             }
@@ -347,6 +356,7 @@ impl Deliverer {
                         payload: &payload,
                         expiration,
                         collapse_id: message.topic.as_deref(),
+                        withdrawn: Some(withdrawn),
                     })
                     .await
             }
@@ -371,6 +381,7 @@ impl Deliverer {
                         ttl,
                         urgency: message.urgency,
                         collapse_key: message.topic.as_deref(),
+                        withdrawn: Some(withdrawn),
                     })
                     .await
             }

@@ -91,6 +91,8 @@ impl SenderMetrics {
             DeliveryOutcome::Deferred { .. } => 4,
             DeliveryOutcome::Permanent { .. } => 5,
             DeliveryOutcome::Transient { .. } => 6,
+            // Not an attempt: counted as canceled by the caller.
+            DeliveryOutcome::Withdrawn => return,
         };
         self.attempts[index].inc();
     }

@@ -367,6 +367,9 @@ impl Store {
             return Ok(Transition::Conflict(None));
         };
         let at = DateTime::now();
+        // A pending push canceled before any send was never fanned out: nothing will settle
+        // it later, so the cancel itself marks its fan-out finished (with nothing sent).
+        let mut never_sent = false;
         let trigger = match push.status {
             PushStatus::Pending => {
                 let next = push.trigger_count + 1;
@@ -380,7 +383,10 @@ impl Store {
                     )
                     .await?;
                 match claimed {
-                    Claimed::Won | Claimed::Held(PushStatus::Canceled) => next,
+                    Claimed::Won | Claimed::Held(PushStatus::Canceled) => {
+                        never_sent = true;
+                        next
+                    }
                     Claimed::Held(..) => {
                         // A send claimed this trigger first: cancel the fan-out it starts.
                         match self.claim_end(id, next, PushStatus::Canceled, at).await? {
@@ -412,11 +418,21 @@ impl Store {
                     "_id": id,
                     "status": { "$in": [PushStatus::Pending.as_str(), PushStatus::Processing.as_str()] },
                 },
-                doc! { "$set": {
-                    "status": PushStatus::Canceled.as_str(),
-                    "canceledAt": at,
-                    "updatedAt": at,
-                    "triggerCount": trigger,
+                doc! { "$set": if never_sent {
+                    doc! {
+                        "status": PushStatus::Canceled.as_str(),
+                        "canceledAt": at,
+                        "updatedAt": at,
+                        "triggerCount": trigger,
+                        "fanout.finishedAt": at,
+                    }
+                } else {
+                    doc! {
+                        "status": PushStatus::Canceled.as_str(),
+                        "canceledAt": at,
+                        "updatedAt": at,
+                        "triggerCount": trigger,
+                    }
                 } },
             )
             .await
@@ -458,6 +474,8 @@ impl Store {
     /// checkpoint may have undone the cancel's write; see [`Store::cancel_push`]). Called by
     /// the parser once it has stopped writing the push; returns false when the push is neither
     /// `processing` nor `canceled` at that trigger any more (sent again meanwhile).
+    /// `counted`: `end.canceled` is the final count of subscribers never fanned out, so the
+    /// fan-out is finished (`fanout.finishedAt`); false while that count is not known yet.
     ///
     /// After this, the outcome recorders keep the totals up to date like for a `done` push.
     pub async fn settle_canceled_push(
@@ -465,6 +483,7 @@ impl Store {
         id: ObjectId,
         trigger: i64,
         end: FanoutEnd,
+        counted: bool,
     ) -> Result<bool, StoreError> {
         let claim_id = end_claim_id(id, trigger);
         let claim = self
@@ -482,6 +501,10 @@ impl Store {
             "fanout.updatedAt": now,
             "updatedAt": now,
         };
+        if counted {
+            // Settled: nothing more will be fanned out or counted as never sent.
+            set.insert("fanout.finishedAt", now);
+        }
         if let Some(last) = end.last_subscriber_id {
             set.insert("fanout.lastSubscriberId", last);
         }

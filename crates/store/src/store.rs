@@ -14,7 +14,9 @@ pub const PUSHES: &str = "pushes";
 /// Collection of subscribers.
 pub const SUBSCRIBERS: &str = "subscribers";
 
-/// Claims of push triggers (see `Store::restart_push`).
+/// Claims of push triggers, and of their end (done or canceled): a unique `_id` decides
+/// races that conditional updates cannot on FerretDB 1.x (see `Store::restart_push` and the
+/// `pushes` module).
 pub const PUSH_TRIGGERS: &str = "pushTriggers";
 
 /// Database used when `MONGODB_URL` names none.
@@ -111,6 +113,21 @@ impl Store {
             .await
             .map_err(StoreError::query(
                 "creating subscribers index {siteId, subscribed, _id}",
+            ))?;
+        // Pushes to users (`audience.externalIds`) and the API's direct sends by external id.
+        let by_user = IndexModel::builder()
+            .keys(doc! { "siteId": 1, "externalId": 1 })
+            .options(
+                IndexOptions::builder()
+                    .name("siteId_1_externalId_1".to_owned())
+                    .build(),
+            )
+            .build();
+        self.subscribers
+            .create_index(by_user)
+            .await
+            .map_err(StoreError::query(
+                "creating subscribers index {siteId, externalId}",
             ))?;
         let by_site = IndexModel::builder()
             .keys(doc! { "siteId": 1, "status": 1 })

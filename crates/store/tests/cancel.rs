@@ -167,7 +167,7 @@ async fn a_cancel_and_a_racing_finish_never_both_win() {
             };
             assert!(
                 parser
-                    .settle_canceled_push(push.id, trigger, end)
+                    .settle_canceled_push(push.id, trigger, end, true)
                     .await
                     .expect("settle")
             );

@@ -427,6 +427,7 @@ async fn worker(shared: Arc<Shared>) -> Option<String> {
                 shared
                     .client
                     .send(&WebPushRequest {
+                        withdrawn: None,
                         endpoint: &subscription.endpoint,
                         p256dh: &p256dh,
                         auth: &auth,

@@ -77,6 +77,9 @@ pub struct WebPushRequest<'a> {
     pub subject: &'a str,
     /// Cache key for the site's signed VAPID headers: the site id.
     pub site_key: &'a str,
+    /// Canceled when the delivery is no longer wanted (its push was canceled): the request
+    /// is then not sent if it has not been yet (see `RequestSlots::acquire_unless`).
+    pub withdrawn: Option<&'a pushservice_provider::CancellationToken>,
 }
 
 impl std::fmt::Debug for WebPushRequest<'_> {
@@ -191,7 +194,7 @@ impl WebPushClient {
         // 4. A slot of this origin, then a global one, held until the response is read.
         //    Taken before encrypting: a delivery deferred because its push service is slow
         //    must not have cost the ~60 µs of crypto (it comes back and pays it once).
-        let _slot = match self.slots.acquire(origin).await {
+        let _slot = match self.slots.acquire_unless(origin, request.withdrawn).await {
             Ok(slot) => slot,
             Err(e) => return DeliveryOutcome::from_slot_error(origin, e),
         };
@@ -262,6 +265,14 @@ impl WebPushClient {
             }
             DeliveryOutcome::Deferred { reason } => {
                 tracing::debug!(origin, elapsed_us, %reason, outcome = "deferred", "web push not sent");
+            }
+            DeliveryOutcome::Withdrawn => {
+                tracing::trace!(
+                    origin,
+                    elapsed_us,
+                    outcome = "withdrawn",
+                    "web push not sent"
+                );
             }
             DeliveryOutcome::SuspectToken { status, reason, .. }
             | DeliveryOutcome::Misconfigured { status, reason, .. } => {

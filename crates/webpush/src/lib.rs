@@ -55,6 +55,7 @@
 //!         vapid_key: &site_key,
 //!         subject: "mailto:ops@example.com",
 //!         site_key: "5f1c…site id",
+//!         withdrawn: None,
 //!     })
 //!     .await;
 //! println!("{}", outcome.label());

@@ -56,6 +56,7 @@ fn request<'a>(
     key: &'a VapidKey,
 ) -> WebPushRequest<'a> {
     WebPushRequest {
+        withdrawn: None,
         endpoint,
         p256dh: &subscriber.p256dh,
         auth: &subscriber.auth,
