@@ -20,9 +20,15 @@ use pushservice_push_sink::{Latency, Protocol};
 /// a push-service simulator, starts the simulator, a parser and K senders as processes, sends
 /// one push with `pushctl send` and measures until the simulator has accepted every delivery.
 /// Writes `result.json` and `throughput.svg` to the output directory.
+///
+/// `pushbench api` measures the HTTP API instead: subscription registrations and tracking
+/// events per second through a `pushapi` process (see `pushbench api --help`).
 #[derive(Debug, clap::Parser)]
-#[command(name = "pushbench", version)]
+#[command(name = "pushbench", version, args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    /// A mode other than the end-to-end push (which runs when none is given).
+    #[command(subcommand)]
+    pub mode: Option<Mode>,
     /// Subscribers in the audience (one delivery each).
     #[arg(long, env = "PUSHBENCH_SUBSCRIBERS", default_value_t = 1_000_000)]
     pub subscribers: u64,
@@ -136,6 +142,16 @@ pub struct BenchArgs {
     pub kafka: KafkaArgs,
 }
 
+/// The benchmark's other modes.
+#[derive(Debug, clap::Subcommand)]
+pub enum Mode {
+    /// The HTTP API: N browser registrations (`POST /v1/sites/{siteId}/subscribers`) and M
+    /// tracking events (`POST /v1/events`) through a release `pushapi` process, over HTTP/1.1
+    /// keep-alive from C concurrent connections; registrations/s, events accepted/s, the time
+    /// until the push's totals count them, latency percentiles, pushapi CPU and peak RSS.
+    Api(crate::api::ApiArgs),
+}
+
 fn parse_latency(text: &str) -> Result<String, String> {
     text.parse::<Latency>().map(|_| text.trim().to_owned())
 }
@@ -223,26 +239,12 @@ impl BenchConfig {
     /// Per-run Kafka topic names: raw-push, push, dead letters, the retry topics' prefix,
     /// outcomes.
     pub fn topics(&self) -> [String; 5] {
-        let s = self.stamp.to_ascii_lowercase();
-        [
-            format!("bench-raw-{s}"),
-            format!("bench-push-{s}"),
-            format!("bench-dlq-{s}"),
-            format!("bench-retry-{s}"),
-            format!("bench-outcomes-{s}"),
-        ]
+        run_topics(&self.stamp)
     }
 
     /// Every topic a run creates (the retry prefix expanded to its tiers), for clean-up.
     pub fn all_topics(&self) -> Vec<String> {
-        let [raw, push, dlq, retry, outcomes] = self.topics();
-        let mut all = vec![raw, push, dlq, outcomes];
-        all.extend(
-            pushservice_config::RETRY_TIERS
-                .iter()
-                .map(|(suffix, _)| format!("{retry}-{suffix}")),
-        );
-        all
+        all_run_topics(&self.stamp)
     }
 
     /// Per-run consumer groups: parser, sender, outcome recorder.
@@ -331,6 +333,32 @@ impl BenchArgs {
             stamp,
         })
     }
+}
+
+/// The Kafka topic names of the run named `stamp`: raw-push, push, dead letters, the retry
+/// topics' prefix, outcomes. Every mode names its topics this way.
+pub fn run_topics(stamp: &str) -> [String; 5] {
+    let s = stamp.to_ascii_lowercase();
+    [
+        format!("bench-raw-{s}"),
+        format!("bench-push-{s}"),
+        format!("bench-dlq-{s}"),
+        format!("bench-retry-{s}"),
+        format!("bench-outcomes-{s}"),
+    ]
+}
+
+/// Every topic of the run named `stamp` (the retry prefix expanded to its tiers), for
+/// clean-up.
+pub fn all_run_topics(stamp: &str) -> Vec<String> {
+    let [raw, push, dlq, retry, outcomes] = run_topics(stamp);
+    let mut all = vec![raw, push, dlq, outcomes];
+    all.extend(
+        pushservice_config::RETRY_TIERS
+            .iter()
+            .map(|(suffix, _)| format!("{retry}-{suffix}")),
+    );
+    all
 }
 
 /// `web`, `ios` or `android`.

@@ -268,7 +268,7 @@ pub async fn stop(fleet: &mut [Proc]) -> Vec<anyhow::Result<Exit>> {
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
-fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(listener.local_addr().context("finding a free port")?.port())
 }

@@ -1,15 +1,17 @@
 //! Starting the pushservice binaries the way an operator would, with one environment per run.
 //!
-//! Every child gets the same base environment ([`Launcher::new`]): the benchmark database's
-//! `MONGODB_URL`, the Kafka settings, the run's topic names, `PUSHSERVICE_ENV_FILE=/dev/null`
-//! (a developer's `.env` must not redirect a benchmark) and `LOG_LEVEL`. Anything else in the
-//! benchmark's own environment (`SENDER_CONCURRENCY`, `QUERY_BATCH_SIZE`, `PUSH_SINK_*` not set
-//! here ...) is inherited, so daemon tuning passes straight through.
+//! Every child gets the same base environment ([`Launcher::new`]; [`Launcher::with_env`] for
+//! other modes): the benchmark database's `MONGODB_URL`, the Kafka settings, the run's topic
+//! names, `PUSHSERVICE_ENV_FILE=/dev/null` (a developer's `.env` must not redirect a
+//! benchmark) and `LOG_LEVEL`. Anything else in the benchmark's own environment
+//! (`SENDER_CONCURRENCY`, `QUERY_BATCH_SIZE`, `PUSH_SINK_*` or `API_*` not set here ...) is
+//! inherited, so daemon tuning passes straight through.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::Context as _;
+use pushservice_config::KafkaArgs;
 
 use crate::config::BenchConfig;
 
@@ -33,8 +35,45 @@ pub const BINARIES: [&str; 5] = ["push-sink", "pushctl", "seed", "parser", "send
 impl Launcher {
     /// The launcher of `config`'s run; checks that every binary is there.
     pub fn new(config: &BenchConfig) -> anyhow::Result<Launcher> {
-        for bin in BINARIES {
-            let path = config.bin_dir.join(bin);
+        let [raw, push, dlq, retry, outcomes] = config.topics();
+        let [_, _, recorder_group] = config.groups();
+        let mut env = kafka_env(&config.kafka_args);
+        env.extend([
+            ("MONGODB_URL".to_owned(), config.mongodb_url.clone()),
+            ("TOPIC_RAW_PUSH".to_owned(), raw),
+            ("TOPIC_PUSH".to_owned(), push),
+            ("TOPIC_PUSH_DLQ".to_owned(), dlq),
+            ("TOPIC_PUSH_RETRY".to_owned(), retry),
+            (
+                "TOPIC_PUSH_RETRY_PARTITIONS".to_owned(),
+                RETRY_PARTITIONS.to_string(),
+            ),
+            ("TOPIC_PUSH_OUTCOMES".to_owned(), outcomes),
+            ("SENDER_RECORDER_GROUP".to_owned(), recorder_group),
+            (
+                "TOPIC_PUSH_PARTITIONS".to_owned(),
+                config.push_partitions.to_string(),
+            ),
+            (
+                "TOPIC_RAW_PUSH_PARTITIONS".to_owned(),
+                RAW_PUSH_PARTITIONS.to_string(),
+            ),
+            ("SEED_KEY_SEED".to_owned(), config.key_seed.clone()),
+            ("LOG_LEVEL".to_owned(), config.log_level.clone()),
+        ]);
+        Launcher::with_env(&config.bin_dir, &config.out_dir, &BINARIES, env)
+    }
+
+    /// A launcher for `binaries` (checked to be in `bin_dir`) whose children get `env` on top
+    /// of `PUSHSERVICE_ENV_FILE=/dev/null`; logs go to `out_dir`.
+    pub fn with_env(
+        bin_dir: &Path,
+        out_dir: &Path,
+        binaries: &[&str],
+        env: Vec<(String, String)>,
+    ) -> anyhow::Result<Launcher> {
+        for bin in binaries {
+            let path = bin_dir.join(bin);
             anyhow::ensure!(
                 path.is_file(),
                 "{} not found; build the release binaries (`cargo build --release`) or pass \
@@ -42,45 +81,12 @@ impl Launcher {
                 path.display()
             );
         }
-        let [raw, push, dlq, retry, outcomes] = config.topics();
-        let [_, _, recorder_group] = config.groups();
-        let kafka = &config.kafka_args;
-        let mut env = vec![
-            ("PUSHSERVICE_ENV_FILE", "/dev/null".to_owned()),
-            ("MONGODB_URL", config.mongodb_url.clone()),
-            ("KAFKA_BROKERS", kafka.kafka_brokers.clone()),
-            (
-                "KAFKA_SECURITY_ENABLED",
-                kafka.kafka_security_enabled.to_string(),
-            ),
-            ("KAFKA_SASL_MECHANISM", kafka.kafka_sasl_mechanism.clone()),
-            ("KAFKA_TIMEOUT_MS", kafka.kafka_timeout_ms.to_string()),
-            ("TOPIC_RAW_PUSH", raw),
-            ("TOPIC_PUSH", push),
-            ("TOPIC_PUSH_DLQ", dlq),
-            ("TOPIC_PUSH_RETRY", retry),
-            ("TOPIC_PUSH_RETRY_PARTITIONS", RETRY_PARTITIONS.to_string()),
-            ("TOPIC_PUSH_OUTCOMES", outcomes),
-            ("SENDER_RECORDER_GROUP", recorder_group),
-            ("TOPIC_PUSH_PARTITIONS", config.push_partitions.to_string()),
-            ("TOPIC_RAW_PUSH_PARTITIONS", RAW_PUSH_PARTITIONS.to_string()),
-            ("SEED_KEY_SEED", config.key_seed.clone()),
-            ("LOG_LEVEL", config.log_level.clone()),
-        ];
-        let optional = [
-            ("KAFKA_USERNAME", &kafka.kafka_username),
-            ("KAFKA_PASSWORD", &kafka.kafka_password),
-            ("KAFKA_CA_LOCATION", &kafka.kafka_ca_location),
-        ];
-        env.extend(
-            optional
-                .into_iter()
-                .filter_map(|(key, value)| value.clone().map(|v| (key, v))),
-        );
+        let mut all = vec![("PUSHSERVICE_ENV_FILE".to_owned(), "/dev/null".to_owned())];
+        all.extend(env);
         Ok(Launcher {
-            bin_dir: config.bin_dir.clone(),
-            out_dir: config.out_dir.clone(),
-            env: env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            bin_dir: bin_dir.to_path_buf(),
+            out_dir: out_dir.to_path_buf(),
+            env: all,
         })
     }
 
@@ -131,6 +137,30 @@ impl Launcher {
         }
         Ok(stdout)
     }
+}
+
+/// The Kafka settings as the children read them (`KAFKA_*`), from the flags as given.
+pub fn kafka_env(kafka: &KafkaArgs) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("KAFKA_BROKERS", kafka.kafka_brokers.clone()),
+        (
+            "KAFKA_SECURITY_ENABLED",
+            kafka.kafka_security_enabled.to_string(),
+        ),
+        ("KAFKA_SASL_MECHANISM", kafka.kafka_sasl_mechanism.clone()),
+        ("KAFKA_TIMEOUT_MS", kafka.kafka_timeout_ms.to_string()),
+    ];
+    let optional = [
+        ("KAFKA_USERNAME", &kafka.kafka_username),
+        ("KAFKA_PASSWORD", &kafka.kafka_password),
+        ("KAFKA_CA_LOCATION", &kafka.kafka_ca_location),
+    ];
+    env.extend(
+        optional
+            .into_iter()
+            .filter_map(|(key, value)| value.clone().map(|v| (key, v))),
+    );
+    env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
 /// The last `lines` lines of a log file (empty when unreadable).

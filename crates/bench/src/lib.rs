@@ -12,8 +12,11 @@
 //! production pays (Kafka round trips, serialisation, TLS between processes, MongoDB) and
 //! shows where a machine's cores go, the services' included.
 //!
+//! `pushbench api` measures the HTTP API instead (see [`api`]).
+//!
 //! # Layout
 //!
+//! - [`api`] — the `api` mode: registrations and tracking events through `pushapi`.
 //! - [`config`] — flags and environment, validated; per-run names.
 //! - [`clock`] — UTC time stamps naming runs.
 //! - [`run`] — the steps of a run.
@@ -31,6 +34,7 @@
 //! - [`svg`] — `throughput.svg`.
 //! - [`summary`] — the table printed at the end.
 
+pub mod api;
 pub mod checks;
 pub mod clock;
 pub mod config;
@@ -48,5 +52,5 @@ pub mod summary;
 pub mod svg;
 pub mod timeline;
 
-pub use config::{BenchArgs, BenchConfig};
+pub use config::{BenchArgs, BenchConfig, Mode};
 pub use run::run;

@@ -1,12 +1,12 @@
 //! `pushbench`: parse flags, run the benchmark, map the outcome to an exit code.
 //!
-//! Exit codes: 0 every delivery accepted; 1 incomplete (timeout, failure, Ctrl-C) or an error
-//! during the run; 2 bad flags or configuration.
+//! Exit codes: 0 every delivery accepted (`api`: every check held); 1 incomplete (timeout,
+//! failure, Ctrl-C) or an error during the run; 2 bad flags or configuration.
 
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use pushservice_bench::{BenchArgs, run};
+use pushservice_bench::{BenchArgs, Mode, run};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -18,14 +18,23 @@ async fn main() -> ExitCode {
     let exe_dir = std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent().map(std::path::Path::to_path_buf));
-    let config = match args.settings(exe_dir) {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return ExitCode::from(2);
-        }
+    let outcome = match &args.mode {
+        Some(Mode::Api(api)) => match api.settings(exe_dir) {
+            Ok(config) => pushservice_bench::api::run(config).await,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::from(2);
+            }
+        },
+        None => match args.settings(exe_dir) {
+            Ok(config) => run(config).await,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::from(2);
+            }
+        },
     };
-    match run(config).await {
+    match outcome {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => {
             eprintln!("error: the run did not complete; see the result for how far it got");

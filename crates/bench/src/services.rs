@@ -100,6 +100,9 @@ impl KafkaAdmin {
             Err(e) => problems.push(format!("deleting topics: {e}")),
         }
         let group_names: Vec<&str> = groups.iter().map(String::as_str).collect();
+        if group_names.is_empty() {
+            return problems;
+        }
         match self.client.delete_groups(&group_names, &options).await {
             Ok(results) => problems.extend(
                 results
