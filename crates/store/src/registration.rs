@@ -91,45 +91,42 @@ impl Store {
         let claims = self.database.collection::<Document>(SUBSCRIBER_CLAIMS);
         let claim_id = registration.target.claim_id(registration.site_id);
         let context = || format!("registering a subscriber of site {}", registration.site_id);
-        for _ in 0..3 {
-            let existing = claims
-                .find_one(doc! { "_id": &claim_id })
-                .await
-                .map_err(StoreError::query(context()))?;
-            let (id, claimed_now) = match existing.as_ref().map(|c| c.get_object_id("subscriberId"))
-            {
-                Some(Ok(id)) => (id, false),
-                Some(Err(_)) => {
-                    return Err(StoreError::Query {
-                        context: format!("{}: claim {claim_id} has no subscriberId", context()),
-                        source: mongodb::error::Error::custom("damaged claim"),
-                    });
-                }
-                None => {
-                    let id = ObjectId::new();
-                    let claim = doc! {
-                        "_id": &claim_id,
-                        "subscriberId": id,
-                        "siteId": registration.site_id,
-                        "createdAt": DateTime::now(),
-                    };
-                    match claims.insert_one(claim).await {
-                        Ok(_) => (id, true),
-                        // Another registration of the same target won: use its subscriber.
-                        Err(e) if crate::error::is_duplicate_key(&e) => continue,
-                        Err(e) => return Err(StoreError::query(context())(e)),
+        // A new subscription is the common case: claim first (one round trip), and read the
+        // claim only when the target was registered before.
+        let id = ObjectId::new();
+        let claim = doc! {
+            "_id": &claim_id,
+            "subscriberId": id,
+            "siteId": registration.site_id,
+            "createdAt": DateTime::now(),
+        };
+        let (id, claimed_now) = match claims.insert_one(claim).await {
+            Ok(_) => (id, true),
+            // Registered before (or by a racing request): use that subscriber.
+            Err(e) if crate::error::is_duplicate_key(&e) => {
+                let existing = claims
+                    .find_one(doc! { "_id": &claim_id })
+                    .await
+                    .map_err(StoreError::query(context()))?;
+                match existing.map(|c| c.get_object_id("subscriberId")) {
+                    Some(Ok(id)) => (id, false),
+                    _ => {
+                        return Err(StoreError::Query {
+                            context: format!(
+                                "{}: claim {claim_id} is unreadable or was just removed; try again",
+                                context()
+                            ),
+                            source: mongodb::error::Error::custom("damaged or vanished claim"),
+                        });
                     }
                 }
-            };
-            let created = self.upsert_registered(id, registration).await?;
-            return Ok(Registered {
-                id,
-                created: created || claimed_now,
-            });
-        }
-        Err(StoreError::Query {
-            context: format!("{}: the claim kept changing; try again", context()),
-            source: mongodb::error::Error::custom("registration race"),
+            }
+            Err(e) => return Err(StoreError::query(context())(e)),
+        };
+        let created = self.upsert_registered(id, registration).await?;
+        Ok(Registered {
+            id,
+            created: created || claimed_now,
         })
     }
 
