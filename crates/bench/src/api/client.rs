@@ -109,7 +109,9 @@ pub async fn create_site(
     })
 }
 
-/// `POST /v1/sites/{siteId}/pushes` with the site key: a pending push (never sent).
+/// `POST /v1/sites/{siteId}/pushes` with the site key and `send: true`: pushapi ignores
+/// events of a push that was never sent. It is marked `processing` and its raw-push message
+/// goes to the run's topic, where no parser reads it: nothing is delivered.
 pub async fn create_push(
     http: &reqwest::Client,
     base: &str,
@@ -120,6 +122,7 @@ pub async fn create_push(
         "title": format!("pushbench api {stamp}"),
         "options": { "body": "Tracking events of a benchmark." },
         "launchUrl": "https://example.com/",
+        "send": true,
     })
     .to_string();
     let url = format!("{base}/v1/sites/{}/pushes", site.id);

@@ -15,9 +15,10 @@ use crate::config::{all_run_topics, run_topics, with_database};
 /// Registrations and tracking events per second through `pushapi`: starts a release `pushapi`
 /// on the local services, creates a site (`POST /v1/sites`), registers N browser subscriptions
 /// from C concurrent HTTP/1.1 keep-alive connections, checks that registering a sample again
-/// answers 200 with the same id, creates a push and posts M events for registered
-/// subscribers (some duplicated on purpose), then waits until the push's totals count exactly
-/// the distinct ones. Writes `result.json` and prints a summary.
+/// answers 200 with the same id, creates and sends a push (to the run's raw-push topic, which
+/// no parser reads) and posts M events for registered subscribers (some duplicated on
+/// purpose), then waits until the push's totals count exactly the distinct ones. Writes
+/// `result.json` and prints a summary.
 #[derive(Debug, clap::Args)]
 pub struct ApiArgs {
     /// Browser subscriptions registered in phase 1 (`POST /v1/sites/{siteId}/subscribers`).

@@ -5,8 +5,9 @@
 //! the run's own; the benchmark talks to it over HTTP/1.1 keep-alive from C concurrent
 //! connections, as browsers and service workers would (from one address, so the public
 //! routes' rate limit is raised). Phase 1 registers N browser subscriptions and registers a
-//! sample again (idempotency: 200, the same id); phase 2 posts M tracking events, duplicates
-//! included, and waits until the push's totals count exactly the distinct ones. Results:
+//! sample again (idempotency: 200, the same id); phase 2 sends a push (to the run's raw-push
+//! topic, which no parser reads), posts M tracking events for it, duplicates included, and
+//! waits until the push's totals count exactly the distinct ones. Results:
 //! `result.json` and a summary on stdout.
 //!
 //! # Layout

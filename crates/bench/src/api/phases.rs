@@ -2,7 +2,8 @@
 //!
 //! 1. `POST /v1/sites` (admin token): the run's site and its API key;
 //! 2. N registrations, then a sample registered again (idempotency);
-//! 3. `POST /v1/sites/{siteId}/pushes` (site key): a push, never sent;
+//! 3. `POST /v1/sites/{siteId}/pushes` (site key, `send: true`): a push, sent to the run's
+//!    raw-push topic where no parser reads it (events of an unsent push are ignored);
 //! 4. M events for registered subscribers while a poller follows the push's totals, until
 //!    they equal the distinct pairs sent; a last look after the writer's flush interval
 //!    makes sure late duplicates did not raise them.
@@ -33,6 +34,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How many mismatching answers of the idempotency check are kept as examples.
 const EXAMPLES: usize = 5;
+
+/// The poller gives up when every event is answered and the totals have not moved for this
+/// long (pushapi ignored events, or stopped writing them).
+const STALL: Duration = Duration::from_secs(60);
 
 /// What the run has measured so far.
 #[derive(Debug, Default)]
@@ -357,9 +362,11 @@ struct Polled {
 
 impl Poller {
     /// Polls from `t0` until every event is answered and the totals are complete, the totals
-    /// go above the expected counts, or the deadline passes.
+    /// go above the expected counts, they stall (unchanged for [`STALL`] with every event
+    /// answered), or the deadline passes.
     async fn run(self, t0: Instant) -> Polled {
         let mut polled = Polled::default();
+        let mut moved = Instant::now();
         let mut ticks = tokio::time::interval(self.interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -371,6 +378,9 @@ impl Poller {
                 client::metric(&self.http, &self.base, "pushapi_events_counted_total").await;
             let t_s = t0.elapsed().as_secs_f64();
             if let Ok(totals) = totals {
+                if polled.last != Some(totals) || answered < self.events {
+                    moved = Instant::now();
+                }
                 polled.last = Some(totals);
                 polled.samples.push(PollSample {
                     t_s: round3(t_s),
@@ -393,7 +403,7 @@ impl Poller {
                     return polled;
                 }
             }
-            if t0.elapsed() >= self.deadline {
+            if t0.elapsed() >= self.deadline || moved.elapsed() >= STALL {
                 return polled;
             }
         }

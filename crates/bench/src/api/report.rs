@@ -351,8 +351,8 @@ pub fn failures(result: &ApiBenchResult, registered_expected: u64) -> Vec<String
             ));
         } else if !e.counted.reached {
             out.push(format!(
-                "totals did not reach the distinct counts in time (last {:?}, expected delivered \
-                 {} clicked {})",
+                "totals did not reach the distinct counts (timed out, or unchanged for a minute \
+                 after the last event; last {:?}, expected delivered {} clicked {})",
                 e.counted.last_totals, e.plan.expected_delivered, e.plan.expected_clicked
             ));
         }
@@ -407,19 +407,27 @@ pub fn failures(result: &ApiBenchResult, registered_expected: u64) -> Vec<String
 /// result warns that its figures were measured on a shared machine.
 pub const CONTENDED_CORES: f64 = 0.2;
 
+/// Phases shorter than this are not judged: CPU times come in 10 ms ticks.
+const JUDGED_PHASE_S: f64 = 1.0;
+
 /// Phases during which other processes of the machine were busy (their CPU is `untracked`).
 pub fn warnings(result: &ApiBenchResult) -> Vec<String> {
-    let mut phases: Vec<(&str, &[CpuFigure])> = Vec::new();
+    let mut phases: Vec<(&str, f64, &[CpuFigure])> = Vec::new();
     if let Some(r) = &result.registrations {
-        phases.push(("registrations", &r.cpu));
+        phases.push(("registrations", r.stats.wall_s, &r.cpu));
     }
     if let Some(e) = &result.events {
-        phases.push(("event acceptance", &e.accept_cpu));
-        phases.push(("event counting", &e.counted.cpu));
+        phases.push(("event acceptance", e.accept.wall_s, &e.accept_cpu));
+        phases.push((
+            "event counting",
+            e.counted.wall_s.unwrap_or(0.0),
+            &e.counted.cpu,
+        ));
     }
     phases
         .into_iter()
-        .filter_map(|(phase, cpu)| {
+        .filter(|(_, wall_s, _)| *wall_s >= JUDGED_PHASE_S)
+        .filter_map(|(phase, _, cpu)| {
             let other = cpu.iter().find(|f| f.name == "untracked")?;
             (other.cores > CONTENDED_CORES).then(|| {
                 format!(
