@@ -3,7 +3,9 @@
 //! A bounded queue between the handlers and one writer task: when MongoDB cannot keep up the
 //! queue fills and `POST /v1/events` answers 503 (the service worker may retry), so memory
 //! never grows without bound. The writer checks each event before counting it: the
-//! subscriber must exist and belong to the push's site, so invented ids count nothing. A
+//! subscriber must exist and belong to the push's site, so invented ids count nothing (sites
+//! of known subscribers are remembered). Batches gather for `API_EVENTS_FLUSH_MS`, unless the
+//! writer is behind: then they follow each other at once. A
 //! batch that fails to be written is kept and tried again; on shutdown the queue is
 //! drained. Events still queued when the process is killed are lost (at most
 //! `API_EVENTS_FLUSH_MS` worth, plus the queue when MongoDB was down).
@@ -22,6 +24,11 @@ use crate::metrics::ApiMetrics;
 
 /// Most events written in one batch.
 const BATCH: usize = 2_000;
+
+/// Most subscribers whose site the writer remembers. A subscriber's site never changes, and
+/// its service worker reports up to three events (shown, clicked, closed): remembering it
+/// saves the lookups of the later ones. Emptied when full (entries are cheap to relearn).
+const KNOWN_SUBSCRIBERS: usize = 200_000;
 
 /// The sending side of the event queue.
 #[derive(Debug, Clone)]
@@ -55,6 +62,7 @@ pub fn queue(
             store,
             instance: instance.to_hex(),
             flush,
+            known: HashMap::new(),
         },
     )
 }
@@ -65,6 +73,8 @@ pub struct EventWriter {
     store: Store,
     instance: String,
     flush: Duration,
+    /// Sites of subscribers seen in earlier batches (only those that exist).
+    known: HashMap<ObjectId, ObjectId>,
 }
 
 impl EventWriter {
@@ -73,6 +83,9 @@ impl EventWriter {
     pub async fn run(mut self, metrics: Arc<ApiMetrics>, stop: CancellationToken) {
         let mut pending: Vec<Event> = Vec::new();
         let mut failures = 0u32;
+        // Behind (the last batch was full, or more events wait): write the next batch at once
+        // instead of letting it gather for API_EVENTS_FLUSH_MS.
+        let mut behind = false;
         loop {
             let stopping = stop.is_cancelled();
             if pending.is_empty() {
@@ -85,8 +98,8 @@ impl EventWriter {
                         continue;
                     }
                 }
-                // Let a batch gather, unless stopping.
-                if !stopping {
+                // Let a batch gather, unless stopping or behind.
+                if !stopping && !behind {
                     tokio::select! {
                         () = tokio::time::sleep(self.flush) => {}
                         () = stop.cancelled() => { self.receiver.close(); }
@@ -104,6 +117,7 @@ impl EventWriter {
                 Ok(counted) => {
                     failures = 0;
                     metrics.events_counted.add(counted);
+                    behind = batch.len() == BATCH || !self.receiver.is_empty();
                 }
                 Err(e) => {
                     failures += 1;
@@ -126,7 +140,7 @@ impl EventWriter {
     }
 
     /// Checks and counts one batch; returns how many events were new.
-    async fn write(&self, batch: &[Event]) -> Result<u64, StoreError> {
+    async fn write(&mut self, batch: &[Event]) -> Result<u64, StoreError> {
         let store = &self.store;
         // Every push and subscriber of the batch, looked up once each. A push that was never
         // sent (still pending) cannot have been shown: its events are ignored too.
@@ -142,7 +156,11 @@ impl EventWriter {
                 );
             }
         }
-        let mut subscribers: Vec<ObjectId> = batch.iter().map(|e| e.subscriber_id).collect();
+        let mut subscribers: Vec<ObjectId> = batch
+            .iter()
+            .map(|e| e.subscriber_id)
+            .filter(|id| !self.known.contains_key(id))
+            .collect();
         subscribers.sort();
         subscribers.dedup();
         // `_id` equality lookups, several at a time: FerretDB answers those from its index,
@@ -153,15 +171,27 @@ impl EventWriter {
                 .buffer_unordered(16)
                 .collect()
                 .await;
-        let mut subscriber_sites = HashMap::with_capacity(looked_up.len());
+        if self.known.len() + looked_up.len() > KNOWN_SUBSCRIBERS {
+            self.known.clear();
+        }
+        let mut subscriber_sites: HashMap<ObjectId, Option<ObjectId>> =
+            HashMap::with_capacity(looked_up.len());
         for (id, site) in looked_up {
-            subscriber_sites.insert(id, site?);
+            let site = site?;
+            if let Some(site) = site {
+                self.known.insert(id, site);
+            }
+            subscriber_sites.insert(id, site);
         }
         let valid: Vec<Event> = batch
             .iter()
             .filter(|e| {
                 let push_site = push_sites.get(&e.push_id).copied().flatten();
-                let subscriber_site = subscriber_sites.get(&e.subscriber_id).copied().flatten();
+                let subscriber_site = self
+                    .known
+                    .get(&e.subscriber_id)
+                    .copied()
+                    .or_else(|| subscriber_sites.get(&e.subscriber_id).copied().flatten());
                 push_site.is_some() && push_site == subscriber_site
             })
             .copied()
