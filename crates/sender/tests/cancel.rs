@@ -168,8 +168,7 @@ async fn a_push_canceled_mid_fan_out_stops_and_its_totals_add_up() {
     // A request already on the wire when the cancel arrives is never abandoned: what the push
     // service accepted is exactly what the push counts as accepted.
     assert_eq!(
-        stats.distinct_accepted,
-        push.total_accepted as u64,
+        stats.distinct_accepted, push.total_accepted as u64,
         "accepted outcomes are the simulator's acceptances"
     );
     assert_eq!(stats.verify_failures(), 0, "{:?}", stats.verify_failed);
