@@ -14,8 +14,12 @@
 //! send the offsets with the consumer's group metadata (so a member that lost its partitions
 //! in a rebalance cannot commit them: the broker fences it), commit. A transaction that fails
 //! is aborted and tried again with the same content (partitions this member no longer owns
-//! left out: their messages are redelivered to the new owner); a fatal error (this producer
-//! was fenced) stops the sender, whose supervisor starts it again.
+//! left out: their messages are redelivered to the new owner). A fatal error (this producer
+//! was fenced, typically because its transaction outlived `SENDER_TRANSACTION_TIMEOUT_MS`
+//! while the broker restarted) renews the producer under the same transactional id, which
+//! aborts whatever the old one left open, and the same content is committed with the new
+//! one; only when no new producer can be made does the sender stop (its deliveries since the
+//! last commit are then redelivered).
 //!
 //! Messages handed to the committer still count against the sender's bound of messages not
 //! final ([`Shared::in_committer`]), so when Kafka is down the sender stops taking messages
@@ -74,6 +78,8 @@ pub struct CommitterMetrics {
     /// Finished messages whose records were dropped because their partition moved before
     /// they were committed; the new owner delivers them again.
     pub dropped: Arc<Counter>,
+    /// Transactional producers replaced after failing for good (fenced).
+    pub renewed: Arc<Counter>,
 }
 
 enum Command {
@@ -92,6 +98,9 @@ pub struct Committer {
 pub struct CommitterParts<C: ConsumerContext + 'static> {
     /// The transactional producer (transactions initialized).
     pub producer: ThreadedProducer<DefaultProducerContext>,
+    /// Makes a new transactional producer with the same transactional id (transactions
+    /// initialized), to replace one that failed for good. Blocks.
+    pub renew: RenewProducer,
     /// The consumer whose offsets are committed.
     pub consumer: Arc<StreamConsumer<C>>,
     /// Names of the consumed topics, by [`TopicPartition::topic`].
@@ -190,7 +199,36 @@ impl Batch {
     }
 }
 
-fn run<C: ConsumerContext + 'static>(parts: CommitterParts<C>, commands: Receiver<Command>) {
+/// See [`CommitterParts::renew`].
+pub type RenewProducer =
+    Box<dyn Fn() -> Result<ThreadedProducer<DefaultProducerContext>, String> + Send>;
+
+/// Tries to make a new producer a few times (the broker may still be loading its transaction
+/// coordinator after a restart); true once `parts.producer` is the new one.
+fn renew_producer<C: ConsumerContext + 'static>(parts: &mut CommitterParts<C>) -> bool {
+    let mut backoff = Duration::from_secs(1);
+    for attempt in 1..=6 {
+        match (parts.renew)() {
+            Ok(producer) => {
+                parts.producer = producer;
+                parts.metrics.renewed.inc();
+                tracing::warn!(
+                    attempt,
+                    "transactional producer renewed; committing the same deliveries again"
+                );
+                return true;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, attempt, retry_in = ?backoff, "could not renew the transactional producer");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+    false
+}
+
+fn run<C: ConsumerContext + 'static>(mut parts: CommitterParts<C>, commands: Receiver<Command>) {
     let mut batch = Batch::default();
     let mut deadline: Option<Instant> = None;
     loop {
@@ -227,7 +265,7 @@ fn run<C: ConsumerContext + 'static>(parts: CommitterParts<C>, commands: Receive
                 Err(_) => break,
             }
         }
-        if !batch.is_empty() && !commit(&parts, &mut batch, stop) {
+        if !batch.is_empty() && !commit(&mut parts, &mut batch, stop) {
             parts.shared.failed.cancel();
             // Nothing more can be committed; what is left is redelivered after a restart.
             parts.shared.in_committer.store(0, Ordering::Relaxed);
@@ -248,7 +286,7 @@ fn run<C: ConsumerContext + 'static>(parts: CommitterParts<C>, commands: Receive
 /// fenced, or (when `stopping`) a few rounds failed. Returns false when the sender must
 /// stop.
 fn commit<C: ConsumerContext + 'static>(
-    parts: &CommitterParts<C>,
+    parts: &mut CommitterParts<C>,
     batch: &mut Batch,
     stopping: bool,
 ) -> bool {
@@ -295,18 +333,23 @@ fn commit<C: ConsumerContext + 'static>(
                 return true;
             }
             Err(e) => {
-                let fatal = matches!(&e, KafkaError::Transaction(t) if t.is_fatal());
-                if fatal {
-                    tracing::error!(error = %e,
-                        "transactional producer fenced or failed for good; the sender stops and its deliveries since the last commit are redelivered");
-                    return false;
+                let mut fatal = matches!(&e, KafkaError::Transaction(t) if t.is_fatal());
+                if !fatal {
+                    parts.metrics.aborted.inc();
+                    if let Err(abort) = parts.producer.abort_transaction(CALL_TIMEOUT) {
+                        tracing::debug!(error = %abort, "abort after a failed transaction");
+                        fatal = matches!(&abort, KafkaError::Transaction(t) if t.is_fatal());
+                    }
                 }
-                parts.metrics.aborted.inc();
-                if let Err(abort) = parts.producer.abort_transaction(CALL_TIMEOUT) {
-                    tracing::debug!(error = %abort, "abort after a failed transaction");
-                    if matches!(&abort, KafkaError::Transaction(t) if t.is_fatal()) {
+                if fatal {
+                    tracing::warn!(error = %e,
+                        "transactional producer fenced or failed for good; renewing it");
+                    if !renew_producer(parts) {
+                        tracing::error!(error = %e,
+                            "no new transactional producer; the sender stops and its deliveries since the last commit are redelivered");
                         return false;
                     }
+                    continue;
                 }
                 if stopping && round >= 3 {
                     tracing::warn!(error = %e, messages = batch.message_count(),

@@ -219,9 +219,28 @@ pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> an
         })
         .await??
     };
+    // The same transactional id again: a new producer fences the old one and aborts what it
+    // left open, so nothing is committed twice.
+    let renew: crate::committer::RenewProducer = {
+        let (kafka, id, timeout) = (
+            config.kafka.clone(),
+            transactional_id.clone(),
+            config.transaction_timeout,
+        );
+        Box::new(move || {
+            pushservice_kafka::transactional_producer(
+                &kafka,
+                &ProducerTuning::pipeline(),
+                &id,
+                timeout,
+            )
+            .map_err(|e| e.to_string())
+        })
+    };
     let shared = Arc::new(Shared::default());
     let (committer, committer_thread) = Committer::start(CommitterParts {
         producer,
+        renew,
         consumer: Arc::clone(&consumer),
         topic_names: topic_names.clone(),
         tracker: Arc::clone(&tracker),
@@ -241,6 +260,11 @@ pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> an
             dropped: registry.counter(
                 "pushservice_sender_uncommitted_handovers_total",
                 "Finished deliveries whose partition moved before they were committed (delivered again by the new owner).",
+                &[],
+            ),
+            renewed: registry.counter(
+                "pushservice_sender_producers_renewed_total",
+                "Transactional producers replaced after being fenced (for example when a transaction outlived a broker restart).",
                 &[],
             ),
         },

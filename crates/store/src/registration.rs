@@ -123,19 +123,22 @@ impl Store {
             }
             Err(e) => return Err(StoreError::query(context())(e)),
         };
-        let created = self.upsert_registered(id, registration).await?;
+        // Created by whoever claimed the target, even if a racing request for the same target
+        // happened to insert the document first: exactly one of them answers "created".
+        self.upsert_registered(id, registration).await?;
         Ok(Registered {
             id,
-            created: created || claimed_now,
+            created: claimed_now,
         })
     }
 
-    /// Writes the subscriber document of a registration; true when it was inserted.
+    /// Writes the subscriber document of a registration (inserting it if it is missing: a
+    /// racing request, or a registration that crashed after its claim).
     async fn upsert_registered(
         &self,
         id: ObjectId,
         registration: &Registration,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<(), StoreError> {
         let now = DateTime::now();
         let mut set = doc! { "subscribed": true, "updatedAt": now };
         match &registration.target {
@@ -155,8 +158,7 @@ impl Store {
         if let Some(tags) = &registration.tags {
             set.insert("tags", tags.clone());
         }
-        let result = self
-            .subscribers
+        self.subscribers
             .update_one(
                 doc! { "_id": id },
                 doc! {
@@ -167,7 +169,7 @@ impl Store {
             .upsert(true)
             .await
             .map_err(StoreError::query(format!("writing subscriber {id}")))?;
-        Ok(result.upserted_id.is_some())
+        Ok(())
     }
 
     /// The subscriber registered for `target` on site `site_id`, if any.
