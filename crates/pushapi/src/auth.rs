@@ -115,5 +115,5 @@ pub async fn require_site(
         .sites
         .get(site_id)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("site {site_id} does not exist")))
+        .ok_or_else(|| ApiError::no_site(site_id))
 }

@@ -62,6 +62,11 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    /// 404 for a site that does not exist.
+    pub fn no_site(id: impl std::fmt::Display) -> Self {
+        ApiError::not_found(format!("site {id} does not exist"))
+    }
+
     /// 401.
     pub fn unauthorized(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)

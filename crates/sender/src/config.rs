@@ -325,24 +325,13 @@ impl SenderArgs {
             })?;
             extra_roots.push(pem);
         }
-        let mut allowed_hosts = Vec::new();
-        let listed = self.endpoint_allowed_hosts.iter();
-        for host in listed.flat_map(|list| list.split(',')) {
-            let host = host.trim().trim_matches('.').to_ascii_lowercase();
-            if host.is_empty() {
-                continue;
-            }
-            if !host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-            {
-                return Err(bad(
-                    "SENDER_ENDPOINT_ALLOWED_HOSTS",
-                    "must be comma-separated host names such as push.services.mozilla.com",
-                ));
-            }
-            allowed_hosts.push(host);
-        }
+        let allowed_hosts = self
+            .endpoint_allowed_hosts
+            .as_deref()
+            .map(EndpointPolicy::parse_allowed_hosts)
+            .transpose()
+            .map_err(|e| bad("SENDER_ENDPOINT_ALLOWED_HOSTS", &e))?
+            .unwrap_or_default();
         let endpoint_policy = EndpointPolicy {
             allow_private: self.allow_private_endpoints,
             allowed_hosts,

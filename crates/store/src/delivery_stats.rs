@@ -366,13 +366,19 @@ impl Store {
         let Some(mut push) = self.push(push_id).await? else {
             return Ok(None);
         };
-        let live = self.delivery_summary(push_id).await?;
+        self.add_live_totals(&mut push).await?;
+        Ok(Some(push))
+    }
+
+    /// [`Store::push_with_live_totals`] for a push already loaded.
+    pub async fn add_live_totals(&self, push: &mut Push) -> Result<(), StoreError> {
+        let live = self.delivery_summary(push.id).await?;
         push.total_accepted = push.total_accepted.max(live.counts.accepted);
         push.total_unsubscribed = push.total_unsubscribed.max(live.counts.unsubscribed);
         push.total_failed = push.total_failed.max(live.counts.failed);
         push.total_canceled = push.total_canceled.max(live.counts.canceled);
         push.delivery_failures = live.failures;
-        Ok(Some(push))
+        Ok(())
     }
 
     /// Sets the push document's delivery totals and failure reasons to `summary`, if the

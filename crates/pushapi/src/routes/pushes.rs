@@ -48,14 +48,13 @@ const KNOWN_OPTIONS: [&str; 12] = [
 /// Fields of a notification action.
 const KNOWN_ACTION_FIELDS: [&str; 4] = ["action", "title", "icon", "url"];
 
-/// What a notification says, as `POST /v1/sites/{siteId}/pushes` and direct sends take it.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// What a notification says, as `POST /v1/sites/{siteId}/pushes` and direct sends take it
+/// (each body is its own struct: `deny_unknown_fields` does not combine with `flatten`).
+#[derive(Debug)]
 pub struct Content {
     /// Notification title.
     pub title: String,
     /// `showNotification` options.
-    #[serde(default)]
     pub options: Option<Value>,
     /// Where a click leads.
     pub launch_url: Option<String>,
@@ -340,10 +339,16 @@ async fn authorized_push(state: &AppState, headers: &HeaderMap, id: &str) -> Api
 async fn live(state: &AppState, id: ObjectId) -> ApiResult<Value> {
     let push = state
         .store
-        .push_with_live_totals(id)
+        .push(id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("push {id} does not exist")))?;
-    let events = state.store.event_counts(id).await?;
+    live_view(state, push).await
+}
+
+/// [`live`] for a push already loaded.
+async fn live_view(state: &AppState, mut push: Push) -> ApiResult<Value> {
+    state.store.add_live_totals(&mut push).await?;
+    let events = state.store.event_counts(push.id).await?;
     let mut view = views::push(&push, Some(events));
     view["final"] = Value::Bool(views::is_final(&push));
     Ok(view)
@@ -355,8 +360,9 @@ pub async fn get(
     headers: HeaderMap,
     Path(push): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
+    // Loaded once, to authorize and to answer.
     let push = authorized_push(&state, &headers, &push).await?;
-    Ok(Json(live(&state, push.id).await?))
+    Ok(Json(live_view(&state, push).await?))
 }
 
 /// `POST /v1/pushes/{pushId}/send` query.

@@ -92,10 +92,7 @@ pub async fn update(
             .transpose()?,
     };
     if !state.store.update_site(site.id, &changes).await? {
-        return Err(ApiError::not_found(format!(
-            "site {} does not exist",
-            site.id
-        )));
+        return Err(ApiError::no_site(site.id));
     }
     reload(&state, site.id).await
 }
@@ -109,7 +106,7 @@ async fn reload(
         .sites
         .get(id)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("site {id} does not exist")))?;
+        .ok_or_else(|| ApiError::no_site(id))?;
     Ok(Json(views::site(&site)))
 }
 
@@ -129,10 +126,7 @@ pub async fn create_key(
     }
     let key = api_keys::generate(site.id).map_err(ControlError::Other)?;
     if !state.store.add_api_key(site.id, &key.record).await? {
-        return Err(ApiError::not_found(format!(
-            "site {} does not exist",
-            site.id
-        )));
+        return Err(ApiError::no_site(site.id));
     }
     state.sites.forget(site.id);
     Ok((
@@ -206,10 +200,7 @@ pub async fn put_apns(
         .set_site_apns(site.id, Some(&credentials))
         .await?
     {
-        return Err(ApiError::not_found(format!(
-            "site {} does not exist",
-            site.id
-        )));
+        return Err(ApiError::no_site(site.id));
     }
     reload(&state, site.id).await
 }
@@ -247,10 +238,7 @@ pub async fn put_fcm(
         .set_site_fcm(site.id, Some(&credentials))
         .await?
     {
-        return Err(ApiError::not_found(format!(
-            "site {} does not exist",
-            site.id
-        )));
+        return Err(ApiError::no_site(site.id));
     }
     reload(&state, site.id).await
 }
@@ -265,6 +253,6 @@ pub async fn vapid_public_key(
         .sites
         .get(id)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("site {id} does not exist")))?;
+        .ok_or_else(|| ApiError::no_site(id))?;
     Ok(Json(json!({ "publicKey": site.public_key })))
 }

@@ -74,7 +74,7 @@ pub async fn subscribe(
         .sites
         .get(site_id)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("site {site_id} does not exist")))?;
+        .ok_or_else(|| ApiError::no_site(site_id))?;
     let body: SubscribeBody = body.parse()?;
 
     let external_id = body
@@ -306,9 +306,7 @@ pub async fn unsubscribe(
 ) -> ApiResult<impl IntoResponse> {
     let site_id = site_id(&site)?;
     if state.sites.get(site_id).await?.is_none() {
-        return Err(ApiError::not_found(format!(
-            "site {site_id} does not exist"
-        )));
+        return Err(ApiError::no_site(site_id));
     }
     let body: UnsubscribeBody = body.parse()?;
     let targets: Vec<Target> = match (&body.endpoint, &body.token) {
