@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""What docker-compose.yml, deploy/Dockerfile and .dockerignore must say, beyond the schema.
+
+The Compose-spec JSON schema (checked before this by check-jsonschema) says whether the file
+is well formed; it cannot say that a `depends_on` names a real service, that a bind-mounted
+file exists, that `--scale sender=N` works or that a health check asks the port the daemon
+listens on. This does, on the file as Compose reads it (YAML anchors and `<<` merges
+resolved), and fails naming every problem.
+
+Usage: compose_rules.py [REPO_DIR]
+"""
+
+import pathlib
+import re
+import sys
+
+from ruamel.yaml import YAML
+
+DAEMONS = ("parser", "sender", "pushapi")
+PUSHSERVICE_SERVICES = ("setup",) + DAEMONS
+MONITORING = ("prometheus", "grafana")
+REQUIRED = ("mongo", "kafka") + PUSHSERVICE_SERVICES + MONITORING
+DOCKERIGNORE_REQUIRED = (".git", ".cache", "target", ".env", "**/node_modules")
+
+problems = []
+
+
+def problem(text):
+    problems.append(text)
+
+
+def env_of(service):
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    return {str(k): str(v) for k, v in env.items()}
+
+
+def healthcheck_port(service):
+    test = (service.get("healthcheck") or {}).get("test")
+    text = " ".join(test) if isinstance(test, list) else str(test or "")
+    match = re.search(r"/dev/tcp/127\.0\.0\.1/(\d+)", text)
+    return match.group(1) if match else None
+
+
+def check_compose(repo, compose):
+    services = compose.get("services") or {}
+    for name in REQUIRED:
+        if name not in services:
+            problem(f"docker-compose.yml: service {name} is missing")
+    declared_volumes = set((compose.get("volumes") or {}).keys())
+
+    for name, service in services.items():
+        for dep in service.get("depends_on") or {}:
+            if dep not in services:
+                problem(f"docker-compose.yml: {name} depends on {dep}, which is not a service")
+        for volume in service.get("volumes") or []:
+            spec = volume if isinstance(volume, str) else f"{volume.get('source', '')}:{volume.get('target', '')}"
+            source = spec.split(":", 1)[0]
+            if source.startswith((".", "/")):
+                if not (repo / source).exists():
+                    problem(f"docker-compose.yml: {name} mounts {source}, which does not exist")
+            elif source and source not in declared_volumes:
+                problem(f"docker-compose.yml: {name} uses volume {source}, not declared under volumes:")
+        build = service.get("build")
+        if isinstance(build, dict):
+            dockerfile = repo / build.get("context", ".") / build.get("dockerfile", "Dockerfile")
+            if not dockerfile.is_file():
+                problem(f"docker-compose.yml: {name} builds from {dockerfile.relative_to(repo)}, which does not exist")
+        if name in MONITORING:
+            if "monitoring" not in (service.get("profiles") or []):
+                problem(f"docker-compose.yml: {name} belongs in the monitoring profile")
+        elif service.get("profiles"):
+            problem(f"docker-compose.yml: {name} must start without a profile")
+        if "healthcheck" not in service and name != "setup":
+            problem(f"docker-compose.yml: {name} has no health check")
+
+    kafka = services.get("kafka") or {}
+    if not str(kafka.get("image", "")).startswith("apache/kafka:"):
+        problem("docker-compose.yml: kafka must run an official apache/kafka image")
+    if "controller" not in env_of(kafka).get("KAFKA_PROCESS_ROLES", ""):
+        problem("docker-compose.yml: kafka must run in KRaft mode (KAFKA_PROCESS_ROLES with controller)")
+
+    setup = services.get("setup") or {}
+    if setup.get("command") != ["pushctl", "setup"]:
+        problem("docker-compose.yml: setup must run `pushctl setup`")
+    if str(setup.get("restart", "no")) != "no":
+        problem("docker-compose.yml: setup is one-shot: restart must be \"no\"")
+    for dep in ("kafka", "mongo"):
+        condition = ((setup.get("depends_on") or {}).get(dep) or {}).get("condition")
+        if condition != "service_healthy":
+            problem(f"docker-compose.yml: setup must wait for {dep} to be healthy (got {condition})")
+
+    for name in DAEMONS:
+        service = services.get(name) or {}
+        condition = ((service.get("depends_on") or {}).get("setup") or {}).get("condition")
+        if condition != "service_completed_successfully":
+            problem(f"docker-compose.yml: {name} must start after setup completed successfully")
+        env_files = service.get("env_file") or []
+        env_files = [env_files] if isinstance(env_files, str) else env_files
+        paths = [f if isinstance(f, str) else f.get("path") for f in env_files]
+        if ".env" not in paths:
+            problem(f"docker-compose.yml: {name} must take its settings from .env (env_file)")
+        env = env_of(service)
+        listen = env.get("API_LISTEN" if name == "pushapi" else "METRICS_ADDR", "")
+        port = listen.rsplit(":", 1)[-1] if ":" in listen else None
+        if not port:
+            problem(f"docker-compose.yml: {name} sets no {'API_LISTEN' if name == 'pushapi' else 'METRICS_ADDR'}")
+        elif healthcheck_port(service) != port:
+            problem(f"docker-compose.yml: {name}'s health check asks port {healthcheck_port(service)}, the daemon listens on {port}")
+        if not listen.startswith("0.0.0.0:"):
+            problem(f"docker-compose.yml: {name} must listen on 0.0.0.0 to be reached from other containers (got {listen!r})")
+
+    sender = services.get("sender") or {}
+    for key in ("container_name", "ports", "hostname"):
+        if key in sender:
+            problem(f"docker-compose.yml: sender must not set {key}: `--scale sender=N` needs replicas that differ")
+    return services
+
+
+def check_dockerfile(repo, services):
+    dockerfile = (repo / "deploy/Dockerfile").read_text()
+    stages = re.findall(r"^FROM\s+(\S+)", dockerfile, re.M)
+    if len(stages) < 2:
+        problem("deploy/Dockerfile: expected a multi-stage build (a builder and a runtime stage)")
+    elif "slim" not in stages[-1] and "distroless" not in stages[-1]:
+        problem(f"deploy/Dockerfile: the runtime stage should be a small image (got {stages[-1]})")
+    users = re.findall(r"^USER\s+(\S+)", dockerfile, re.M)
+    if not users or users[-1].split(":")[0] in ("root", "0"):
+        problem("deploy/Dockerfile: the runtime stage must run as a non-root USER")
+    copied = set(re.findall(r"target/release/([\w-]+)", dockerfile))
+    for name, service in services.items():
+        if service.get("image") == "pushservice":
+            binary = (service.get("command") or ["sender"])[0]
+            if binary not in copied:
+                problem(f"deploy/Dockerfile: {name} runs {binary}, which the image does not contain")
+    ignore_path = repo / ".dockerignore"
+    if not ignore_path.is_file():
+        problem(".dockerignore is missing: the whole checkout (target/, .env) would go into the build")
+        return
+    ignored = {line.strip() for line in ignore_path.read_text().splitlines()}
+    for pattern in DOCKERIGNORE_REQUIRED:
+        if pattern not in ignored:
+            problem(f".dockerignore must exclude {pattern}")
+
+
+def main():
+    repo = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else ".").resolve()
+    compose = YAML(typ="safe").load((repo / "docker-compose.yml").read_text())
+    services = check_compose(repo, compose)
+    check_dockerfile(repo, services)
+    for text in problems:
+        print(f"compose check: {text}", file=sys.stderr)
+    if problems:
+        return 1
+    print(f"compose check: {len(services)} services, references, health checks, scaling and the image's binaries consistent")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
