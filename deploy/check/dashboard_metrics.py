@@ -12,9 +12,14 @@ Series that Prometheus makes itself (`up`, `scrape_*`) and target labels (`job`,
 need no definition. Each panel's datasource must be the provisioned one
 (deploy/grafana/provisioning/datasources).
 
-Usage: dashboard_metrics.py [REPO_DIR]; exit status 1 naming every problem, 0 when clean.
+With --exposition FILE..., the names must also appear in those /metrics scrapes of running
+daemons (scripts/deploy-check's pm2 check passes the parser's, the senders' and pushapi's).
+
+Usage: dashboard_metrics.py [REPO_DIR] [--exposition FILE...]; exit status 1 naming every
+problem, 0 when clean.
 """
 
+import argparse
 import json
 import pathlib
 import re
@@ -142,8 +147,26 @@ def datasource_uids(node):
             yield from datasource_uids(item)
 
 
+def exposed_names(files):
+    """Metric names in Prometheus text exposition files."""
+    names = set()
+    for path in files:
+        for line in pathlib.Path(path).read_text().splitlines():
+            if line and not line.startswith("#"):
+                names.add(re.split(r"[{\s]", line, maxsplit=1)[0])
+    return names
+
+
 def main():
-    repo = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else ".").resolve()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("repo", nargs="?", default=".")
+    parser.add_argument("--exposition", nargs="+", default=[], metavar="FILE")
+    args = parser.parse_args()
+    repo = pathlib.Path(args.repo).resolve()
+    exposed = exposed_names(args.exposition) if args.exposition else None
+    if exposed is not None and not exposed:
+        print(f"dashboard check: no metrics in {args.exposition}", file=sys.stderr)
+        return 1
     literals = rust_literals(repo)
     if not literals:
         print("dashboard check: no Rust sources found under crates/*/src", file=sys.stderr)
@@ -184,6 +207,8 @@ def main():
                     checked.add(value)
                     if value not in PROMETHEUS_SERIES and not candidates(value) & literals:
                         problems.append(f"{rel}: {where}: metric {value} is not exported by any daemon (no such name in crates/*/src)")
+                    if exposed is not None and value not in PROMETHEUS_SERIES and value not in exposed:
+                        problems.append(f"{rel}: {where}: metric {value} is not in the running daemons' /metrics")
                 elif kind == "label":
                     if value not in TARGET_LABELS and value not in literals:
                         problems.append(f"{rel}: {where}: label {value!r} is not set by any daemon")
@@ -195,7 +220,8 @@ def main():
         print(f"dashboard check: {problem}", file=sys.stderr)
     if problems:
         return 1
-    print(f"dashboard check: {len(dashboards)} dashboard(s), {len(checked)} metric names, all exported by the daemons")
+    live = f", all in the live /metrics of {len(args.exposition)} daemons" if exposed is not None else ""
+    print(f"dashboard check: {len(dashboards)} dashboard(s), {len(checked)} metric names, all defined in the daemons' sources{live}")
     return 0
 
 
