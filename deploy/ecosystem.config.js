@@ -5,7 +5,7 @@
 //   pm2 start deploy/ecosystem.config.js            # all three apps
 //   pm2 start deploy/ecosystem.config.js --only pushservice-parser,pushservice-sender
 //   pm2 scale pushservice-sender 4                  # more senders, each with its own port
-//   pm2 delete deploy/ecosystem.config.js           # SIGTERM: drain, commit, exit 0
+//   pm2 delete deploy/ecosystem.config.js           # SIGINT: drain, commit, exit 0
 //
 // Settings come from .env in the repository root (or the file PUSHSERVICE_ENV_FILE names),
 // read by the daemons themselves; variables in pm2's environment win over it. This file only
@@ -43,8 +43,10 @@ const senders = count("SENDER_INSTANCES", 2);
 const parserPort = count("PARSER_METRICS_PORT", 9100);
 const senderPort = count("SENDER_METRICS_PORT", 9201);
 
-// What every daemon shares. pm2 stops an app with kill_signal, then SIGKILL after
-// kill_timeout: the daemons drain on SIGTERM, so they get longer than their own grace period.
+// What every daemon shares. pm2 stops an app with SIGINT (PM2_KILL_SIGNAL in the pm2
+// daemon's environment changes that for all apps; pm2 has no per-app signal), then SIGKILL
+// after kill_timeout. The daemons drain on SIGINT exactly as on SIGTERM, so each app gets
+// longer than its own grace period.
 const daemon = {
   cwd: root,
   interpreter: "none",
@@ -53,7 +55,6 @@ const daemon = {
   // A daemon that exits at start (a bad setting: exit code 2) is restarted with growing
   // delays instead of in a tight loop.
   exp_backoff_restart_delay: 1000,
-  kill_signal: "SIGTERM",
 };
 
 module.exports = {
