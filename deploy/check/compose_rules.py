@@ -58,7 +58,8 @@ def check_compose(repo, compose):
             spec = volume if isinstance(volume, str) else f"{volume.get('source', '')}:{volume.get('target', '')}"
             source = spec.split(":", 1)[0]
             if source.startswith((".", "/")):
-                if not (repo / source).exists():
+                # .env is the user's file (cp .env.example .env), not part of the checkout.
+                if source != "./.env" and not (repo / source).exists():
                     problem(f"docker-compose.yml: {name} mounts {source}, which does not exist")
             elif source and source not in declared_volumes:
                 problem(f"docker-compose.yml: {name} uses volume {source}, not declared under volumes:")
@@ -96,11 +97,13 @@ def check_compose(repo, compose):
         condition = ((service.get("depends_on") or {}).get("setup") or {}).get("condition")
         if condition != "service_completed_successfully":
             problem(f"docker-compose.yml: {name} must start after setup completed successfully")
-        env_files = service.get("env_file") or []
-        env_files = [env_files] if isinstance(env_files, str) else env_files
-        paths = [f if isinstance(f, str) else f.get("path") for f in env_files]
-        if ".env" not in paths:
-            problem(f"docker-compose.yml: {name} must take its settings from .env (env_file)")
+        # .env is mounted where the daemon reads it itself (its loader skips `KEY=` left
+        # empty; env_file would pass them on as empty variables the daemons refuse).
+        mounts = [v for v in service.get("volumes") or [] if isinstance(v, dict)]
+        if not any(v.get("source") == "./.env" and v.get("target") == "/app/.env" and v.get("read_only") for v in mounts):
+            problem(f"docker-compose.yml: {name} must mount ./.env read-only at /app/.env (its settings)")
+        if service.get("env_file"):
+            problem(f"docker-compose.yml: {name} must not use env_file: empty `KEY=` lines would reach the daemon as empty values")
         env = env_of(service)
         listen = env.get("API_LISTEN" if name == "pushapi" else "METRICS_ADDR", "")
         port = listen.rsplit(":", 1)[-1] if ":" in listen else None
