@@ -84,6 +84,23 @@ pub struct TopicArgs {
     )]
     pub topic_push_outcomes_partitions: i32,
 
+    /// Realtime topic: messages for connected clients (keyed by site and channel, so a
+    /// channel's messages keep their order); every gateway reads all of it.
+    #[arg(
+        long = "topic-realtime",
+        env = "TOPIC_REALTIME",
+        default_value = "realtime"
+    )]
+    pub topic_realtime: String,
+
+    /// Partitions of the realtime topic: how many gateways record history at once.
+    #[arg(
+        long = "topic-realtime-partitions",
+        env = "TOPIC_REALTIME_PARTITIONS",
+        default_value_t = 16
+    )]
+    pub topic_realtime_partitions: i32,
+
     /// Replication factor of topics `pushctl topics create` makes (3 in production clusters).
     #[arg(
         long = "topic-replication-factor",
@@ -117,6 +134,8 @@ pub struct Topics {
     pub retry: TopicSpec,
     /// The outcome topic.
     pub outcomes: TopicSpec,
+    /// The realtime topic (messages for connected clients).
+    pub realtime: TopicSpec,
 }
 
 /// How long deliveries on each retry topic wait at most, with the topic's name suffix.
@@ -139,6 +158,7 @@ impl Topics {
             self.push.clone(),
             self.dead_letter.clone(),
             self.outcomes.clone(),
+            self.realtime.clone(),
         ];
         all.extend(self.retry_tiers().into_iter().map(|(spec, _)| spec));
         all
@@ -211,6 +231,14 @@ impl TopicArgs {
                 )?,
                 replication,
             },
+            realtime: TopicSpec {
+                name: topic_name("TOPIC_REALTIME", &self.topic_realtime)?,
+                partitions: partitions(
+                    "TOPIC_REALTIME_PARTITIONS",
+                    self.topic_realtime_partitions,
+                )?,
+                replication,
+            },
         })
     }
 }
@@ -260,6 +288,8 @@ mod tests {
             topic_push_retry_partitions: 32,
             topic_push_outcomes: "push-outcomes".into(),
             topic_push_outcomes_partitions: 16,
+            topic_realtime: "realtime".into(),
+            topic_realtime_partitions: 16,
             topic_replication_factor: 1,
         };
         let topics = args.settings().expect("defaults valid");
@@ -272,6 +302,7 @@ mod tests {
                 "push",
                 "push-dlq",
                 "push-outcomes",
+                "realtime",
                 "push-retry-10s",
                 "push-retry-1m",
                 "push-retry-10m"

@@ -11,6 +11,7 @@
 //! - [`sites`], [`pushes`], [`subscribers`] — the operations on each collection.
 //! - [`events`] — service-worker events (delivered, click, close), counted once each.
 //! - [`listing`] — a site's pushes, newest first, by pages.
+//! - [`realtime`] — realtime settings of sites, channel history, its epoch and progress.
 //! - [`registration`] — registering subscribers from the API, idempotently.
 //! - [`audience`] — streaming a site's subscribed audience for the parser.
 //! - [`delivery_stats`] — per-partition outcome counters (applied idempotently) and the push's totals.
@@ -22,6 +23,7 @@ pub mod error;
 pub mod events;
 pub mod listing;
 pub mod pushes;
+pub mod realtime;
 pub mod registration;
 pub mod sites;
 pub mod store;
@@ -32,6 +34,7 @@ pub use delivery_stats::{DELIVERY_STATS, DeliveryCounts, DeliverySummary, Partit
 pub use error::StoreError;
 pub use events::{Event, EventCounts, EventType, PUSH_EVENT_STATS, PUSH_EVENTS};
 pub use pushes::Transition;
+pub use realtime::{HistoryEntry, RealtimeSettings};
 pub use registration::{Registered, Registration, SUBSCRIBER_CLAIMS, Target};
 pub use sites::SiteChanges;
 pub use store::{PUSHES, SITES, SUBSCRIBERS, Store};

@@ -99,6 +99,11 @@ pub fn topics() -> Topics {
             partitions: 2,
             replication: 1,
         },
+        realtime: TopicSpec {
+            name: unique_name("realtime"),
+            partitions: 4,
+            replication: 1,
+        },
     }
 }
 
@@ -135,6 +140,11 @@ pub fn env_for(
         (
             "TOPIC_PUSH_OUTCOMES_PARTITIONS".into(),
             topics.outcomes.partitions.to_string(),
+        ),
+        ("TOPIC_REALTIME".into(), topics.realtime.name.clone()),
+        (
+            "TOPIC_REALTIME_PARTITIONS".into(),
+            topics.realtime.partitions.to_string(),
         ),
         // Keep a developer's .env out of the tests.
         ("PUSHSERVICE_ENV_FILE".into(), "/dev/null".into()),
@@ -202,6 +212,8 @@ pub fn topic_args(topics: &Topics) -> pushservice_config::TopicArgs {
         topic_push_retry_partitions: topics.retry.partitions,
         topic_push_outcomes: topics.outcomes.name.clone(),
         topic_push_outcomes_partitions: topics.outcomes.partitions,
+        topic_realtime: topics.realtime.name.clone(),
+        topic_realtime_partitions: topics.realtime.partitions,
         topic_replication_factor: 1,
     }
 }
