@@ -30,8 +30,16 @@ pub struct SinkConfig {
     pub behaviour: Behaviour,
     /// Verify headers, VAPID and decrypt payloads (`None`: count only, the cheap mode).
     pub verify: Option<Verify>,
-    /// Delay before answering each push request.
+    /// Delay before answering each push request, for kinds without their own in
+    /// `kind_latency`.
     pub latency: Latency,
+    /// Per-kind delays, overriding `latency` for that kind.
+    pub kind_latency: KindLatency,
+    /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS` each kind advertises (see [`Streams`]).
+    pub streams: Streams,
+    /// Close an HTTP/2 connection gracefully (GOAWAY) once it has carried this many push
+    /// requests, as Google's front ends do; `None`: never.
+    pub goaway_after: Option<u64>,
 }
 
 impl Default for SinkConfig {
@@ -44,6 +52,9 @@ impl Default for SinkConfig {
             behaviour: Behaviour::default(),
             verify: None,
             latency: Latency::None,
+            kind_latency: KindLatency::default(),
+            streams: Streams::default(),
+            goaway_after: None,
         }
     }
 }
@@ -52,12 +63,30 @@ impl SinkConfig {
     /// Checks what types cannot: the per-mille bands fit in 1000.
     pub fn validate(&self) -> Result<(), SinkError> {
         self.behaviour.validate()?;
-        if let Latency::Uniform { min, max } = self.latency
-            && min > max
-        {
-            return Err(SinkError::Config(format!(
-                "latency range {min:?}-{max:?} has its minimum above its maximum"
-            )));
+        let latencies = [
+            Some(&self.latency),
+            self.kind_latency.web_push.as_ref(),
+            self.kind_latency.apns.as_ref(),
+            self.kind_latency.fcm.as_ref(),
+        ];
+        for latency in latencies.into_iter().flatten() {
+            latency.validate().map_err(SinkError::Config)?;
+        }
+        for (name, rule) in [
+            ("Web Push", self.streams.web_push),
+            ("APNs", self.streams.apns),
+            ("FCM", self.streams.fcm),
+        ] {
+            if rule.initial == 0 || rule.after_success == Some(0) {
+                return Err(SinkError::Config(format!(
+                    "{name} stream limit {rule}: every limit must be at least 1"
+                )));
+            }
+        }
+        if self.goaway_after == Some(0) {
+            return Err(SinkError::Config(
+                "goaway_after must be at least 1 request (None: never)".to_owned(),
+            ));
         }
         Ok(())
     }
@@ -210,6 +239,16 @@ pub enum Latency {
         /// Longest delay.
         max: Duration,
     },
+    /// Long-tailed, as real push services answer: log-normal with this median and 99th
+    /// percentile, never above `cap`.
+    LogNormal {
+        /// Half the answers take less.
+        median: Duration,
+        /// 99% of the answers take less (before the cap).
+        p99: Duration,
+        /// Longest delay.
+        cap: Duration,
+    },
 }
 
 impl Latency {
@@ -224,6 +263,34 @@ impl Latency {
                 let extra = if span == 0 { 0 } else { random % (span + 1) };
                 Some(min + Duration::from_micros(extra)).filter(|d| !d.is_zero())
             }
+            Latency::LogNormal { median, p99, cap } => {
+                // Box-Muller from the two halves of `random`, each mapped into (0, 1].
+                let u1 = ((random >> 32) as f64 + 1.0) / 4_294_967_296.0;
+                let u2 = ((random & 0xffff_ffff) as f64 + 1.0) / 4_294_967_296.0;
+                let normal = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+                // z of the 99th percentile of the standard normal.
+                let sigma = (p99.as_secs_f64() / median.as_secs_f64()).ln() / 2.326_348;
+                let secs = median.as_secs_f64() * (sigma * normal).exp();
+                Some(Duration::from_secs_f64(secs.min(cap.as_secs_f64()))).filter(|d| !d.is_zero())
+            }
+        }
+    }
+
+    /// Checks what the type cannot: ranges in order, a log-normal's median ≤ p99 ≤ cap.
+    pub fn validate(&self) -> Result<(), String> {
+        match *self {
+            Latency::Uniform { min, max } if min > max => Err(format!(
+                "latency range {min:?}-{max:?} has its minimum above its maximum"
+            )),
+            Latency::LogNormal { median, p99, cap }
+                if median.is_zero() || median > p99 || p99 > cap =>
+            {
+                Err(format!(
+                    "log-normal latency: need 0 < median ({median:?}) <= p99 ({p99:?}) <= cap \
+                     ({cap:?})"
+                ))
+            }
+            _ => Ok(()),
         }
     }
 }
@@ -231,14 +298,39 @@ impl Latency {
 impl FromStr for Latency {
     type Err = String;
 
-    /// Parses milliseconds: `0` (none), `20` (fixed) or `10-50` (uniform range).
+    /// Parses milliseconds: `0` (none), `20` (fixed), `10-50` (uniform range) or
+    /// `lognormal:80/400/2000` (log-normal with median 80, 99th percentile 400, capped at
+    /// 2000).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let ms = |part: &str| {
             part.trim()
                 .parse::<u64>()
                 .map(Duration::from_millis)
-                .map_err(|_| format!("latency {s:?}: expected milliseconds like 0, 20 or 10-50"))
+                .map_err(|_| {
+                    format!(
+                        "latency {s:?}: expected milliseconds like 0, 20, 10-50 or \
+                     lognormal:80/400/2000 (median/p99/cap)"
+                    )
+                })
         };
+        if let Some(spec) = s.trim().strip_prefix("lognormal:") {
+            let parts: Vec<&str> = spec.split('/').collect();
+            let [median, p99, cap] = parts[..] else {
+                return Err(format!(
+                    "latency {s:?}: a log-normal latency is lognormal:<median>/<p99>/<cap> in \
+                     milliseconds, such as lognormal:80/400/2000"
+                ));
+            };
+            let latency = Latency::LogNormal {
+                median: ms(median)?,
+                p99: ms(p99)?,
+                cap: ms(cap)?,
+            };
+            latency
+                .validate()
+                .map_err(|e| format!("latency {s:?}: {e}"))?;
+            return Ok(latency);
+        }
         match s.split_once('-') {
             None => match ms(s)? {
                 d if d.is_zero() => Ok(Latency::None),
@@ -251,6 +343,127 @@ impl FromStr for Latency {
                 }
                 Ok(Latency::Uniform { min, max })
             }
+        }
+    }
+}
+
+/// Per-kind answer delays; a kind without one uses [`SinkConfig::latency`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KindLatency {
+    /// Web Push endpoints.
+    pub web_push: Option<Latency>,
+    /// APNs.
+    pub apns: Option<Latency>,
+    /// FCM HTTP v1.
+    pub fcm: Option<Latency>,
+}
+
+/// How many concurrent HTTP/2 streams a connection allows, per kind of push service.
+///
+/// The sink serves every kind on one port, so it cannot know which service a connection is
+/// for until its first request: a new connection advertises the smallest `initial` of the
+/// three (1 with the defaults), switches to its kind's `initial` as soon as its first request
+/// arrives (before answering it) and to `after_success` once a request of it succeeds. The
+/// defaults are what the real services do: Google's front ends (Web Push for Chrome, FCM)
+/// allow 100; APNs allows 1 until the first request on a connection succeeds, then 1,000.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Streams {
+    /// Web Push endpoints (default 100).
+    pub web_push: StreamRule,
+    /// APNs (default 1, then 1,000).
+    pub apns: StreamRule,
+    /// FCM HTTP v1 (default 100).
+    pub fcm: StreamRule,
+}
+
+impl Default for Streams {
+    fn default() -> Self {
+        Streams {
+            web_push: StreamRule::fixed(100),
+            apns: StreamRule {
+                initial: 1,
+                after_success: Some(1000),
+            },
+            fcm: StreamRule::fixed(100),
+        }
+    }
+}
+
+impl Streams {
+    /// Every kind allowing `limit` streams from the start (the old simulator: 1,000).
+    pub fn all(limit: u32) -> Self {
+        Streams {
+            web_push: StreamRule::fixed(limit),
+            apns: StreamRule::fixed(limit),
+            fcm: StreamRule::fixed(limit),
+        }
+    }
+
+    /// What a connection advertises before its first request says which kind it is.
+    pub(crate) fn before_first_request(&self) -> u32 {
+        self.web_push
+            .initial
+            .min(self.apns.initial)
+            .min(self.fcm.initial)
+    }
+
+    /// The most any kind ever allows (what the server enforces).
+    pub(crate) fn most(&self) -> u32 {
+        [self.web_push, self.apns, self.fcm]
+            .iter()
+            .map(|rule| rule.initial.max(rule.after_success.unwrap_or(0)))
+            .max()
+            .unwrap_or(1)
+    }
+}
+
+/// One kind's `SETTINGS_MAX_CONCURRENT_STREAMS`: `initial`, then `after_success` once a
+/// request on the connection has succeeded (APNs' rule).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamRule {
+    /// Streams allowed from the first request on.
+    pub initial: u32,
+    /// Streams allowed once a request on the connection succeeded (`None`: unchanged).
+    pub after_success: Option<u32>,
+}
+
+impl StreamRule {
+    /// `limit` streams, always.
+    pub fn fixed(limit: u32) -> Self {
+        StreamRule {
+            initial: limit,
+            after_success: None,
+        }
+    }
+}
+
+impl FromStr for StreamRule {
+    type Err = String;
+
+    /// Parses `100` (always 100) or `1:1000` (1 until a request succeeds, then 1,000).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let number = |part: &str| match part.trim().parse::<u32>() {
+            Ok(n) if n >= 1 => Ok(n),
+            _ => Err(format!(
+                "stream limit {s:?}: expected a number of streams (at least 1) such as 100, or \
+                 <initial>:<after the first success> such as 1:1000"
+            )),
+        };
+        match s.split_once(':') {
+            None => Ok(StreamRule::fixed(number(s)?)),
+            Some((initial, after)) => Ok(StreamRule {
+                initial: number(initial)?,
+                after_success: Some(number(after)?),
+            }),
+        }
+    }
+}
+
+impl fmt::Display for StreamRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.after_success {
+            None => write!(f, "{}", self.initial),
+            Some(after) => write!(f, "{}:{after}", self.initial),
         }
     }
 }
@@ -275,6 +488,46 @@ mod tests {
         );
         assert!("50-10".parse::<Latency>().is_err());
         assert!("fast".parse::<Latency>().is_err());
+    }
+
+    #[test]
+    fn log_normal_latency_has_its_median_and_cap() {
+        let latency: Latency = "lognormal:80/400/1000".parse().expect("valid");
+        let mut state = 1u64;
+        let mut samples: Vec<Duration> = (0..10_000)
+            .map(|_| {
+                state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let mut z = state;
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                latency.pick(z ^ (z >> 31)).expect("a delay")
+            })
+            .collect();
+        samples.sort();
+        let median = samples[5_000].as_millis();
+        assert!((70..=90).contains(&median), "median {median} ms");
+        let p99 = samples[9_900].as_millis();
+        assert!((300..=500).contains(&p99), "p99 {p99} ms");
+        assert!(samples[9_999] <= Duration::from_secs(1), "capped");
+        assert!("lognormal:80/40/1000".parse::<Latency>().is_err());
+        assert!("lognormal:80/400".parse::<Latency>().is_err());
+    }
+
+    #[test]
+    fn stream_rules_parse() {
+        assert_eq!("100".parse::<StreamRule>(), Ok(StreamRule::fixed(100)));
+        assert_eq!(
+            " 1 : 1000 ".parse::<StreamRule>(),
+            Ok(StreamRule {
+                initial: 1,
+                after_success: Some(1000)
+            })
+        );
+        assert!("0".parse::<StreamRule>().is_err());
+        assert!("many".parse::<StreamRule>().is_err());
+        let streams = Streams::default();
+        assert_eq!(streams.before_first_request(), 1);
+        assert_eq!(streams.most(), 1000);
     }
 
     #[test]

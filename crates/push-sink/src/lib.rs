@@ -35,11 +35,14 @@
 //! # Layout
 //!
 //! - [`config`] — [`SinkConfig`] and its parts: protocol, misbehaviour bands, verification,
-//!   latency.
+//!   latency (fixed, uniform or long-tailed, per kind), stream limits per kind, GOAWAY.
 //! - [`credentials`] — trusted APNs keys and Google service accounts, from `.p8` and
 //!   service-account JSON files.
 //! - [`sink`] — [`Sink`]: start, query, shut down.
-//! - `server` — accept loop and HTTP/1.1 + HTTP/2 connections (hyper-util auto).
+//! - `server` — accept loop and HTTP/1.1 + HTTP/2 connections (hyper-util auto), GOAWAY
+//!   after a number of requests.
+//! - `streams` — per-kind HTTP/2 stream limits that change while a connection lives (APNs'
+//!   one-stream start), spoken at the frame level under hyper.
 //! - `tls` — self-signed certificate and ALPN for [`Protocol::Tls`].
 //! - `service` — dispatch to admin endpoints and push-service kinds; shared state.
 //! - [`fate`] — planned per-subscriber fates and the per-subscriber attempt table.
@@ -70,10 +73,14 @@ mod server;
 mod service;
 pub mod sink;
 pub mod stats;
+mod streams;
 mod tls;
 pub mod webpush;
 
-pub use config::{ApnsKey, Behaviour, FcmAccount, Latency, Protocol, SinkConfig, Verify};
+pub use config::{
+    ApnsKey, Behaviour, FcmAccount, KindLatency, Latency, Protocol, SinkConfig, StreamRule,
+    Streams, Verify,
+};
 pub use fate::{Fate, planned_fate};
 pub use outage::{Outage, OutageStatus, PushKind};
 pub use received::{MobileKind, MobileReceived, Received};

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use pushservice_push_sink::{
-    ApnsKey, Behaviour, FcmAccount, Latency, Protocol, Sink, SinkConfig, Stats, Verify,
+    ApnsKey, Behaviour, FcmAccount, KindLatency, Latency, Protocol, Sink, SinkConfig, Stats,
+    StreamRule, Streams, Verify,
 };
 
 /// A push-service simulator: answers Web Push (`/wp/<id>`), APNs (`/3/device/<token>`) and FCM
@@ -62,8 +63,34 @@ struct Cli {
     /// Delay before every push answer, in milliseconds: `0` (none), a fixed delay such as
     /// `5000` (a slow push service), or a uniform random range such as `50-150` (a realistic
     /// one). Concurrent requests wait side by side.
+    /// `lognormal:80/400/2000` is long-tailed (median 80, 99th percentile 400, never over
+    /// 2000), as real push services answer.
     #[arg(long, env = "PUSH_SINK_LATENCY_MS", default_value = "0")]
     latency_ms: Latency,
+    /// Delay for Web Push answers only (same forms as `--latency-ms`, which it overrides).
+    #[arg(long, env = "PUSH_SINK_WEBPUSH_LATENCY_MS")]
+    webpush_latency_ms: Option<Latency>,
+    /// Delay for APNs answers only (overrides `--latency-ms`).
+    #[arg(long, env = "PUSH_SINK_APNS_LATENCY_MS")]
+    apns_latency_ms: Option<Latency>,
+    /// Delay for FCM answers only (overrides `--latency-ms`).
+    #[arg(long, env = "PUSH_SINK_FCM_LATENCY_MS")]
+    fcm_latency_ms: Option<Latency>,
+    /// HTTP/2 concurrent streams a Web Push connection allows: `100` (Google's front ends),
+    /// or `<initial>:<after the first success>`.
+    #[arg(long, env = "PUSH_SINK_WEBPUSH_STREAMS", default_value = "100")]
+    webpush_streams: StreamRule,
+    /// HTTP/2 concurrent streams an APNs connection allows: Apple's `1:1000` (one until a
+    /// request succeeds, then 1,000).
+    #[arg(long, env = "PUSH_SINK_APNS_STREAMS", default_value = "1:1000")]
+    apns_streams: StreamRule,
+    /// HTTP/2 concurrent streams an FCM connection allows.
+    #[arg(long, env = "PUSH_SINK_FCM_STREAMS", default_value = "100")]
+    fcm_streams: StreamRule,
+    /// Close each HTTP/2 connection gracefully (GOAWAY) after this many push requests, as
+    /// Google's front ends do; 0: never.
+    #[arg(long, env = "PUSH_SINK_GOAWAY_AFTER_REQUESTS", default_value_t = 0)]
+    goaway_after_requests: u64,
     /// Verify VAPID and headers and decrypt every payload (costs CPU; keeps deliveries).
     #[arg(
         long,
@@ -134,6 +161,17 @@ impl Cli {
             },
             verify,
             latency: self.latency_ms,
+            kind_latency: KindLatency {
+                web_push: self.webpush_latency_ms,
+                apns: self.apns_latency_ms,
+                fcm: self.fcm_latency_ms,
+            },
+            streams: Streams {
+                web_push: self.webpush_streams,
+                apns: self.apns_streams,
+                fcm: self.fcm_streams,
+            },
+            goaway_after: (self.goaway_after_requests > 0).then_some(self.goaway_after_requests),
         })
     }
 

@@ -5,6 +5,11 @@
 //! one port serves both (cleartext h2c with prior knowledge, or whatever ALPN picked). HTTP/2
 //! is tuned for senders that multiplex many streams on few connections.
 //!
+//! Each connection's socket goes through [`LimitIo`], which advertises the configured
+//! per-kind HTTP/2 stream limits as they change (see [`crate::streams`]); a connection that
+//! has carried `goaway_after` push requests is closed gracefully (GOAWAY, its requests in
+//! progress answered), as Google's front ends do.
+//!
 //! Nothing a client does stops the server: accept errors (such as running out of file
 //! descriptors) are logged and retried after a pause, and connection errors end only that
 //! connection. Shutdown stops accepting, asks every connection to finish gracefully (HTTP/2
@@ -17,17 +22,23 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::Protocol;
+use crate::config::{Protocol, Streams};
 use crate::service::{self, Shared};
+use crate::streams::{ConnState, LimitIo};
 
-/// Most concurrent HTTP/2 streams a client may open on one connection.
-const MAX_CONCURRENT_STREAMS: u32 = 1000;
+/// What every connection task needs besides its socket.
+struct ConnSetup {
+    builder: auto::Builder<TokioExecutor>,
+    shared: Arc<Shared>,
+    streams: Streams,
+    goaway_after: Option<u64>,
+    shutdown_rx: watch::Receiver<bool>,
+}
 /// How long a TLS handshake may take before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for open connections to finish.
@@ -40,10 +51,18 @@ pub(crate) async fn run(
     protocol: Protocol,
     tls: Option<TlsAcceptor>,
     shared: Arc<Shared>,
+    (streams, goaway_after): (Streams, Option<u64>),
     mut shutdown_rx: watch::Receiver<bool>,
 ) {
-    let builder = Arc::new(http_builder(protocol));
-    let graceful = GracefulShutdown::new();
+    let setup = Arc::new(ConnSetup {
+        builder: http_builder(protocol, streams.most()),
+        shared,
+        streams,
+        goaway_after,
+        shutdown_rx: shutdown_rx.clone(),
+    });
+    // Every connection task holds a receiver; `closed` resolves when the last one ends.
+    let (drain_tx, _) = watch::channel(());
     loop {
         let accepted = tokio::select! {
             biased;
@@ -65,17 +84,13 @@ pub(crate) async fn run(
         };
         // Small responses must not wait for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
-        tokio::spawn(connection(
-            stream,
-            tls.clone(),
-            builder.clone(),
-            shared.clone(),
-            graceful.watcher(),
-        ));
+        setup.shared.counters.connection();
+        let drain = drain_tx.subscribe();
+        tokio::spawn(connection(stream, tls.clone(), setup.clone(), drain));
         tracing::trace!(%peer, "connection accepted");
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+    if tokio::time::timeout(DRAIN_TIMEOUT, drain_tx.closed())
         .await
         .is_err()
     {
@@ -84,7 +99,9 @@ pub(crate) async fn run(
 }
 
 /// The HTTP server settings for `protocol`.
-fn http_builder(protocol: Protocol) -> auto::Builder<TokioExecutor> {
+/// `max_streams` is what h2 enforces: the most any kind allows (what a connection advertises
+/// is [`LimitIo`]'s business).
+fn http_builder(protocol: Protocol, max_streams: u32) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -94,13 +111,13 @@ fn http_builder(protocol: Protocol) -> auto::Builder<TokioExecutor> {
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_concurrent_streams(max_streams)
         // Room for a thousand streams' small bodies without waiting on window updates.
         .initial_stream_window_size(256 * 1024)
         .initial_connection_window_size(16 * 1024 * 1024)
         // Resets are part of the act (ResetOnce); they must not make h2 give up on the peer.
         .max_local_error_reset_streams(None)
-        .max_pending_accept_reset_streams(Some(MAX_CONCURRENT_STREAMS as usize))
+        .max_pending_accept_reset_streams(Some(max_streams as usize))
         .keep_alive_interval(Some(Duration::from_secs(30)));
     match protocol {
         Protocol::Http1 => builder.http1_only(),
@@ -108,19 +125,18 @@ fn http_builder(protocol: Protocol) -> auto::Builder<TokioExecutor> {
     }
 }
 
-/// Serves one accepted connection to its end.
+/// Serves one accepted connection to its end; `_drain` is dropped when it is over.
 async fn connection(
     stream: TcpStream,
     tls: Option<TlsAcceptor>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    shared: Arc<Shared>,
-    watcher: Watcher,
+    setup: Arc<ConnSetup>,
+    _drain: watch::Receiver<()>,
 ) {
     match tls {
-        None => serve(stream, &builder, shared, watcher).await,
+        None => serve(stream, &setup).await,
         Some(acceptor) => {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => serve(stream, &builder, shared, watcher).await,
+                Ok(Ok(stream)) => serve(stream, &setup).await,
                 Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
                 Err(_) => tracing::debug!("TLS handshake timed out"),
             }
@@ -128,21 +144,42 @@ async fn connection(
     }
 }
 
-/// Runs HTTP on an established (plain or TLS) stream.
-async fn serve<S>(
-    stream: S,
-    builder: &auto::Builder<TokioExecutor>,
-    shared: Arc<Shared>,
-    watcher: Watcher,
-) where
+/// Runs HTTP on an established (plain or TLS) stream, until the client leaves or the
+/// connection was closed gracefully (after `goaway_after` requests, or at shutdown).
+async fn serve<S>(stream: S, setup: &ConnSetup)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let state = Arc::new(ConnState::new(setup.streams, setup.goaway_after));
+    let shared = setup.shared.clone();
+    let service_state = state.clone();
     let service = service_fn(move |request: hyper::Request<Incoming>| {
-        service::handle(shared.clone(), request)
+        service::handle(shared.clone(), service_state.clone(), request)
     });
-    let connection = builder.serve_connection(TokioIo::new(stream), service);
-    if let Err(error) = watcher.watch(connection).await {
-        // Includes our own HTTP/1.1 resets and clients that hang up; never fatal.
-        tracing::debug!(error = %error, "connection ended with an error");
+    let io = TokioIo::new(LimitIo::new(stream, state.clone()));
+    let connection = setup.builder.serve_connection(io, service);
+    tokio::pin!(connection);
+    let mut shutdown_rx = setup.shutdown_rx.clone();
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    // Includes our own HTTP/1.1 resets and clients that hang up; never fatal.
+                    tracing::debug!(error = %error, "connection ended with an error");
+                }
+                return;
+            }
+            () = state.goaway.notified(), if !closing => {
+                setup.shared.counters.goaway();
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = shutdown_rx.wait_for(|stop| *stop), if !closing => {
+                // Also reached when the sink is dropped (the sender is gone).
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+            }
+        }
     }
 }

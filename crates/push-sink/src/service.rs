@@ -16,11 +16,12 @@ use hyper::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 
 use crate::body::{BodyError, read_body};
-use crate::config::{Behaviour, Latency, SinkConfig};
+use crate::config::{Behaviour, KindLatency, Latency, SinkConfig};
 use crate::fate::SubscriberTable;
 use crate::outage::{Active, Outage, OutageSwitch};
 use crate::received::{DeliveryLog, MobileReceived, Received};
 use crate::stats::{Counters, Kind, Stats};
+use crate::streams::ConnState;
 use crate::{apns, fcm, webpush};
 
 /// Response body type: small and in one piece.
@@ -44,8 +45,9 @@ impl std::error::Error for ResetStream {}
 pub(crate) struct Shared {
     /// Misbehaviour bands.
     pub(crate) behaviour: Behaviour,
-    /// Answer delay.
+    /// Answer delay, and per kind.
     pub(crate) latency: Latency,
+    kind_latency: KindLatency,
     /// Counters behind [`crate::Stats`].
     pub(crate) counters: Counters,
     /// Attempts and acceptances per subscriber.
@@ -72,6 +74,7 @@ impl Shared {
         Shared {
             behaviour: config.behaviour,
             latency: config.latency,
+            kind_latency: config.kind_latency,
             counters: Counters::new(),
             subscribers: SubscriberTable::new(),
             webpush_verifier: config
@@ -98,9 +101,16 @@ impl Shared {
         }
     }
 
-    /// Waits the configured latency, if any.
-    pub(crate) async fn delay(&self) {
-        if let Some(delay) = self.latency.pick(self.random_u64()) {
+    /// Waits the latency configured for `kind`, if any.
+    pub(crate) async fn delay(&self, kind: Kind) {
+        let latency = match kind {
+            Kind::WebPush => self.kind_latency.web_push,
+            Kind::Apns => self.kind_latency.apns,
+            Kind::Fcm => self.kind_latency.fcm,
+            Kind::Oauth => None,
+        }
+        .unwrap_or(self.latency);
+        if let Some(delay) = latency.pick(self.random_u64()) {
             tokio::time::sleep(delay).await;
         }
     }
@@ -167,6 +177,7 @@ fn response(status: StatusCode, text: Bytes) -> Response<Body> {
 /// Answers one request.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
+    conn: Arc<ConnState>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ResetStream> {
     let path = request.uri().path();
@@ -195,15 +206,21 @@ pub(crate) async fn handle(
             ),
         ));
     };
-    if let Some(outage) = shared.outage.in_force(kind) {
-        return unavailable(&shared, kind, &outage, request).await;
+    let _stream = conn.on_request(kind, &shared.counters);
+    let answered = if let Some(outage) = shared.outage.in_force(kind) {
+        unavailable(&shared, kind, &outage, request).await
+    } else {
+        match kind {
+            Kind::Apns => apns::handle(&shared, request).await,
+            Kind::Fcm => fcm::handle(&shared, request).await,
+            Kind::Oauth => fcm::oauth::handle(&shared, request).await,
+            Kind::WebPush => webpush::handle(&shared, request).await,
+        }
+    };
+    if let Ok(response) = &answered {
+        conn.on_answer(response.status().as_u16());
     }
-    match kind {
-        Kind::Apns => apns::handle(&shared, request).await,
-        Kind::Fcm => fcm::handle(&shared, request).await,
-        Kind::Oauth => fcm::oauth::handle(&shared, request).await,
-        Kind::WebPush => webpush::handle(&shared, request).await,
-    }
+    answered
 }
 
 /// Largest body read (and dropped) from a request an outage answers; past it the answer goes
@@ -226,7 +243,7 @@ async fn unavailable(
         // The client went away mid-body: nobody to answer.
         Err(BodyError::Aborted) => return Err(ResetStream),
     }
-    shared.delay().await;
+    shared.delay(kind).await;
     shared.counters.outage_answered(kind);
     outage.answered_one();
     let status = outage.outage.status;

@@ -102,6 +102,7 @@ impl Sink {
             config.protocol,
             tls,
             shared.clone(),
+            (config.streams, config.goaway_after),
             shutdown_rx,
         ));
         tracing::info!(
@@ -111,6 +112,9 @@ impl Sink {
             verify = config.verify.is_some(),
             behaviour = ?config.behaviour,
             latency = ?config.latency,
+            kind_latency = ?config.kind_latency,
+            streams = ?config.streams,
+            goaway_after = ?config.goaway_after,
             "push sink listening"
         );
         Ok(Sink {

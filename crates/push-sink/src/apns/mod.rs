@@ -162,7 +162,7 @@ pub(crate) async fn handle(
         Err(BodyError::Aborted) => return Err(ResetStream),
     };
 
-    shared.delay().await;
+    shared.delay(Kind::Apns).await;
 
     let first = attempt == 1;
     match fate {

@@ -111,7 +111,7 @@ pub(crate) async fn handle(
     let fate = fate_for_hash(&shared.behaviour, hash);
     let attempt = shared.subscribers.begin_attempt(key, hash);
 
-    shared.delay().await;
+    shared.delay(Kind::Fcm).await;
 
     let first = attempt == 1;
     match fate {

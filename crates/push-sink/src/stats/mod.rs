@@ -59,6 +59,19 @@ pub struct Stats {
     /// The outage in force, if any (`null` when the service is up).
     #[serde(default)]
     pub outage: Option<OutageStatus>,
+    /// Connections accepted.
+    #[serde(default)]
+    pub connections: u64,
+    /// Connections closed with a GOAWAY after their configured number of requests.
+    #[serde(default)]
+    pub goaways: u64,
+    /// Push requests that arrived while their connection already had as many in progress as
+    /// it advertised (`SETTINGS_MAX_CONCURRENT_STREAMS`): a client ignoring the limit.
+    #[serde(default)]
+    pub streams_over_limit: u64,
+    /// Most push requests in progress at once on one connection.
+    #[serde(default)]
+    pub peak_streams: u64,
 }
 
 impl Stats {
@@ -185,6 +198,10 @@ pub(crate) struct Counters {
     last_accepted_ms: AtomicU64,
     verify_failed: [AtomicU64; VerifyFailure::ALL.len()],
     by_kind: [Tallies; Kind::ALL.len()],
+    connections: AtomicU64,
+    goaways: AtomicU64,
+    streams_over_limit: AtomicU64,
+    peak_streams: AtomicU64,
 }
 
 impl Counters {
@@ -199,7 +216,28 @@ impl Counters {
             last_accepted_ms: AtomicU64::new(0),
             verify_failed: std::array::from_fn(|_| AtomicU64::new(0)),
             by_kind: std::array::from_fn(|_| Tallies::new()),
+            connections: AtomicU64::new(0),
+            goaways: AtomicU64::new(0),
+            streams_over_limit: AtomicU64::new(0),
+            peak_streams: AtomicU64::new(0),
         }
+    }
+
+    pub(crate) fn connection(&self) {
+        self.connections.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn goaway(&self) {
+        self.goaways.fetch_add(1, Relaxed);
+    }
+
+    /// A push request started on a connection that now has `active` in progress and
+    /// advertises `limit`.
+    pub(crate) fn streams_active(&self, active: u32, limit: u32) {
+        if active > limit {
+            self.streams_over_limit.fetch_add(1, Relaxed);
+        }
+        self.peak_streams.fetch_max(u64::from(active), Relaxed);
     }
 
     /// Counts a request of `kind`; `None` is a request no kind matched (counted as a push).
@@ -272,6 +310,10 @@ impl Counters {
             &self.duplicates,
             &self.first_accepted_ms,
             &self.last_accepted_ms,
+            &self.connections,
+            &self.goaways,
+            &self.streams_over_limit,
+            &self.peak_streams,
         ];
         for counter in scalars
             .into_iter()
@@ -322,6 +364,10 @@ impl Counters {
             outage_answered: self.pushes.outage_answered.load(Relaxed),
             // The counters do not know the switch: `Shared::stats` fills it in.
             outage: None,
+            connections: self.connections.load(Relaxed),
+            goaways: self.goaways.load(Relaxed),
+            streams_over_limit: self.streams_over_limit.load(Relaxed),
+            peak_streams: self.peak_streams.load(Relaxed),
         }
     }
 }

@@ -94,7 +94,7 @@ pub(crate) async fn handle(
         Err(BodyError::Aborted) => return Err(ResetStream),
     };
 
-    shared.delay().await;
+    shared.delay(Kind::WebPush).await;
 
     let first = attempt == 1;
     match fate {
