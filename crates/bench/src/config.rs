@@ -14,7 +14,7 @@ use clap::ArgAction;
 use clap::builder::BoolishValueParser;
 use pushservice_config::{KafkaArgs, KafkaSettings};
 use pushservice_model::Platform;
-use pushservice_push_sink::{Latency, Protocol};
+use pushservice_push_sink::{Latency, Protocol, StreamRule};
 
 /// End-to-end benchmark of pushservice: seeds (or reuses) N subscribers whose endpoints point at
 /// a push-service simulator, starts the simulator, a parser and K senders as processes, sends
@@ -98,15 +98,32 @@ pub struct BenchArgs {
         value_parser = BoolishValueParser::new()
     )]
     pub sink_verify: bool,
-    /// Subscribers (per mille) the simulator answers 410 Gone.
+    /// How the simulator behaves: `ideal` (answers at once, 1,000 HTTP/2 streams per
+    /// connection for every kind, nobody gone or throttled: the simulator of earlier runs) or
+    /// `realistic` (answers in 50-150 ms, 100 streams per Web Push and FCM connection, APNs'
+    /// one stream until the first success then 1,000, 2% gone, 1% throttled once). The
+    /// `--sink-*` flags below override single parts of it.
+    #[arg(long, value_enum, default_value_t = Profile::Ideal)]
+    pub profile: Profile,
+    /// Subscribers (per mille) the simulator answers 410 Gone (profile: 0 / 20).
+    #[arg(long)]
+    pub sink_gone_per_mille: Option<u32>,
+    /// Subscribers (per mille) the simulator answers 429 on the first attempt (profile: 0 /
+    /// 10).
+    #[arg(long)]
+    pub sink_throttle_per_mille: Option<u32>,
+    /// Simulator answer delay, milliseconds: `0`, `20`, a range `10-50` or
+    /// `lognormal:80/400/2000` (profile: 0 / 50-150).
+    #[arg(long, value_parser = parse_latency)]
+    pub sink_latency_ms: Option<String>,
+    /// HTTP/2 streams per connection the simulator allows for every kind: `100`, or
+    /// `1:1000` (one until a request succeeds); profile: 1000 / 100 (APNs 1:1000).
+    #[arg(long, value_parser = parse_streams)]
+    pub sink_streams: Option<String>,
+    /// The simulator closes each connection with a GOAWAY after this many requests, as
+    /// Google's front ends do (0: never, the default of both profiles).
     #[arg(long, default_value_t = 0)]
-    pub sink_gone_per_mille: u32,
-    /// Subscribers (per mille) the simulator answers 429 on the first attempt.
-    #[arg(long, default_value_t = 0)]
-    pub sink_throttle_per_mille: u32,
-    /// Simulator answer delay, milliseconds: `0`, `20` or a range `10-50`.
-    #[arg(long, default_value = "0", value_parser = parse_latency)]
-    pub sink_latency_ms: String,
+    pub sink_goaway_after: u64,
     /// Give up waiting for the deliveries after this many seconds (partial report, exit 1).
     #[arg(long, env = "PUSHBENCH_TIMEOUT_SECS", default_value_t = 900)]
     pub timeout_secs: u64,
@@ -156,6 +173,80 @@ fn parse_latency(text: &str) -> Result<String, String> {
     text.parse::<Latency>().map(|_| text.trim().to_owned())
 }
 
+fn parse_streams(text: &str) -> Result<String, String> {
+    text.parse::<StreamRule>().map(|rule| rule.to_string())
+}
+
+/// The simulator's behaviour as a whole (`--profile`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Profile {
+    /// Answers at once, 1,000 streams per connection, no failures.
+    Ideal,
+    /// Real push services: 50-150 ms, 100 streams (APNs 1 then 1,000), 2% gone, 1% throttled.
+    Realistic,
+}
+
+impl Profile {
+    /// `--profile` as given.
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Ideal => "ideal",
+            Profile::Realistic => "realistic",
+        }
+    }
+}
+
+/// The simulator's settings a run uses: the profile's, with the `--sink-*` overrides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkBehaviour {
+    /// Gone band, per mille.
+    pub gone_per_mille: u32,
+    /// Throttle band, per mille.
+    pub throttle_per_mille: u32,
+    /// Answer delay, as the simulator parses it.
+    pub latency_ms: String,
+    /// Streams per connection of Web Push, APNs and FCM, as the simulator parses them.
+    pub streams: [String; 3],
+    /// GOAWAY after this many requests per connection (0: never).
+    pub goaway_after: u64,
+}
+
+impl BenchArgs {
+    /// The simulator's settings: `--profile`, then the explicit `--sink-*` flags.
+    pub fn sink_behaviour(&self) -> SinkBehaviour {
+        let mut behaviour = match self.profile {
+            Profile::Ideal => SinkBehaviour {
+                gone_per_mille: 0,
+                throttle_per_mille: 0,
+                latency_ms: "0".to_owned(),
+                streams: ["1000".to_owned(), "1000".to_owned(), "1000".to_owned()],
+                goaway_after: 0,
+            },
+            Profile::Realistic => SinkBehaviour {
+                gone_per_mille: 20,
+                throttle_per_mille: 10,
+                latency_ms: "50-150".to_owned(),
+                streams: ["100".to_owned(), "1:1000".to_owned(), "100".to_owned()],
+                goaway_after: 0,
+            },
+        };
+        if let Some(gone) = self.sink_gone_per_mille {
+            behaviour.gone_per_mille = gone;
+        }
+        if let Some(throttle) = self.sink_throttle_per_mille {
+            behaviour.throttle_per_mille = throttle;
+        }
+        if let Some(latency) = &self.sink_latency_ms {
+            behaviour.latency_ms = latency.clone();
+        }
+        if let Some(streams) = &self.sink_streams {
+            behaviour.streams = [streams.clone(), streams.clone(), streams.clone()];
+        }
+        behaviour.goaway_after = self.sink_goaway_after;
+        behaviour
+    }
+}
+
 /// A validated run description, with every per-run name decided.
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
@@ -183,12 +274,10 @@ pub struct BenchConfig {
     pub sink_port: u16,
     /// Simulator verification.
     pub sink_verify: bool,
-    /// Gone band, per mille.
-    pub sink_gone_per_mille: u32,
-    /// Throttle band, per mille.
-    pub sink_throttle_per_mille: u32,
-    /// Answer delay, as the simulator parses it.
-    pub sink_latency_ms: String,
+    /// `--profile`.
+    pub profile: Profile,
+    /// The simulator's behaviour (profile and overrides).
+    pub sink: SinkBehaviour,
     /// Deadline of the delivery phase.
     pub timeout: Duration,
     /// Sampling interval.
@@ -233,7 +322,7 @@ impl BenchConfig {
             .ok()
             .and_then(|v| v.trim().parse::<u32>().ok())
             .unwrap_or(0);
-        self.sink_gone_per_mille > 0 || not_found > 0
+        self.sink.gone_per_mille > 0 || not_found > 0
     }
 
     /// Per-run Kafka topic names: raw-push, push, dead letters, the retry topics' prefix,
@@ -272,8 +361,9 @@ impl BenchArgs {
             "--sample-ms must be between 10 and 10000"
         );
         anyhow::ensure!(self.timeout_secs > 0, "--timeout-secs must be at least 1");
+        let sink = self.sink_behaviour();
         anyhow::ensure!(
-            self.sink_gone_per_mille + self.sink_throttle_per_mille <= 1000,
+            sink.gone_per_mille + sink.throttle_per_mille <= 1000,
             "--sink-gone-per-mille plus --sink-throttle-per-mille must not exceed 1000"
         );
         anyhow::ensure!(
@@ -319,9 +409,8 @@ impl BenchArgs {
             sink_protocol: self.sink_protocol,
             sink_port: self.sink_port,
             sink_verify: self.sink_verify,
-            sink_gone_per_mille: self.sink_gone_per_mille,
-            sink_throttle_per_mille: self.sink_throttle_per_mille,
-            sink_latency_ms: self.sink_latency_ms.clone(),
+            profile: self.profile,
+            sink,
             timeout: Duration::from_secs(self.timeout_secs),
             sample: Duration::from_millis(self.sample_ms),
             push_partitions: self.push_partitions,
@@ -465,5 +554,42 @@ mod tests {
         assert!(parse(&["--sink-latency-ms", "fast"]).is_err());
         assert!(parse(&["--database", "a.b"]).is_err());
         assert!(parse(&["--sink-protocol", "h2c"]).is_ok());
+        assert!(parse(&["--sink-streams", "0"]).is_err());
+        assert!(parse(&["--profile", "slow"]).is_err());
+    }
+
+    #[test]
+    fn profiles_set_the_simulator_and_flags_override_them() {
+        let sink = |extra: &[&str]| {
+            let mut argv = vec!["pushbench"];
+            argv.extend_from_slice(extra);
+            BenchArgs::try_parse_from(argv)
+                .expect("valid flags")
+                .sink_behaviour()
+        };
+        let ideal = sink(&[]);
+        assert_eq!((ideal.gone_per_mille, ideal.latency_ms.as_str()), (0, "0"));
+        assert_eq!(ideal.streams, ["1000", "1000", "1000"]);
+        let realistic = sink(&["--profile", "realistic"]);
+        assert_eq!(
+            (
+                realistic.gone_per_mille,
+                realistic.throttle_per_mille,
+                realistic.latency_ms.as_str()
+            ),
+            (20, 10, "50-150")
+        );
+        assert_eq!(realistic.streams, ["100", "1:1000", "100"]);
+        let overridden = sink(&[
+            "--profile",
+            "realistic",
+            "--sink-gone-per-mille",
+            "0",
+            "--sink-streams",
+            "250",
+        ]);
+        assert_eq!(overridden.gone_per_mille, 0);
+        assert_eq!(overridden.throttle_per_mille, 10);
+        assert_eq!(overridden.streams, ["250", "250", "250"]);
     }
 }

@@ -66,13 +66,20 @@ pub async fn start_sink(
         .env("PUSH_SINK_VERIFY", config.sink_verify.to_string())
         .env(
             "PUSH_SINK_GONE_PER_MILLE",
-            config.sink_gone_per_mille.to_string(),
+            config.sink.gone_per_mille.to_string(),
         )
         .env(
             "PUSH_SINK_THROTTLE_PER_MILLE",
-            config.sink_throttle_per_mille.to_string(),
+            config.sink.throttle_per_mille.to_string(),
         )
-        .env("PUSH_SINK_LATENCY_MS", &config.sink_latency_ms)
+        .env("PUSH_SINK_LATENCY_MS", &config.sink.latency_ms)
+        .env("PUSH_SINK_WEBPUSH_STREAMS", &config.sink.streams[0])
+        .env("PUSH_SINK_APNS_STREAMS", &config.sink.streams[1])
+        .env("PUSH_SINK_FCM_STREAMS", &config.sink.streams[2])
+        .env(
+            "PUSH_SINK_GOAWAY_AFTER_REQUESTS",
+            config.sink.goaway_after.to_string(),
+        )
         .stdin(Stdio::null())
         // On SIGTERM the simulator prints its final counters on stdout.
         .stdout(final_stats)
