@@ -5,7 +5,10 @@ The Compose-spec JSON schema (checked before this by check-jsonschema) says whet
 is well formed; it cannot say that a `depends_on` names a real service, that a bind-mounted
 file exists, that `--scale sender=N` works or that a health check asks the port the daemon
 listens on. This does, on the file as Compose reads it (YAML anchors and `<<` merges
-resolved), and fails naming every problem.
+resolved). deploy/Dockerfile is read with the `dockerfile` package (BuildKit's own Go parser):
+a multi-stage build, a non-root runtime, every workspace member and every file the sources
+include_str! copied into the build, the binaries built equal to those installed and to those
+the services run. Fails naming every problem.
 
 Usage: compose_rules.py [REPO_DIR]
 """
@@ -13,7 +16,9 @@ Usage: compose_rules.py [REPO_DIR]
 import pathlib
 import re
 import sys
+import tomllib
 
+import dockerfile
 from ruamel.yaml import YAML
 
 DAEMONS = ("parser", "sender", "pushapi")
@@ -122,21 +127,54 @@ def check_compose(repo, compose):
 
 
 def check_dockerfile(repo, services):
-    dockerfile = (repo / "deploy/Dockerfile").read_text()
-    stages = re.findall(r"^FROM\s+(\S+)", dockerfile, re.M)
+    try:
+        instructions = dockerfile.parse_file(str(repo / "deploy/Dockerfile"))
+    except dockerfile.GoParseError as e:
+        problem(f"deploy/Dockerfile does not parse: {e}")
+        return
+    stages = [i.value[0] for i in instructions if i.cmd == "FROM"]
     if len(stages) < 2:
         problem("deploy/Dockerfile: expected a multi-stage build (a builder and a runtime stage)")
     elif "slim" not in stages[-1] and "distroless" not in stages[-1]:
         problem(f"deploy/Dockerfile: the runtime stage should be a small image (got {stages[-1]})")
-    users = re.findall(r"^USER\s+(\S+)", dockerfile, re.M)
+    users = [i.value[0] for i in instructions if i.cmd == "USER"]
     if not users or users[-1].split(":")[0] in ("root", "0"):
         problem("deploy/Dockerfile: the runtime stage must run as a non-root USER")
-    copied = set(re.findall(r"target/release/([\w-]+)", dockerfile))
+
+    # What the build stage copies from the context must exist and hold every workspace member
+    # and every file the sources include_str!, or the image build breaks on a fresh checkout.
+    copied = []
+    for i in instructions:
+        if i.cmd == "COPY" and not any(f.startswith("--from") for f in i.flags):
+            for source in i.value[:-1]:
+                copied.append(source.rstrip("/"))
+                if not (repo / source).exists():
+                    problem(f"deploy/Dockerfile copies {source}, which is not in the repository")
+    def is_copied(path):
+        rel = path.relative_to(repo).as_posix()
+        return any(rel == c or rel.startswith(c + "/") for c in copied)
+    members = tomllib.loads((repo / "Cargo.toml").read_text())["workspace"]["members"]
+    for member in members:
+        for path in repo.glob(member):
+            if (path / "Cargo.toml").is_file() and not is_copied(path):
+                problem(f"deploy/Dockerfile does not copy workspace member {path.relative_to(repo)}")
+    for source in repo.glob("crates/*/src/**/*.rs"):
+        for included in re.findall(r'include_(?:str|bytes)!\(\s*"([^"]+)"', source.read_text(encoding="utf-8")):
+            target = (source.parent / included).resolve()
+            if target.is_relative_to(repo) and not is_copied(target):
+                problem(f"deploy/Dockerfile does not copy {target.relative_to(repo)}, which {source.relative_to(repo)} includes")
+
+    build = " ".join(" ".join(i.value) for i in instructions if i.cmd == "RUN")
+    built = set(re.findall(r"--bin ([\w-]+)", build))
+    installed = set(re.findall(r"target/release/([\w-]+)", build))
+    if built != installed:
+        problem(f"deploy/Dockerfile builds {sorted(built)} but copies {sorted(installed)} into the image")
     for name, service in services.items():
         if service.get("image") == "pushservice":
             binary = (service.get("command") or ["sender"])[0]
-            if binary not in copied:
+            if binary not in installed:
                 problem(f"deploy/Dockerfile: {name} runs {binary}, which the image does not contain")
+
     ignore_path = repo / ".dockerignore"
     if not ignore_path.is_file():
         problem(".dockerignore is missing: the whole checkout (target/, .env) would go into the build")
@@ -145,6 +183,9 @@ def check_dockerfile(repo, services):
     for pattern in DOCKERIGNORE_REQUIRED:
         if pattern not in ignored:
             problem(f".dockerignore must exclude {pattern}")
+    for source in copied:
+        if source.split("/")[0] in ignored:
+            problem(f".dockerignore excludes {source}, which deploy/Dockerfile copies")
 
 
 def main():
