@@ -13,10 +13,12 @@ need no definition. Each panel's datasource must be the provisioned one
 (deploy/grafana/provisioning/datasources).
 
 With --exposition FILE..., the names must also appear in those /metrics scrapes of running
-daemons (scripts/deploy-check's pm2 check passes the parser's, the senders' and pushapi's).
+daemons; with --prometheus URL, every query must also evaluate, on that Prometheus, to at
+least one series (scripts/deploy-check's pm2 check does both with its fleet: the parser's,
+the senders' and pushapi's /metrics, scraped by a real Prometheus during a push).
 
-Usage: dashboard_metrics.py [REPO_DIR] [--exposition FILE...]; exit status 1 naming every
-problem, 0 when clean.
+Usage: dashboard_metrics.py [REPO_DIR] [--exposition FILE...] [--prometheus URL]; exit status 1
+naming every problem, 0 when clean.
 """
 
 import argparse
@@ -24,6 +26,8 @@ import json
 import pathlib
 import re
 import sys
+import urllib.parse
+import urllib.request
 
 import promql_parser
 from ruamel.yaml import YAML
@@ -157,10 +161,24 @@ def exposed_names(files):
     return names
 
 
+def evaluate(prometheus, expr):
+    """The result of an instant query, or raises with Prometheus' error."""
+    url = f"{prometheus.rstrip('/')}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            body = json.load(response)
+    except urllib.error.HTTPError as e:
+        body = json.load(e)
+    if body.get("status") != "success":
+        raise ValueError(f"{body.get('errorType')}: {body.get('error')}")
+    return body["data"]["result"]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("repo", nargs="?", default=".")
     parser.add_argument("--exposition", nargs="+", default=[], metavar="FILE")
+    parser.add_argument("--prometheus", metavar="URL")
     args = parser.parse_args()
     repo = pathlib.Path(args.repo).resolve()
     exposed = exposed_names(args.exposition) if args.exposition else None
@@ -180,6 +198,7 @@ def main():
     if not dashboards:
         problems.append("no dashboards in deploy/grafana/dashboards")
     checked = set()
+    evaluated = 0
     for path in dashboards:
         rel = path.relative_to(repo)
         try:
@@ -200,6 +219,16 @@ def main():
             except Exception as e:  # the binding raises plain exceptions with the parser's message
                 problems.append(f"{rel}: {where}: not valid PromQL: {expr!r}: {e}")
                 continue
+            if args.prometheus:
+                # Grafana's $__rate_interval is at least four scrape intervals; 30 s covers the
+                # test Prometheus' 1 s scrapes.
+                try:
+                    result = evaluate(args.prometheus, GRAFANA_VARIABLE.sub("30s", expr))
+                    evaluated += 1
+                    if not result:
+                        problems.append(f"{rel}: {where}: {expr!r} returned no series from the running fleet")
+                except Exception as e:
+                    problems.append(f"{rel}: {where}: Prometheus could not evaluate {expr!r}: {e}")
             found = set()
             walk(tree, found)
             for kind, value in sorted(found, key=str):
@@ -221,6 +250,8 @@ def main():
     if problems:
         return 1
     live = f", all in the live /metrics of {len(args.exposition)} daemons" if exposed is not None else ""
+    if args.prometheus:
+        live += f"; {evaluated} queries answered by Prometheus with data"
     print(f"dashboard check: {len(dashboards)} dashboard(s), {len(checked)} metric names, all defined in the daemons' sources{live}")
     return 0
 
