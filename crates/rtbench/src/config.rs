@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use pushservice_config::{KafkaArgs, KafkaSettings};
+use pushservice_config::{KafkaArgs, KafkaSettings, MongoArgs, MongoSettings};
 
 /// Opens N SSE and WebSocket connections to a realtime gateway, publishes M messages to
 /// each of their channels and measures delivery latency, messages/s, gateway CPU per
@@ -28,13 +28,27 @@ pub struct RtbenchArgs {
     pub gateways: Vec<String>,
 
     /// The site whose channels the connections join (the token's `site` claim).
-    #[arg(long, env = "RTBENCH_SITE")]
-    pub site: String,
+    #[arg(long, env = "RTBENCH_SITE", required_unless_present = "create_site")]
+    pub site: Option<String>,
 
     /// The site's realtime secret (`sites.realtime.secrets`), which signs the HS256 tokens;
     /// its UTF-8 bytes are the HMAC key.
-    #[arg(long, env = "RTBENCH_SECRET", hide_env_values = true)]
-    pub secret: String,
+    #[arg(
+        long,
+        env = "RTBENCH_SECRET",
+        hide_env_values = true,
+        required_unless_present = "create_site"
+    )]
+    pub secret: Option<String>,
+
+    /// Create a new site with a realtime secret in MongoDB (`--mongodb-url`) for this run,
+    /// instead of `--site` and `--secret`; its id and secret are printed.
+    #[arg(long = "create-site", conflicts_with_all = ["site", "secret"])]
+    pub create_site: bool,
+
+    /// MongoDB, for `--create-site`.
+    #[command(flatten)]
+    pub mongo: MongoArgs,
 
     /// How many connections to open.
     #[arg(long, default_value_t = 1000)]
@@ -149,15 +163,27 @@ pub struct Gateway {
     pub authority: String,
 }
 
+/// Which site the run uses.
+#[derive(Debug, Clone)]
+pub enum SiteChoice {
+    /// An existing site.
+    Given {
+        /// Site id.
+        site: String,
+        /// Its realtime secret.
+        secret: String,
+    },
+    /// A new one, created in this MongoDB.
+    Create(MongoSettings),
+}
+
 /// The validated plan of a run.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Gateways, round-robin.
     pub gateways: Vec<Gateway>,
-    /// Site id.
-    pub site: String,
-    /// The site's realtime secret.
-    pub secret: String,
+    /// The site.
+    pub site: SiteChoice,
     /// Number of connections.
     pub connections: usize,
     /// Percentage using WebSocket.
@@ -240,12 +266,24 @@ impl RtbenchArgs {
             .iter()
             .map(|g| parse_gateway(g))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        if self.site.trim().is_empty() {
-            bail!("--site is empty");
-        }
-        if self.secret.is_empty() {
-            bail!("--secret is empty");
-        }
+        let site = match (&self.site, &self.secret) {
+            _ if self.create_site => {
+                SiteChoice::Create(self.mongo.settings().map_err(|e| anyhow::anyhow!("{e}"))?)
+            }
+            (Some(site), Some(secret)) => {
+                if site.trim().is_empty() {
+                    bail!("--site is empty");
+                }
+                if secret.is_empty() {
+                    bail!("--secret is empty");
+                }
+                SiteChoice::Given {
+                    site: site.trim().to_owned(),
+                    secret: secret.clone(),
+                }
+            }
+            _ => bail!("give --site and --secret, or --create-site"),
+        };
         if self.connections == 0 {
             bail!("--connections must be at least 1");
         }
@@ -302,8 +340,7 @@ impl RtbenchArgs {
         };
         Ok(Settings {
             gateways,
-            site: self.site.trim().to_owned(),
-            secret: self.secret.clone(),
+            site,
             connections: self.connections,
             ws_percent: self.ws_percent,
             channel_size: self.channel_size,
@@ -376,5 +413,25 @@ mod tests {
         assert!(err(&["--pushapi", "http://x"]).contains("--api-key"));
         assert!(err(&["--rate=-1"]).contains("--rate"));
         assert!(err(&["--gateway", "ws://127.0.0.1:1"]).contains("http://host:port"));
+    }
+
+    #[test]
+    fn a_site_is_given_or_created() {
+        let given = args(&[]).settings().expect("valid");
+        assert!(matches!(given.site, SiteChoice::Given { ref site, .. } if site == "s1"));
+        let created = RtbenchArgs::try_parse_from([
+            "rtbench",
+            "--gateway",
+            "http://127.0.0.1:8090",
+            "--create-site",
+        ])
+        .expect("flags parse")
+        .settings()
+        .expect("valid");
+        assert!(matches!(created.site, SiteChoice::Create(_)));
+        assert!(
+            RtbenchArgs::try_parse_from(["rtbench", "--gateway", "http://127.0.0.1:8090"]).is_err(),
+            "neither a site nor --create-site"
+        );
     }
 }

@@ -8,7 +8,8 @@
 //! # Layout
 //!
 //! - [`config`] — flags, and the validated plan of a run.
-//! - [`token`] — HS256 connection tokens minted from the site's realtime secret.
+//! - [`token`] — HS256 connection tokens minted from the site's realtime secret; [`site`] —
+//!   a throwaway site with a realtime secret (`--create-site`).
 //! - [`net`] — sockets bound to 127.0.0.x source addresses, and the open-file limit.
 //! - [`connection`] — one simulated client (which transport, gateway, channel) and the
 //!   bookkeeping shared by both transports; [`sse`] and [`ws`] speak each protocol.
@@ -35,6 +36,7 @@ pub mod publish;
 pub mod report;
 pub mod run;
 pub mod scan;
+pub mod site;
 pub mod sse;
 pub mod stats;
 pub mod token;

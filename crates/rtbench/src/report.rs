@@ -34,6 +34,8 @@ pub struct GatewayFigures {
 pub struct Report {
     /// Random id of the run (in user and channel names).
     pub run_id: String,
+    /// The site used.
+    pub site: String,
     /// Gateways connected to.
     pub gateways: Vec<String>,
     /// Connections asked for.

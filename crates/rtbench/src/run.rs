@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use pushservice_bench::procstat;
 use tokio::sync::Semaphore;
 
-use crate::config::{PublishVia, Settings};
+use crate::config::{PublishVia, Settings, SiteChoice};
 use crate::connection::{self, Transport};
 use crate::publish::Publisher;
 use crate::report::{GatewayFigures, Report};
@@ -48,16 +48,20 @@ pub async fn run(settings: Settings) -> anyhow::Result<Report> {
         anyhow::bail!("--gateway-pid {pid}: no such process (cannot read /proc/{pid}/stat)");
     }
     let publisher = Publisher::new(&settings.publish).await?;
+    let (site, secret) = match &settings.site {
+        SiteChoice::Given { site, secret } => (site.clone(), secret.clone()),
+        SiteChoice::Create(mongo) => {
+            let (site, secret) = crate::site::create(mongo).await?;
+            eprintln!("rtbench: created site {site} with realtime secret {secret}");
+            (site, secret)
+        }
+    };
 
     let run_id = format!("{:06x}", fastrand::u32(..0x100_0000));
     let channels: Vec<String> = (0..settings.channel_count())
         .map(|n| format!("{}:{run_id}-{n}", settings.channel_prefix))
         .collect();
-    let minter = Arc::new(Minter::new(
-        &settings.site,
-        &settings.secret,
-        settings.token_ttl,
-    ));
+    let minter = Arc::new(Minter::new(&site, &secret, settings.token_ttl));
     let shared = Arc::new(Shared::default());
     let connecting = Arc::new(Semaphore::new(settings.connect_concurrency));
     eprintln!(
@@ -121,7 +125,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<Report> {
     let self_before = cpu_ticks(std::process::id());
     let delivery_started = Instant::now();
     let publish = publisher.publish_all(
-        &settings.site,
+        &site,
         &channels,
         settings.messages,
         settings.publish_interval,
@@ -198,6 +202,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<Report> {
     });
     Ok(Report {
         run_id,
+        site: site.clone(),
         gateways: settings
             .gateways
             .iter()
