@@ -1,6 +1,11 @@
-//! The APNs client: one pooled HTTP/2 client, the provider-token cache and the request
+//! The APNs client: the pooled HTTP/2 client, the provider-token cache and the request
 //! slots, and [`ApnsClient::send`], which turns one device token and payload into a
 //! [`DeliveryOutcome`].
+//!
+//! APNs allows one stream on a new connection until a request on it succeeds, then many
+//! (1,000 today): the pool ([`Http2Pool`]) waits for that first answer instead of opening
+//! more connections, then spreads requests over the widened connection and, when its
+//! streams fill up, over new ones.
 //!
 //! Requests take a slot keyed by (signing key, APNs host) before a global one, so one site's
 //! slow or throttled traffic fills only its own share. The APNs host comes from
@@ -10,11 +15,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Method, Request};
 use pushservice_provider::{
-    ClientError, DeliveryOutcome, HttpConfig, RequestSlots, build_client, outcome_from_error,
-    read_answer,
+    ClientError, DeliveryOutcome, EndpointPolicy, Http2Pool, HttpConfig, Origin, PoolConfig,
+    RequestSlots,
 };
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue};
 
 use crate::classify::{classify, reason};
 use crate::payload::ApnsPayload;
@@ -40,8 +48,10 @@ pub struct ApnsConfig {
     /// Requests in flight at once (default 512), when the client makes its own slots (see
     /// [`ApnsClient::with_slots`]).
     pub concurrency: usize,
-    /// Requests in flight per (signing key, APNs host) (default 256).
+    /// Requests in flight per (signing key, APNs host) at most (default 1024).
     pub per_credential_concurrency: usize,
+    /// HTTP/2 connections per APNs host at most.
+    pub pool: PoolConfig,
 }
 
 impl Default for ApnsConfig {
@@ -50,8 +60,9 @@ impl Default for ApnsConfig {
             http: HttpConfig::default(),
             base_url: None,
             token_refresh: TOKEN_REFRESH,
-            concurrency: 512,
-            per_credential_concurrency: 256,
+            concurrency: 2048,
+            per_credential_concurrency: 1024,
+            pool: PoolConfig::default(),
         }
     }
 }
@@ -82,41 +93,54 @@ pub struct ApnsRequest<'a> {
 /// Sends notifications to APNs. Build one per process and share it.
 #[derive(Debug)]
 pub struct ApnsClient {
-    http: reqwest::Client,
+    http: Http2Pool,
     tokens: TokenCache,
-    base_url: Option<String>,
+    /// Where requests go: the configured URL's origin, or Apple's production and sandbox.
+    base: Option<(String, Origin)>,
+    production: (String, Origin),
+    sandbox: (String, Origin),
     slots: Arc<RequestSlots>,
-    max_response_bytes: usize,
+}
+
+/// `url`'s origin for requests, with its text.
+fn origin(
+    url: &str,
+    setting: &'static str,
+    policy: &pushservice_provider::EndpointPolicy,
+) -> Result<(String, Origin), ClientError> {
+    let parsed = policy
+        .check_url(url)
+        .map_err(|refused| ClientError::Endpoint { setting, refused })?;
+    let origin =
+        Origin::new(&parsed).map_err(|refused| ClientError::Endpoint { setting, refused })?;
+    Ok((url.trim_end_matches('/').to_owned(), origin))
 }
 
 impl ApnsClient {
     /// Builds the client from `config`; a `base_url` the endpoint policy refuses is an error.
     pub fn new(config: ApnsConfig) -> Result<Self, ClientError> {
         let policy = config.http.endpoint_policy.addresses_only();
-        let base_url = match config.base_url {
-            Some(url) => {
-                policy
-                    .check_url(&url)
-                    .map_err(|refused| ClientError::Endpoint {
-                        setting: "the APNs URL (SENDER_APNS_URL)",
-                        refused,
-                    })?;
-                Some(url.trim_end_matches('/').to_owned())
-            }
+        let base = match config.base_url {
+            Some(url) => Some(origin(&url, "the APNs URL (SENDER_APNS_URL)", &policy)?),
             None => None,
         };
+        let apple = EndpointPolicy::default();
+        let production = origin(PRODUCTION_URL, "Apple's production URL", &apple)?;
+        let sandbox = origin(SANDBOX_URL, "Apple's sandbox URL", &apple)?;
         let slots = RequestSlots::new(config.concurrency, config.per_credential_concurrency)
             .map_err(|_| ClientError::InvalidConfig("APNs concurrency must be at least 1"))?;
-        let http = build_client(
+        let http = Http2Pool::new(
             &config.http,
+            config.pool,
             concat!("pushservice-apns/", env!("CARGO_PKG_VERSION")),
         )?;
         Ok(ApnsClient {
             http,
             tokens: TokenCache::new(config.token_refresh),
-            base_url,
+            base,
+            production,
+            sandbox,
             slots: Arc::new(slots),
-            max_response_bytes: config.http.max_response_bytes,
         })
     }
 
@@ -140,11 +164,12 @@ impl ApnsClient {
                 token.len()
             ));
         }
-        let base = match (&self.base_url, request.sandbox) {
-            (Some(base), _) => base.as_str(),
-            (None, false) => PRODUCTION_URL,
-            (None, true) => SANDBOX_URL,
+        let (base, target) = match (&self.base, request.sandbox) {
+            (Some(base), _) => base,
+            (None, false) => &self.production,
+            (None, true) => &self.sandbox,
         };
+        let base = base.as_str();
         let authorization = match self.tokens.authorization(request.key) {
             Ok(header) => header,
             Err(e) => {
@@ -156,29 +181,33 @@ impl ApnsClient {
             return DeliveryOutcome::permanent("the site's APNs topic is not a valid header value");
         };
         let payload = request.payload;
-        let mut http_request = self
-            .http
-            .post(format!("{base}/3/device/{token}"))
-            .header(AUTHORIZATION, authorization)
-            .header(HeaderName::from_static("apns-topic"), topic)
-            .header(
-                HeaderName::from_static("apns-push-type"),
-                HeaderValue::from_static(payload.push_type),
-            )
-            .header(
-                HeaderName::from_static("apns-priority"),
-                u16::from(payload.priority),
-            )
-            .header(
-                HeaderName::from_static("apns-expiration"),
-                request.expiration,
-            )
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .body(payload.body.clone());
+        // Hex digits only (checked above): always a valid path.
+        let Ok(path) = PathAndQuery::try_from(format!("/3/device/{token}")) else {
+            return DeliveryOutcome::permanent("malformed APNs device token");
+        };
+        let mut http_request = Request::new(Bytes::clone(&payload.body));
+        *http_request.method_mut() = Method::POST;
+        *http_request.uri_mut() = target.uri(path);
+        let headers = http_request.headers_mut();
+        headers.insert(AUTHORIZATION, authorization);
+        headers.insert(HeaderName::from_static("apns-topic"), topic);
+        headers.insert(
+            HeaderName::from_static("apns-push-type"),
+            HeaderValue::from_static(payload.push_type),
+        );
+        headers.insert(
+            HeaderName::from_static("apns-priority"),
+            HeaderValue::from(u16::from(payload.priority)),
+        );
+        headers.insert(
+            HeaderName::from_static("apns-expiration"),
+            HeaderValue::from(request.expiration),
+        );
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some(id) = request.collapse_id.filter(|id| id.len() <= 64)
             && let Ok(id) = HeaderValue::from_str(id)
         {
-            http_request = http_request.header(HeaderName::from_static("apns-collapse-id"), id);
+            headers.insert(HeaderName::from_static("apns-collapse-id"), id);
         }
         let origin = base;
         // A slot of this (key, host), then a global one, held until the answer is read.
@@ -191,9 +220,12 @@ impl ApnsClient {
             Ok(slot) => slot,
             Err(e) => return DeliveryOutcome::from_slot_error(origin, e),
         };
-        let outcome = match http_request.send().await {
-            Ok(response) => {
-                let answer = read_answer(origin, response, self.max_response_bytes).await;
+        let outcome = match self
+            .http
+            .send(target, http_request, request.withdrawn)
+            .await
+        {
+            Ok(answer) => {
                 let outcome = classify(answer.status, answer.retry_after.as_deref(), &answer.body);
                 match reason(&answer.body) {
                     Some("ExpiredProviderToken") => {
@@ -216,7 +248,7 @@ impl ApnsClient {
                     _ => outcome,
                 }
             }
-            Err(err) => outcome_from_error(origin, err),
+            Err(err) => err.outcome(),
         };
         tracing::trace!(
             origin,

@@ -22,8 +22,8 @@ pub const MAX_PAYLOAD_BYTES: usize = 4096;
 /// What one push sends to every iOS device: the JSON body and the per-push headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApnsPayload {
-    /// The request body.
-    pub body: Vec<u8>,
+    /// The request body (shared, not copied, by every request that sends it).
+    pub body: bytes::Bytes,
     /// `apns-priority`: 10 (now) for normal and high urgency, 5 (power-considerate) below.
     pub priority: u8,
     /// `apns-push-type`: always `alert`; these are visible notifications.
@@ -79,7 +79,7 @@ pub fn build(fields: &PayloadFields, urgency: Urgency) -> ApnsPayload {
     };
     ApnsPayload {
         // Strings and integers always serialize.
-        body: serde_json::to_vec(&body).unwrap_or_default(),
+        body: serde_json::to_vec(&body).unwrap_or_default().into(),
         priority: match urgency {
             Urgency::Normal | Urgency::High => 10,
             Urgency::Low | Urgency::VeryLow => 5,
@@ -137,7 +137,7 @@ mod tests {
             ..PayloadFields::default()
         };
         let payload = build(&fields, Urgency::Low);
-        assert_eq!(payload.body, br#"{"aps":{"alert":{"title":"Quiet"}}}"#);
+        assert_eq!(&payload.body[..], br#"{"aps":{"alert":{"title":"Quiet"}}}"#);
         assert_eq!(payload.priority, 5);
     }
 }

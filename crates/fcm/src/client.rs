@@ -1,4 +1,5 @@
-//! The FCM client: one pooled HTTP/2 client, the access-token cache and the request slots,
+//! The FCM client: the pooled HTTP/2 client (several connections, within the 100 streams
+//! Google's front ends allow on each), the access-token cache and the request slots,
 //! and [`FcmClient::send`], which turns one registration token and payload into a
 //! [`DeliveryOutcome`].
 //!
@@ -9,12 +10,15 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Method, Request};
 use pushservice_model::{PayloadFields, Urgency};
 use pushservice_provider::{
-    ClientError, DeliveryOutcome, HttpConfig, RequestSlots, build_client, outcome_from_error,
-    read_answer,
+    ClientError, DeliveryOutcome, Http2Pool, HttpConfig, Origin, PoolConfig, RequestSlots,
+    build_client,
 };
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 
 use crate::account::{GOOGLE_TOKEN_URI, ServiceAccount};
 use crate::classify::classify;
@@ -41,8 +45,10 @@ pub struct FcmConfig {
     /// Requests in flight at once (default 512), when the client makes its own slots (see
     /// [`FcmClient::with_slots`]).
     pub concurrency: usize,
-    /// Requests in flight per service account (default 256).
+    /// Requests in flight per service account at most (default 1024).
     pub per_credential_concurrency: usize,
+    /// HTTP/2 connections to FCM at most.
+    pub pool: PoolConfig,
 }
 
 impl Default for FcmConfig {
@@ -51,8 +57,9 @@ impl Default for FcmConfig {
             http: HttpConfig::default(),
             base_url: None,
             token_url: GOOGLE_TOKEN_URI.to_owned(),
-            concurrency: 512,
-            per_credential_concurrency: 256,
+            concurrency: 2048,
+            per_credential_concurrency: 1024,
+            pool: PoolConfig::default(),
         }
     }
 }
@@ -80,11 +87,11 @@ pub struct FcmRequest<'a> {
 /// Sends messages to FCM. Build one per process and share it.
 #[derive(Debug)]
 pub struct FcmClient {
-    http: reqwest::Client,
+    http: Http2Pool,
     tokens: AccessTokens,
     base_url: String,
+    origin: Origin,
     slots: Arc<RequestSlots>,
-    max_response_bytes: usize,
 }
 
 impl FcmClient {
@@ -93,12 +100,12 @@ impl FcmClient {
     pub fn new(config: FcmConfig) -> Result<Self, ClientError> {
         let policy = config.http.endpoint_policy.addresses_only();
         let base_url = config.base_url.unwrap_or_else(|| FCM_URL.to_owned());
-        policy
+        let setting = "the FCM URL (SENDER_FCM_URL)";
+        let parsed = policy
             .check_url(&base_url)
-            .map_err(|refused| ClientError::Endpoint {
-                setting: "the FCM URL (SENDER_FCM_URL)",
-                refused,
-            })?;
+            .map_err(|refused| ClientError::Endpoint { setting, refused })?;
+        let origin =
+            Origin::new(&parsed).map_err(|refused| ClientError::Endpoint { setting, refused })?;
         let token_url = policy
             .check_url(config.token_url.trim())
             .map_err(|refused| ClientError::Endpoint {
@@ -107,16 +114,15 @@ impl FcmClient {
             })?;
         let slots = RequestSlots::new(config.concurrency, config.per_credential_concurrency)
             .map_err(|_| ClientError::InvalidConfig("FCM concurrency must be at least 1"))?;
-        let http = build_client(
-            &config.http,
-            concat!("pushservice-fcm/", env!("CARGO_PKG_VERSION")),
-        )?;
+        let user_agent = concat!("pushservice-fcm/", env!("CARGO_PKG_VERSION"));
+        // Token requests are a few an hour: reqwest's single connection is plenty.
+        let oauth = build_client(&config.http, user_agent)?;
         Ok(FcmClient {
-            tokens: AccessTokens::new(http.clone(), token_url, config.http.max_response_bytes),
-            http,
+            tokens: AccessTokens::new(oauth, token_url, config.http.max_response_bytes),
+            http: Http2Pool::new(&config.http, config.pool, user_agent)?,
             base_url: base_url.trim_end_matches('/').to_owned(),
+            origin,
             slots: Arc::new(slots),
-            max_response_bytes: config.http.max_response_bytes,
         })
     }
 
@@ -172,23 +178,31 @@ impl FcmClient {
             Ok(slot) => slot,
             Err(e) => return DeliveryOutcome::from_slot_error(origin, e),
         };
+        // The project id is letters, digits, '-' and '_' (checked above): a valid path.
+        let Ok(path) = PathAndQuery::try_from(format!("/v1/projects/{project}/messages:send"))
+        else {
+            return DeliveryOutcome::permanent(format!(
+                "FCM project id {project:?} is not a valid project id"
+            ));
+        };
+        let mut http_request = Request::new(Bytes::from(body));
+        *http_request.method_mut() = Method::POST;
+        *http_request.uri_mut() = self.origin.uri(path);
+        let headers = http_request.headers_mut();
+        headers.insert(AUTHORIZATION, authorization);
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let outcome = match self
             .http
-            .post(format!("{origin}/v1/projects/{project}/messages:send"))
-            .header(AUTHORIZATION, authorization)
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .body(body)
-            .send()
+            .send(&self.origin, http_request, request.withdrawn)
             .await
         {
-            Ok(response) => {
-                let answer = read_answer(origin, response, self.max_response_bytes).await;
+            Ok(answer) => {
                 if answer.status == 401 && !crate::classify::is_third_party_error(&answer.body) {
                     self.tokens.invalidate(request.account).await;
                 }
                 classify(answer.status, answer.retry_after.as_deref(), &answer.body)
             }
-            Err(err) => outcome_from_error(origin, err),
+            Err(err) => err.outcome(),
         };
         tracing::trace!(
             origin,

@@ -67,6 +67,15 @@ pub enum ClientError {
         /// The parse error.
         source: reqwest::Error,
     },
+    /// TLS could not be set up: an extra root that does not parse (`index`), or no usable
+    /// platform roots.
+    #[error("TLS setup failed (extra root certificate #{index} or the platform's roots): {reason}")]
+    Tls {
+        /// Position in `extra_root_certificates` (0 when not about one).
+        index: usize,
+        /// Why.
+        reason: String,
+    },
     /// The HTTP client could not be built (for example, no usable TLS roots).
     #[error("building the HTTP client failed: {0}")]
     Http(#[source] reqwest::Error),

@@ -8,8 +8,12 @@
 //!
 //! - [`DeliveryOutcome`], [`parse_retry_after`], [`snippet`] — the outcome and the pieces
 //!   every response classification uses.
-//! - [`http`] — the pooled HTTP/2 client ([`build_client`]), capped reading of answers,
-//!   outcomes for requests that got none.
+//! - [`pool`] — the delivery client, [`Http2Pool`]: several HTTP/2 connections per push
+//!   service origin on `h2`, each within the server's stream limit, GOAWAY honoured, requests
+//!   the server did not process resent at once.
+//! - [`http`] — settings every client shares ([`HttpConfig`]), the reqwest client for
+//!   HTTP/1.1 origins and OAuth ([`build_client`]), capped reading of answers, outcomes for
+//!   requests that got none.
 //! - [`endpoint`] — the [`EndpointPolicy`] against SSRF: which URLs and resolved addresses
 //!   the senders may connect to, enforced by the client's resolver.
 //! - [`slots`] — [`RequestSlots`]: a global bound on requests in flight with a fair share per
@@ -20,6 +24,7 @@
 pub mod endpoint;
 pub mod http;
 pub mod keys;
+pub mod pool;
 pub mod slots;
 
 pub use endpoint::{EndpointPolicy, EndpointRefused, is_public};
@@ -27,6 +32,7 @@ pub use http::{Answer, ClientError, HttpConfig, build_client, outcome_from_error
 pub use keys::{
     PemError, b64url, jwt_signing_input, key_id_from_file_name, pem_from_pkcs8, pkcs8_from_pem,
 };
+pub use pool::{Http2Pool, Origin, PoolConfig, SendError, path_of};
 pub use slots::{InvalidSlots, RequestSlot, RequestSlots, SlotError};
 pub use tokio_util::sync::CancellationToken;
 

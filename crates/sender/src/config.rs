@@ -10,7 +10,7 @@ use pushservice_config::{
 };
 use pushservice_daemon::TelemetryArgs;
 use pushservice_fcm::FcmConfig;
-use pushservice_provider::{EndpointPolicy, HttpConfig};
+use pushservice_provider::{EndpointPolicy, HttpConfig, PoolConfig};
 use pushservice_webpush::WebPushConfig;
 
 use crate::retry::RetryPolicy;
@@ -42,11 +42,12 @@ pub struct SenderArgs {
         default_value = "SenderGroup"
     )]
     pub group: String,
-    /// Requests to push services in flight at once.
+    /// Requests to push services in flight at once, all of them together. At 100 ms an
+    /// answer, 2,048 in flight is up to 20,000 deliveries a second.
     #[arg(
         long = "sender-concurrency",
         env = "SENDER_CONCURRENCY",
-        default_value_t = 512
+        default_value_t = 2_048
     )]
     pub concurrency: usize,
     /// Messages taken from Kafka and not committed yet (in flight, waiting for an earlier
@@ -59,13 +60,24 @@ pub struct SenderArgs {
         default_value_t = 8_192
     )]
     pub max_pending: usize,
-    /// Requests in flight to one push service origin at once.
+    /// Requests in flight to one push service origin (or one APNs or FCM credential) at
+    /// most. What a push service takes at once is otherwise its connections × the streams it
+    /// allows on each (Google: 100); this bound keeps one slow push service from holding
+    /// all of SENDER_CONCURRENCY.
     #[arg(
         long = "sender-origin-concurrency",
         env = "SENDER_ORIGIN_CONCURRENCY",
-        default_value_t = 256
+        default_value_t = 1_024
     )]
     pub origin_concurrency: usize,
+    /// HTTP/2 connections to one push service origin at most. A new one is opened when
+    /// every stream of the open ones is taken (servers allow 100 or so each).
+    #[arg(
+        long = "sender-origin-connections",
+        env = "SENDER_ORIGIN_CONNECTIONS",
+        default_value_t = 16
+    )]
+    pub origin_connections: usize,
     /// How long a delivery that keeps failing transiently (429, 5xx, timeouts) is retried,
     /// seconds from its first attempt, unless the notification's TTL ends sooner; then it
     /// fails and is dead-lettered.
@@ -268,6 +280,12 @@ impl SenderArgs {
         if self.origin_concurrency == 0 {
             return Err(bad("SENDER_ORIGIN_CONCURRENCY", "must be at least 1"));
         }
+        if !(1..=1_000).contains(&self.origin_connections) {
+            return Err(bad(
+                "SENDER_ORIGIN_CONNECTIONS",
+                "must be between 1 and 1000",
+            ));
+        }
         if self.retry_max_age_secs == 0 {
             return Err(bad("SENDER_RETRY_MAX_AGE", "must be at least 1 second"));
         }
@@ -344,10 +362,14 @@ impl SenderArgs {
             endpoint_policy: endpoint_policy.clone(),
             ..HttpConfig::default()
         };
+        let pool = PoolConfig {
+            max_connections: self.origin_connections,
+        };
         let web_push = WebPushConfig {
             http: http.clone(),
             concurrency: self.concurrency,
             per_origin_concurrency: self.origin_concurrency,
+            pool,
             ..WebPushConfig::default()
         };
         let url = |key: &'static str, value: &Option<String>| match value.as_deref().map(str::trim)
@@ -371,6 +393,7 @@ impl SenderArgs {
             base_url: url("SENDER_APNS_URL", &self.apns_url)?,
             concurrency: self.concurrency,
             per_credential_concurrency: self.origin_concurrency,
+            pool,
             ..ApnsConfig::default()
         };
         let fcm = FcmConfig {
@@ -380,6 +403,7 @@ impl SenderArgs {
                 .unwrap_or_else(|| pushservice_fcm::GOOGLE_TOKEN_URI.to_owned()),
             concurrency: self.concurrency,
             per_credential_concurrency: self.origin_concurrency,
+            pool,
         };
         Ok(SenderConfig {
             mongo: self.mongo.settings()?,

@@ -1,26 +1,34 @@
-//! The Web Push client: one pooled HTTP/2 client, the VAPID cache and the request slots, and
+//! The Web Push client: the pooled HTTP/2 client, the VAPID cache and the request slots, and
 //! [`WebPushClient::send`], which turns one subscription and payload into a
 //! [`DeliveryOutcome`].
 //!
-//! One `reqwest::Client` is shared by every task: its pool keeps one HTTP/2 connection per push
-//! service (ALPN on TLS picks h2; endpoints that only speak HTTP/1.1 get keep-alive HTTP/1.1),
-//! and all requests to that service are streams on it. TLS is rustls on aws-lc-rs, verifying
-//! against the platform's roots plus any configured extra roots.
+//! One [`Http2Pool`] is shared by every task: several HTTP/2 connections per push service,
+//! opened as the streams of the existing ones fill up, within each server's stream limit
+//! (ALPN on TLS picks h2; endpoints that only speak HTTP/1.1 get keep-alive HTTP/1.1). TLS is
+//! rustls on aws-lc-rs, verifying against the platform's roots plus any configured extra
+//! roots.
 //!
 //! Endpoints come from browsers, so each is checked against the [`EndpointPolicy`] before
 //! anything else (and its host's addresses again when the connection is made): a refused one
-//! is a permanent failure and no connection is attempted.
+//! is a permanent failure and no connection is attempted. The verdict depends only on the
+//! endpoint's `scheme://authority` part, so it is kept per such prefix with the origin and
+//! its request template: a delivery to a known push service parses no URL, only checks its
+//! path.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Method, Request};
 use pushservice_model::Urgency;
 pub use pushservice_provider::ClientError;
 use pushservice_provider::{
-    DeliveryOutcome, EndpointPolicy, HttpConfig, RequestSlots, build_client, outcome_from_error,
-    read_answer,
+    DeliveryOutcome, EndpointPolicy, Http2Pool, HttpConfig, Origin, PoolConfig, RequestSlots,
+    path_of,
 };
-use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderName, HeaderValue};
 
 use crate::classify::classify;
 use crate::ece;
@@ -36,9 +44,12 @@ pub struct WebPushConfig {
     /// Requests in flight at once, all origins together (default 512), when the client makes
     /// its own [`RequestSlots`] (see [`WebPushClient::with_slots`]).
     pub concurrency: usize,
-    /// Requests in flight per push service origin (default 256). HTTP/2 servers also cap
-    /// streams per connection (often 100); requests beyond that wait inside the client.
+    /// Requests in flight per push service origin at most (default 1024), when the client
+    /// makes its own [`RequestSlots`]. What a push service takes at once is otherwise its
+    /// connections × the streams it allows on each (see `pool`).
     pub per_origin_concurrency: usize,
+    /// HTTP/2 connections per push service origin at most.
+    pub pool: PoolConfig,
     /// Lifetime of VAPID JWTs (default 12 h, at most 24 h).
     pub vapid_validity: Duration,
 }
@@ -47,8 +58,9 @@ impl Default for WebPushConfig {
     fn default() -> Self {
         WebPushConfig {
             http: HttpConfig::default(),
-            concurrency: 512,
-            per_origin_concurrency: 256,
+            concurrency: 2048,
+            per_origin_concurrency: 1024,
+            pool: PoolConfig::default(),
             vapid_validity: Duration::from_secs(12 * 3600),
         }
     }
@@ -106,12 +118,26 @@ impl std::fmt::Debug for WebPushRequest<'_> {
 /// `&self`).
 #[derive(Debug)]
 pub struct WebPushClient {
-    http: reqwest::Client,
+    http: Http2Pool,
     vapid: VapidCache,
     /// Request slots keyed by origin; shared with the other providers via `with_slots`.
     slots: Arc<RequestSlots>,
     policy: EndpointPolicy,
-    max_response_bytes: usize,
+    /// Endpoint prefixes (`scheme://authority` as written) the policy allowed, with their
+    /// origin; bounded by [`MAX_PREFIXES`].
+    prefixes: RwLock<HashMap<Box<str>, Arc<KnownOrigin>>>,
+}
+
+/// More distinct push service prefixes than any audience has (a handful of services).
+const MAX_PREFIXES: usize = 4096;
+
+/// A push service origin the endpoint policy allowed.
+#[derive(Debug)]
+struct KnownOrigin {
+    /// Where requests go.
+    origin: Origin,
+    /// `scheme://host[:port]`: the VAPID audience, the slot key, what logs show.
+    name: String,
 }
 
 impl WebPushClient {
@@ -128,14 +154,15 @@ impl WebPushClient {
         let slots = RequestSlots::new(config.concurrency, config.per_origin_concurrency)
             .map_err(|_| ClientError::InvalidConfig("concurrency must be at least 1"))?;
         Ok(WebPushClient {
-            http: build_client(
+            http: Http2Pool::new(
                 &config.http,
+                config.pool,
                 concat!("pushservice-webpush/", env!("CARGO_PKG_VERSION")),
             )?,
             vapid: VapidCache::new(config.vapid_validity),
             slots: Arc::new(slots),
             policy: config.http.endpoint_policy,
-            max_response_bytes: config.http.max_response_bytes,
+            prefixes: RwLock::new(HashMap::new()),
         })
     }
 
@@ -156,29 +183,13 @@ impl WebPushClient {
     /// error: every failure is an outcome the sender acts on.
     pub async fn send(&self, request: &WebPushRequest<'_>) -> DeliveryOutcome {
         let started = Instant::now();
-        // 1. The endpoint policy: https, an allowed host, no private address literal.
-        let url = match self.policy.check_url(request.endpoint) {
-            Ok(url) => url,
-            Err(refused) => {
-                return self.finish(
-                    "(refused endpoint)",
-                    started,
-                    DeliveryOutcome::permanent(refused.to_string()),
-                );
-            }
+        // 1-2. The endpoint policy (https, an allowed host, no private address literal) and
+        //      the origin: the VAPID audience, the concurrency key, and all we ever log.
+        let (known, path) = match self.resolve(request.endpoint) {
+            Ok(found) => found,
+            Err((what, outcome)) => return self.finish(what, started, outcome),
         };
-        // 2. Origin: the VAPID audience, the concurrency key, and all we ever log.
-        let origin = match endpoint::origin_of(&url) {
-            Ok(origin) => origin,
-            Err(err) => {
-                return self.finish(
-                    "(invalid endpoint)",
-                    started,
-                    DeliveryOutcome::permanent(err.to_string()),
-                );
-            }
-        };
-        let origin = origin.as_str();
+        let origin = known.name.as_str();
         // 3. The site's signed VAPID header for this origin (cached, rarely signed).
         let authorization = match self.vapid.authorization(
             request.site_key,
@@ -206,24 +217,29 @@ impl WebPushClient {
             }
         };
         // 6. POST it.
-        let mut http_request = self
-            .http
-            .post(url)
-            .header(HeaderName::from_static("ttl"), request.ttl)
-            .header(
-                HeaderName::from_static("urgency"),
-                HeaderValue::from_static(request.urgency.as_str()),
-            )
-            .header(CONTENT_ENCODING, HeaderValue::from_static("aes128gcm"))
-            .header(
-                CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            )
-            .header(AUTHORIZATION, authorization)
-            .body(body);
+        let mut http_request = Request::new(Bytes::from(body));
+        *http_request.method_mut() = Method::POST;
+        *http_request.uri_mut() = known.origin.uri(path);
+        let headers = http_request.headers_mut();
+        headers.insert(
+            HeaderName::from_static("ttl"),
+            HeaderValue::from(request.ttl),
+        );
+        headers.insert(
+            HeaderName::from_static("urgency"),
+            HeaderValue::from_static(request.urgency.as_str()),
+        );
+        headers.insert(CONTENT_ENCODING, HeaderValue::from_static("aes128gcm"));
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        headers.insert(AUTHORIZATION, authorization);
         match request.topic {
             Some(topic) if is_valid_topic(topic) => {
-                http_request = http_request.header(HeaderName::from_static("topic"), topic)
+                if let Ok(topic) = HeaderValue::from_str(topic) {
+                    headers.insert(HeaderName::from_static("topic"), topic);
+                }
             }
             Some(topic) => tracing::debug!(
                 origin,
@@ -233,16 +249,83 @@ impl WebPushClient {
             None => {}
         }
         // 7. Read the (capped) response and classify it; a refused address is permanent.
-        let outcome = match http_request.send().await {
-            Ok(response) => self.read_response(origin, response).await,
-            Err(err) => outcome_from_error(origin, err),
+        //    Withdrawn while it waits for a stream, it is not sent; once sent, it finishes.
+        let outcome = match self
+            .http
+            .send(&known.origin, http_request, request.withdrawn)
+            .await
+        {
+            Ok(answer) => classify(answer.status, answer.retry_after.as_deref(), &answer.body),
+            Err(err) => err.outcome(),
         };
         self.finish(origin, started, outcome)
     }
 
-    async fn read_response(&self, origin: &str, response: reqwest::Response) -> DeliveryOutcome {
-        let answer = read_answer(origin, response, self.max_response_bytes).await;
-        classify(answer.status, answer.retry_after.as_deref(), &answer.body)
+    /// The origin of `endpoint` (checked against the policy) and its path; the error names
+    /// what to log instead of an origin, and the permanent outcome.
+    #[allow(clippy::type_complexity)]
+    fn resolve(
+        &self,
+        endpoint: &str,
+    ) -> Result<(Arc<KnownOrigin>, PathAndQuery), (&'static str, DeliveryOutcome)> {
+        if let Some((prefix, path)) = split_endpoint(endpoint) {
+            let known = self
+                .prefixes
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(prefix)
+                .cloned();
+            if let Some(known) = known {
+                return match path_of(path) {
+                    Ok(path) => Ok((known, path)),
+                    Err(e) => Err((
+                        "(invalid endpoint)",
+                        DeliveryOutcome::permanent(format!("push endpoint path is not valid: {e}")),
+                    )),
+                };
+            }
+        }
+        let url = self.policy.check_url(endpoint).map_err(|refused| {
+            (
+                "(refused endpoint)",
+                DeliveryOutcome::permanent(refused.to_string()),
+            )
+        })?;
+        let name = endpoint::origin_of(&url).map_err(|e| {
+            (
+                "(invalid endpoint)",
+                DeliveryOutcome::permanent(e.to_string()),
+            )
+        })?;
+        let origin = Origin::new(&url).map_err(|refused| {
+            (
+                "(refused endpoint)",
+                DeliveryOutcome::permanent(refused.to_string()),
+            )
+        })?;
+        let mut target = url.path().to_owned();
+        if let Some(query) = url.query() {
+            target.push('?');
+            target.push_str(query);
+        }
+        let path = path_of(&target).map_err(|e| {
+            (
+                "(invalid endpoint)",
+                DeliveryOutcome::permanent(format!("push endpoint path is not valid: {e}")),
+            )
+        })?;
+        let known = Arc::new(KnownOrigin { origin, name });
+        if let Some((prefix, _)) = split_endpoint(endpoint) {
+            let mut prefixes = self
+                .prefixes
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            if prefixes.len() >= MAX_PREFIXES {
+                prefixes.clear();
+            }
+            prefixes.insert(prefix.into(), Arc::clone(&known));
+        }
+        Ok((known, path))
     }
 
     fn finish(&self, origin: &str, started: Instant, outcome: DeliveryOutcome) -> DeliveryOutcome {
@@ -287,5 +370,55 @@ impl WebPushClient {
             }
         }
         outcome
+    }
+}
+
+/// `(scheme://authority, path)` of an endpoint written plainly (lowercase `https://` or
+/// `http://`, a path, no user information, no fragment, no backslash); `None` for anything
+/// else, which then goes through the URL parser. The policy's verdict on an endpoint depends
+/// on its scheme and authority alone, so it can be remembered per prefix.
+fn split_endpoint(endpoint: &str) -> Option<(&str, &str)> {
+    let rest = endpoint
+        .strip_prefix("https://")
+        .or_else(|| endpoint.strip_prefix("http://"))?;
+    let authority_len = rest.find(['/', '?', '#', '\\'])?;
+    let authority = &rest[..authority_len];
+    if authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    let split = endpoint.len() - rest.len() + authority_len;
+    let (prefix, path) = endpoint.split_at(split);
+    if !path.starts_with('/') || path.contains(['#', '\\']) {
+        return None;
+    }
+    Some((prefix, path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_endpoints_split_at_their_path_and_odd_ones_go_to_the_parser() {
+        assert_eq!(
+            split_endpoint("https://fcm.googleapis.com/fcm/send/abc"),
+            Some(("https://fcm.googleapis.com", "/fcm/send/abc"))
+        );
+        assert_eq!(
+            split_endpoint("http://127.0.0.1:9090/wp/x?y=1"),
+            Some(("http://127.0.0.1:9090", "/wp/x?y=1"))
+        );
+        for odd in [
+            "HTTPS://Host/x",
+            "https://u@host/x",
+            "https://host?x",
+            "https://host/x#frag",
+            "https://host\\x",
+            "https://host",
+            "https:///x",
+            "ftp://host/x",
+        ] {
+            assert_eq!(split_endpoint(odd), None, "{odd}");
+        }
     }
 }
