@@ -40,6 +40,53 @@ pub enum Command {
     Watch(WatchArgs),
     /// Dead letters: deliveries that failed for good (counts, listing, replay).
     Dlq(DlqArgs),
+    /// Publish a realtime message to a site's channel (connected clients get it from the
+    /// gateways at once).
+    Publish(PublishArgs),
+    /// Mint a realtime connection token for a user of a site (creates the site's realtime
+    /// secret on first use).
+    RealtimeToken(RealtimeTokenArgs),
+}
+
+/// `pushctl publish`.
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// The site id.
+    pub site_id: String,
+    /// The channel, e.g. `room:1` or `user:<id>`.
+    pub channel: String,
+    /// The message: any JSON value, e.g. '{"text":"hello"}'.
+    pub data: String,
+    /// Ask clients to acknowledge it.
+    #[arg(long)]
+    pub ack: bool,
+    /// MongoDB.
+    #[command(flatten)]
+    pub mongo: MongoArgs,
+    /// Kafka.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Topics.
+    #[command(flatten)]
+    pub topics: TopicArgs,
+}
+
+/// `pushctl realtime-token`.
+#[derive(Debug, Args)]
+pub struct RealtimeTokenArgs {
+    /// The site id.
+    pub site_id: String,
+    /// The user (the token's `sub`; its channel is `user:<id>`).
+    pub user: String,
+    /// Channels or `prefix*` patterns the user may join, comma-separated.
+    #[arg(long, default_value = "")]
+    pub channels: String,
+    /// Validity in seconds.
+    #[arg(long, default_value_t = 3_600)]
+    pub ttl_secs: u64,
+    /// MongoDB.
+    #[command(flatten)]
+    pub mongo: MongoArgs,
 }
 
 /// `pushctl watch`.

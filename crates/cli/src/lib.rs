@@ -30,5 +30,7 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
         Command::Tail(args) => commands::tail::run(args).await,
         Command::Watch(args) => commands::watch::run(args).await,
         Command::Dlq(args) => commands::dlq::run(args).await,
+        Command::Publish(args) => commands::realtime::publish(args).await,
+        Command::RealtimeToken(args) => commands::realtime::token(args).await,
     }
 }

@@ -8,13 +8,17 @@
 //!   FCM credentials checked as the senders will use them.
 //! - [`api_keys`] — site API keys: generated, shown once, stored as SHA-256, verified in
 //!   constant time.
+//! - [`realtime`] — [`RealtimePublisher`] (messages on the realtime topic), connection tokens,
+//!   realtime secrets.
 //! - [`error`] — [`ControlError`].
 
 pub mod api_keys;
 pub mod error;
+pub mod realtime;
 pub mod send;
 pub mod sites;
 
 pub use api_keys::{ApiKeyError, NewApiKey, PresentedKey};
 pub use error::ControlError;
+pub use realtime::{PublishedMessage, RealtimePublisher};
 pub use send::{Published, PushTrigger};

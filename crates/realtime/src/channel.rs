@@ -108,7 +108,10 @@ impl Grants {
             return true;
         }
         !channel.starts_with(USER_PREFIX)
-            && self.prefixes.iter().any(|p| channel.starts_with(p.as_str()))
+            && self
+                .prefixes
+                .iter()
+                .any(|p| channel.starts_with(p.as_str()))
     }
 }
 
@@ -129,13 +132,16 @@ mod tests {
 
     #[test]
     fn grants() {
-        let grants = Grants::new("u1", &["room:*".into(), "news".into(), "user:u9".into()])
-            .expect("valid");
+        let grants =
+            Grants::new("u1", &["room:*".into(), "news".into(), "user:u9".into()]).expect("valid");
         assert!(grants.allows("user:u1"));
         assert!(grants.allows("room:42"));
         assert!(grants.allows("news"));
         assert!(!grants.allows("news:eu"));
-        assert!(!grants.allows("user:u2"), "a prefix never grants another user");
+        assert!(
+            !grants.allows("user:u2"),
+            "a prefix never grants another user"
+        );
         assert!(grants.allows("user:u9"), "an exact grant may");
         let all = Grants::new("u1", &["*".into()]).expect("valid");
         assert!(all.allows("anything"));

@@ -12,5 +12,5 @@ pub mod record;
 pub mod token;
 
 pub use channel::{ChannelError, Grants, user_channel, validate_channel};
-pub use record::{Fallback, RealtimeRecord, message_id, record_key};
+pub use record::{Fallback, RealtimeRecord, message_id, partition_of, record_key};
 pub use token::{Claims, TokenError, mint, new_secret, unverified_site, verify};

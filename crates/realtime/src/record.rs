@@ -47,6 +47,15 @@ pub fn record_key(site: &str, channel: &str) -> String {
     format!("{site}:{channel}")
 }
 
+/// The partition of a channel's records: librdkafka's default partitioner for keyed records,
+/// CRC-32 of the key modulo the partition count. Publishers set it explicitly and the gateway
+/// computes it for a channel before any of its messages arrives; a site's own producer must
+/// use the same (librdkafka's `consistent_random`, its default).
+pub fn partition_of(record_key: &str, partitions: usize) -> i32 {
+    let hash = crc32fast::hash(record_key.as_bytes());
+    i32::try_from(hash as usize % partitions.max(1)).unwrap_or(0)
+}
+
 /// A message's id: `<partition>-<offset>`.
 pub fn message_id(partition: i32, offset: i64) -> String {
     format!("{partition}-{offset}")
@@ -64,12 +73,18 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let text = r#"{"site":"665f1c2e9b1e8a3d4c5b6a79","channel":"room:1","data":{"a":[1,2]},"ts":5}"#;
+        let text =
+            r#"{"site":"665f1c2e9b1e8a3d4c5b6a79","channel":"room:1","data":{"a":[1,2]},"ts":5}"#;
         let record: RealtimeRecord = serde_json::from_str(text).expect("parses");
         assert_eq!(record.data.get(), r#"{"a":[1,2]}"#);
         assert!(!record.ack);
         assert_eq!(serde_json::to_string(&record).expect("encodes"), text);
-        assert!(serde_json::from_str::<RealtimeRecord>(r#"{"site":"x","channel":"c","data":1,"extra":1}"#).is_err());
+        assert!(
+            serde_json::from_str::<RealtimeRecord>(
+                r#"{"site":"x","channel":"c","data":1,"extra":1}"#
+            )
+            .is_err()
+        );
         assert_eq!(parse_message_id(&message_id(7, 1234)), Some((7, 1234)));
         assert_eq!(parse_message_id("7"), None);
     }

@@ -84,8 +84,7 @@ pub fn new_secret() -> String {
 
 /// Signs `claims` with `secret`.
 pub fn mint(secret: &str, claims: &Claims) -> String {
-    let key = EncodingKey::from_secret(secret.as_bytes())
-        .expect("any byte string is an HMAC key");
+    let key = EncodingKey::from_secret(secret.as_bytes()).expect("any byte string is an HMAC key");
     jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &key)
         .expect("HS256 signing of serializable claims cannot fail")
 }
@@ -180,7 +179,10 @@ mod tests {
     fn refuses_expired_and_malformed() {
         let secret = new_secret();
         let expired = mint(&secret, &claims(now() - 3600));
-        assert_eq!(verify(&expired, &[secret.clone()]), Err(TokenError::Expired));
+        assert_eq!(
+            verify(&expired, &[secret.clone()]),
+            Err(TokenError::Expired)
+        );
         assert_eq!(
             verify("not.a.jwt", &[secret.clone()]).map_err(|e| e.code()),
             Err("malformed")

@@ -121,10 +121,14 @@ impl Store {
             .keys(doc! { "ts": 1 })
             .options(IndexOptions::builder().name("ts_1".to_owned()).build())
             .build();
-        self.history()
-            .create_indexes([by_channel, by_time])
-            .await
-            .map_err(StoreError::query("creating realtimeHistory indexes"))?;
+        // One at a time: FerretDB 1.24 drops the connection when a multi-index
+        // createIndexes names an index that already exists.
+        for index in [by_channel, by_time] {
+            self.history()
+                .create_index(index)
+                .await
+                .map_err(StoreError::query("creating realtimeHistory indexes"))?;
+        }
         Ok(())
     }
 
@@ -134,8 +138,19 @@ impl Store {
         &self,
         site: ObjectId,
     ) -> Result<Option<RealtimeSettings>, StoreError> {
+        Ok(self
+            .realtime_site(site)
+            .await?
+            .map(|(settings, _)| settings))
+    }
+
+    /// A site's realtime settings and allowed origins; `None` when there is no such site.
+    pub async fn realtime_site(
+        &self,
+        site: ObjectId,
+    ) -> Result<Option<(RealtimeSettings, Vec<String>)>, StoreError> {
         let options = mongodb::options::FindOneOptions::builder()
-            .projection(doc! { "realtime": 1 })
+            .projection(doc! { "realtime": 1, "allowedOrigins": 1 })
             .build();
         let found = self
             .sites
@@ -148,12 +163,21 @@ impl Store {
         let Some(document) = found else {
             return Ok(None);
         };
-        match document.get_document("realtime") {
-            Ok(realtime) => bson::from_document(realtime.clone())
-                .map(Some)
-                .map_err(StoreError::decode(SITES, &site)),
-            Err(_) => Ok(Some(RealtimeSettings::default())),
-        }
+        let origins = document
+            .get_array("allowedOrigins")
+            .map(|list| {
+                list.iter()
+                    .filter_map(|o| o.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let settings = match document.get_document("realtime") {
+            Ok(realtime) => {
+                bson::from_document(realtime.clone()).map_err(StoreError::decode(SITES, &site))?
+            }
+            Err(_) => RealtimeSettings::default(),
+        };
+        Ok(Some((settings, origins)))
     }
 
     /// Makes `secret` the site's newest realtime secret, keeping the previous one valid.
@@ -362,10 +386,14 @@ impl Store {
             .skip(u64::from(keep))
             .limit(1)
             .await
-            .map_err(StoreError::query(format!("trimming history of {channel:?}")))?
+            .map_err(StoreError::query(format!(
+                "trimming history of {channel:?}"
+            )))?
             .try_next()
             .await
-            .map_err(StoreError::query(format!("trimming history of {channel:?}")))?;
+            .map_err(StoreError::query(format!(
+                "trimming history of {channel:?}"
+            )))?;
         let Some(cutoff) = cutoff else { return Ok(0) };
         self.remove_history_through(site, channel, cutoff.offset)
             .await
@@ -393,7 +421,9 @@ impl Store {
             .history()
             .delete_many(doc! { "siteId": site, "channel": channel, "offset": { "$lte": offset } })
             .await
-            .map_err(StoreError::query(format!("trimming history of {channel:?}")))?;
+            .map_err(StoreError::query(format!(
+                "trimming history of {channel:?}"
+            )))?;
         Ok(deleted.deleted_count)
     }
 

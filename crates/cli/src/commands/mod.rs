@@ -2,6 +2,7 @@
 
 pub mod cancel;
 pub mod dlq;
+pub mod realtime;
 pub mod send;
 pub mod setup;
 pub mod site;

@@ -1,0 +1,183 @@
+//! `gateway`: realtime channels for connected clients, over Server-Sent Events and WebSocket.
+//!
+//! Every gateway reads every message of the `realtime` topic (no consumer group: each needs all
+//! of it) and hands it to the connections it holds in that channel. Every message has a
+//! position in its channel, its Kafka offset (a channel's messages share a partition), so a
+//! client that reconnects, to this gateway or another, names the last position it saw and gets
+//! what it missed: from this gateway's in-memory history when it reaches back that far,
+//! otherwise from the history the recorders keep in MongoDB (one consumer group over all
+//! gateways). The wire protocol is `docs/realtime.md`.
+//!
+//! Built on `axum` (its WebSocket support is `tokio-tungstenite`, with small buffers so a
+//! connection costs kilobytes) and the workspace's Kafka and store crates; tokens are
+//! `jsonwebtoken` HS256 through `pushservice-realtime`.
+//!
+//! # Layout
+//!
+//! - [`config`] — settings (`GATEWAY_*`).
+//! - [`hub`] — channels, their subscribers and in-memory history, dispatch, session caps.
+//! - [`reader`] — the live reader of the realtime topic; [`recorder`] — the durable history.
+//! - [`frame`] — a record into the frame clients receive.
+//! - [`session`] — a connection's channels, joining with recovery, the seam's de-duplication.
+//! - [`sse`], [`ws`] — the two transports; [`http`] — routes, CORS, acks.
+//! - [`auth`] — tokens; [`sites`] — sites' settings, cached; [`metrics`] — counters.
+
+pub mod auth;
+pub mod config;
+pub mod frame;
+pub mod http;
+pub mod hub;
+pub mod metrics;
+pub mod reader;
+pub mod recorder;
+pub mod session;
+pub mod sites;
+pub mod sse;
+pub mod ws;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use pushservice_daemon::{Health, Registry, serve_telemetry};
+use pushservice_store::Store;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{GatewayArgs, GatewayConfig};
+
+use crate::hub::Hub;
+use crate::metrics::GatewayMetrics;
+use crate::recorder::Recorder;
+use crate::session::Shared;
+use crate::sites::SiteCache;
+
+/// Runs the gateway until `shutdown` resolves: then every client is told to reconnect (after
+/// a random delay up to `GATEWAY_SHUTDOWN_SPREAD_MS`) and the gateway stops.
+pub async fn run(
+    config: GatewayConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("GATEWAY_LISTEN: cannot listen on {}", config.listen))?;
+    serve(config, listener, shutdown).await
+}
+
+/// [`run`] on a listener already bound (tests bind port 0).
+pub async fn serve(
+    config: GatewayConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let store = Store::connect(&config.mongo).await?;
+    store.ensure_realtime_indexes().await?;
+    let topic = config.topics.realtime.name.clone();
+    let start = reader::end_offsets(&config.kafka, &topic).await?;
+    let epoch = current_epoch(&store, &topic, &start).await?;
+
+    let registry = Arc::new(Registry::default());
+    let health = Arc::new(Health::default());
+    if let Some(addr) = config.metrics_addr {
+        serve_telemetry(addr, Arc::clone(&registry), Arc::clone(&health))
+            .await
+            .with_context(|| format!("METRICS_ADDR: cannot listen on {addr}"))?;
+    }
+    let metrics = Arc::new(GatewayMetrics::new(&registry));
+    let sites = Arc::new(SiteCache::new(store.clone(), config.site_cache));
+    let hub = Arc::new(Hub::new(&start, config.history_memory_bytes));
+
+    let stop = CancellationToken::new();
+    let reader = tokio::spawn(reader::run(
+        config.kafka.clone(),
+        topic.clone(),
+        start,
+        Arc::clone(&hub),
+        Arc::clone(&sites),
+        Arc::clone(&metrics),
+        config.max_message_bytes,
+        stop.clone(),
+    ));
+    let recorder = tokio::spawn(
+        Recorder {
+            kafka: config.kafka.clone(),
+            topic: topic.clone(),
+            group: config.history_group.clone(),
+            store: store.clone(),
+            sites: Arc::clone(&sites),
+            metrics: Arc::clone(&metrics),
+            max_bytes: config.max_message_bytes,
+            retention: config.history_retention,
+        }
+        .run(stop.clone()),
+    );
+
+    let closing = CancellationToken::new();
+    let spread = config.shutdown_spread;
+    let shared = Arc::new(Shared::new(
+        config,
+        hub,
+        sites,
+        store.clone(),
+        metrics,
+        epoch.clone(),
+        closing.clone(),
+    ));
+    let app = http::router(Arc::clone(&shared));
+    let bound = listener.local_addr()?;
+    tracing::info!(addr = %bound, topic, epoch, "gateway listening");
+    health.set_ready(true);
+
+    let draining = Arc::clone(&health);
+    let signal = closing.clone();
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            draining.set_ready(false);
+            tracing::info!("gateway stopping: telling clients to reconnect");
+            signal.cancel();
+        })
+        .await;
+    // SSE streams end by themselves after their reconnect event; upgraded WebSockets are
+    // not hyper's to wait for.
+    shared.tracker.close();
+    let _ = tokio::time::timeout(spread + Duration::from_secs(5), shared.tracker.wait()).await;
+    health.set_ready(false);
+    stop.cancel();
+    for (name, task) in [("reader", reader), ("recorder", recorder)] {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = format!("{e:#}"), "realtime {name} failed"),
+            Err(e) => tracing::error!(error = %e, "realtime {name} task panicked"),
+        }
+    }
+    store.close().await;
+    served.context("serving realtime connections")?;
+    tracing::info!("gateway stopped");
+    Ok(())
+}
+
+/// The epoch of the topic's positions. When a partition's end lies before what the history
+/// has stored, the topic was recreated and its offsets began again: a new epoch starts, so
+/// clients holding old positions are told `recovered: false` instead of missing messages.
+async fn current_epoch(store: &Store, topic: &str, start: &[i64]) -> anyhow::Result<String> {
+    let candidate = format!("{:08x}", fastrand::u32(..));
+    let epoch = store.realtime_epoch(topic, &candidate).await?;
+    let stored = store.history_stored_through(topic, start.len()).await?;
+    let restarted = stored
+        .iter()
+        .zip(start)
+        .any(|(&stored, &next)| stored >= next);
+    if restarted {
+        let fresh = format!("{:08x}", fastrand::u32(..));
+        tracing::warn!(
+            topic,
+            old = epoch,
+            new = fresh,
+            "the realtime topic's offsets went back (recreated?): starting a new epoch"
+        );
+        store.new_realtime_epoch(topic, &fresh).await?;
+        return Ok(fresh);
+    }
+    Ok(epoch)
+}

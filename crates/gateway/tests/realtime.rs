@@ -1,0 +1,391 @@
+//! Realtime channels end to end, on the real Kafka broker and MongoDB-protocol server: two and
+//! three gateway instances in this process, an SSE client (HTTP/1.1 streaming) and a WebSocket
+//! client, messages published through the same code as `pushctl publish`.
+
+use std::time::Duration;
+
+use futures::{SinkExt as _, StreamExt as _};
+use pushservice_config::{KafkaSettings, MongoSettings, Topics};
+use pushservice_control::RealtimePublisher;
+use pushservice_gateway::{GatewayArgs, GatewayConfig};
+use pushservice_model::ObjectId;
+use pushservice_store::{RealtimeSettings, Store};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_util::sync::CancellationToken;
+
+struct World {
+    mongo: MongoSettings,
+    kafka: KafkaSettings,
+    topics: Topics,
+    store: Store,
+    publisher: RealtimePublisher,
+}
+
+impl World {
+    async fn new() -> World {
+        pushservice_testkit::show_daemon_logs();
+        let mongo = pushservice_testkit::mongo_settings();
+        let kafka = pushservice_testkit::kafka_settings();
+        let topics = pushservice_testkit::topics();
+        pushservice_testkit::create_topics(&kafka, &topics).await;
+        let store = pushservice_testkit::store(&mongo).await;
+        let publisher =
+            RealtimePublisher::new(&kafka, topics.realtime.name.clone()).expect("publisher");
+        World {
+            mongo,
+            kafka,
+            topics,
+            store,
+            publisher,
+        }
+    }
+
+    fn config(&self, extra: &[&str]) -> GatewayConfig {
+        use clap::Parser as _;
+        let mut args = vec![
+            "gateway".to_owned(),
+            format!("--mongodb-url={}", self.mongo.url),
+            format!("--kafka-brokers={}", self.kafka.brokers),
+            format!("--topic-realtime={}", self.topics.realtime.name),
+            format!(
+                "--topic-realtime-partitions={}",
+                self.topics.realtime.partitions
+            ),
+            format!(
+                "--gateway-history-group={}",
+                pushservice_testkit::unique_name("history")
+            ),
+            "--gateway-shutdown-spread-ms=200".to_owned(),
+        ];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        GatewayArgs::parse_from(args).settings().expect("settings")
+    }
+
+    /// Starts a gateway; returns its address, its stop signal and its task.
+    async fn gateway(&self, extra: &[&str]) -> Gateway {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let stop = CancellationToken::new();
+        let signal = stop.clone();
+        let config = self.config(extra);
+        let task =
+            tokio::spawn(async move {
+                let result = pushservice_gateway::serve(config, listener, async move {
+                    signal.cancelled().await
+                })
+                .await;
+                if let Err(e) = &result {
+                    eprintln!("gateway failed: {e:#}");
+                }
+                result
+            });
+        // Ready when it answers.
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            assert!(!task.is_finished(), "the gateway stopped while starting");
+            if client
+                .get(format!("http://{addr}/healthz"))
+                .send()
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Gateway { addr, stop, task }
+    }
+
+    async fn site(&self, history_size: Option<u32>) -> (ObjectId, String) {
+        let site =
+            pushservice_control::sites::new_site("mailto:ops@example.com", &[]).expect("site");
+        self.store.insert_site(&site).await.expect("insert site");
+        let secret = pushservice_realtime::new_secret();
+        let settings = RealtimeSettings {
+            secrets: vec![secret.clone()],
+            history_size,
+            history_ttl_seconds: None,
+        };
+        self.store
+            .set_realtime_settings(site.id, &settings)
+            .await
+            .expect("settings");
+        (site.id, secret)
+    }
+
+    async fn token(&self, site: ObjectId, user: &str, channels: &[&str]) -> String {
+        pushservice_control::realtime::token(
+            &self.store,
+            site,
+            user,
+            channels.iter().map(|c| (*c).to_owned()).collect(),
+            Duration::from_secs(600),
+        )
+        .await
+        .expect("token")
+        .0
+    }
+
+    async fn publish(&self, site: ObjectId, channel: &str, n: u32) {
+        let data =
+            serde_json::value::RawValue::from_string(json!({ "n": n }).to_string()).expect("raw");
+        self.publisher
+            .publish(site, channel, data, false, None)
+            .await
+            .expect("publish");
+    }
+}
+
+struct Gateway {
+    addr: std::net::SocketAddr,
+    stop: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+/// An SSE client reading events as (id, event, data).
+struct Sse {
+    stream: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buffer: String,
+}
+
+#[derive(Debug, Clone)]
+struct Event {
+    id: Option<String>,
+    event: String,
+    data: Value,
+}
+
+impl Sse {
+    async fn connect(
+        gateway: &Gateway,
+        token: &str,
+        channels: &str,
+        last_event_id: Option<&str>,
+    ) -> Result<Sse, (u16, Value)> {
+        let mut request = reqwest::Client::new()
+            .get(format!(
+                "http://{}/v1/realtime/sse?channels={channels}",
+                gateway.addr
+            ))
+            .bearer_auth(token);
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        let response = request.send().await.expect("SSE request");
+        if !response.status().is_success() {
+            let status = response.status().as_u16();
+            return Err((status, response.json().await.unwrap_or(Value::Null)));
+        }
+        Ok(Sse {
+            stream: Box::pin(response.bytes_stream()),
+            buffer: String::new(),
+        })
+    }
+
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut event = Event {
+                    id: None,
+                    event: String::new(),
+                    data: Value::Null,
+                };
+                for line in block.lines() {
+                    if let Some(id) = line.strip_prefix("id: ") {
+                        event.id = Some(id.to_owned());
+                    } else if let Some(name) = line.strip_prefix("event: ") {
+                        event.event = name.to_owned();
+                    } else if let Some(data) = line.strip_prefix("data: ") {
+                        event.data = serde_json::from_str(data).expect("event data is JSON");
+                    }
+                }
+                if event.event.is_empty() {
+                    continue; // A comment (heartbeat) or a retry line.
+                }
+                return Some(event);
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(20), self.stream.next())
+                .await
+                .ok()??
+                .ok()?;
+            self.buffer
+                .push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
+        }
+    }
+
+    /// The next `n` message events.
+    async fn messages(&mut self, n: usize) -> Vec<Event> {
+        let mut got = Vec::new();
+        while got.len() < n {
+            let event = self.next().await.expect("stream ended early");
+            if event.event == "message" {
+                got.push(event);
+            }
+        }
+        got
+    }
+}
+
+type WsStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn ws_connect(gateway: &Gateway) -> WsStream {
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/v1/realtime/ws", gateway.addr))
+        .await
+        .expect("WebSocket connects");
+    ws
+}
+
+async fn ws_send(ws: &mut WsStream, frame: Value) {
+    ws.send(WsMessage::text(frame.to_string()))
+        .await
+        .expect("send");
+}
+
+/// The next JSON frame (skipping pings).
+async fn ws_next(ws: &mut WsStream) -> Option<Value> {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .ok()??
+            .ok()?;
+        match frame {
+            WsMessage::Text(text) => return serde_json::from_str(text.as_str()).ok(),
+            WsMessage::Close(_) => return None,
+            _ => {}
+        }
+    }
+}
+
+/// Frames until one of type `kind`; returns it and the messages seen on the way.
+async fn ws_until(ws: &mut WsStream, kind: &str) -> (Value, Vec<Value>) {
+    let mut messages = Vec::new();
+    loop {
+        let frame = ws_next(ws)
+            .await
+            .unwrap_or_else(|| panic!("no {kind} frame"));
+        if frame["type"] == kind {
+            return (frame, messages);
+        }
+        if frame["type"] == "message" {
+            messages.push(frame);
+        }
+    }
+}
+
+fn numbers(messages: &[Value]) -> Vec<u64> {
+    messages
+        .iter()
+        .map(|m| m["data"]["n"].as_u64().expect("n"))
+        .collect()
+}
+
+fn event_numbers(events: &[Event]) -> Vec<u64> {
+    events
+        .iter()
+        .map(|e| e.data["data"]["n"].as_u64().expect("n"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_gateways_deliver_in_order_and_a_killed_ones_client_recovers_elsewhere() {
+    let world = World::new().await;
+    let (site, _) = world.site(None).await;
+    let token = world.token(site, "u1", &["room:*"]).await;
+    let a = world.gateway(&[]).await;
+    let b = world.gateway(&[]).await;
+
+    let mut sse = Sse::connect(&a, &token, "room:1", None).await.expect("SSE");
+    let welcome = sse.next().await.expect("welcome");
+    assert_eq!(welcome.event, "welcome");
+    assert_eq!(welcome.data["user"], "u1");
+    let mut ws = ws_connect(&b).await;
+    ws_send(
+        &mut ws,
+        json!({"type": "auth", "token": token, "channels": ["room:1"]}),
+    )
+    .await;
+    let (hello, _) = ws_until(&mut ws, "welcome").await;
+    assert_eq!(hello["user"], "u1");
+    ws_until(&mut ws, "subscribed").await; // user:u1
+    let (joined, _) = ws_until(&mut ws, "subscribed").await;
+    assert_eq!(joined["channel"], "room:1");
+
+    for n in 0..20 {
+        world.publish(site, "room:1", n).await;
+    }
+    let over_sse = sse.messages(20).await;
+    assert_eq!(event_numbers(&over_sse), (0..20).collect::<Vec<_>>());
+    let mut over_ws = Vec::new();
+    while over_ws.len() < 20 {
+        let frame = ws_next(&mut ws).await.expect("message");
+        if frame["type"] == "message" {
+            over_ws.push(frame);
+        }
+    }
+    assert_eq!(numbers(&over_ws), (0..20).collect::<Vec<_>>());
+    let last_id = over_sse.last().and_then(|e| e.id.clone()).expect("id");
+
+    // Gateway A dies; ten messages are published while its client is away.
+    a.task.abort();
+    drop(sse);
+    for n in 20..30 {
+        world.publish(site, "room:1", n).await;
+    }
+    // B was running all along: its in-memory history has them.
+    let mut sse = Sse::connect(&b, &token, "room:1", Some(&last_id))
+        .await
+        .expect("SSE on B");
+    let welcome = sse.next().await.expect("welcome");
+    assert_eq!(
+        welcome.data["channels"][1]["recovered"], true,
+        "{welcome:?}"
+    );
+    let recovered = sse.messages(10).await;
+    assert_eq!(event_numbers(&recovered), (20..30).collect::<Vec<_>>());
+    world.publish(site, "room:1", 30).await;
+    let live = sse.messages(1).await;
+    assert_eq!(event_numbers(&live), [30]);
+    let resume_after_30 = live[0].id.clone().expect("id");
+    drop(sse);
+
+    // Five more while away; a gateway started after them recovers from MongoDB.
+    for n in 31..36 {
+        world.publish(site, "room:1", n).await;
+    }
+    let c = world.gateway(&[]).await;
+    let mut sse = Sse::connect(&c, &token, "room:1", Some(&resume_after_30))
+        .await
+        .expect("SSE on C");
+    let welcome = sse.next().await.expect("welcome");
+    assert_eq!(
+        welcome.data["channels"][1]["recovered"], true,
+        "{welcome:?}"
+    );
+    world.publish(site, "room:1", 36).await;
+    let recovered = sse.messages(6).await;
+    // 31..=35 from the store, then 36 live: none lost, none twice at the seam.
+    assert_eq!(event_numbers(&recovered), (31..37).collect::<Vec<_>>());
+
+    // The WebSocket on B saw everything, in order, once.
+    while over_ws.len() < 37 {
+        let frame = ws_next(&mut ws).await.expect("message");
+        if frame["type"] == "message" {
+            over_ws.push(frame);
+        }
+    }
+    assert_eq!(numbers(&over_ws), (0..37).collect::<Vec<_>>());
+
+    b.stop.cancel();
+    c.stop.cancel();
+    let (frame, _) = ws_until(&mut ws, "reconnect").await;
+    assert_eq!(frame["reason"], "shutdown");
+    b.task.await.expect("join").expect("B stops cleanly");
+    c.task.await.expect("join").expect("C stops cleanly");
+    pushservice_testkit::remove_test_data(&world.store, &world.kafka, &world.topics).await;
+}
