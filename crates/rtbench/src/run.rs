@@ -38,8 +38,9 @@ fn rss_kb(pid: u32) -> Option<u64> {
 
 /// Runs the benchmark; `Ok(report)` even when deliveries are missing (the report says so).
 pub async fn run(settings: Settings) -> anyhow::Result<Report> {
-    // Each connection is one descriptor; the producer and runtime need a few more.
-    let open_files = crate::net::raise_open_files(settings.connections as u64 + 512)?;
+    // Each connection is one descriptor; the producer, MongoDB client and runtime need a few
+    // dozen more.
+    let open_files = crate::net::raise_open_files(settings.connections as u64 + 64)?;
     let clk_tck = procstat::clock_ticks_per_second();
     let pid = settings.gateway_pid;
     if let Some(pid) = pid
