@@ -28,12 +28,23 @@ pub async fn end_offsets(kafka: &KafkaSettings, topic: &str) -> anyhow::Result<V
             .create()
             .context("creating a Kafka client")?;
         let partitions = partition_count(consumer.client(), &kafka, &topic)?;
+        // A partition without a leader yet (a topic just created, an election under way)
+        // answers an error for a moment: wait for it rather than refuse to start.
+        let deadline = std::time::Instant::now() + kafka.timeout.max(Duration::from_secs(10));
         (0..partitions)
-            .map(|p| {
-                consumer
-                    .fetch_watermarks(&topic, p, kafka.timeout)
-                    .map(|(_, high)| high)
-                    .with_context(|| format!("reading the end of {topic:?} partition {p}"))
+            .map(|p| loop {
+                match consumer.fetch_watermarks(&topic, p, kafka.timeout) {
+                    Ok((_, high)) => return Ok(high),
+                    Err(e) if std::time::Instant::now() < deadline => {
+                        tracing::debug!(error = %e, partition = p, "end of partition not known yet");
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    Err(e) => {
+                        return Err(e).with_context(|| {
+                            format!("reading the end of {topic:?} partition {p}")
+                        });
+                    }
+                }
             })
             .collect()
     })

@@ -389,3 +389,195 @@ async fn two_gateways_deliver_in_order_and_a_killed_ones_client_recovers_elsewhe
     c.task.await.expect("join").expect("C stops cleanly");
     pushservice_testkit::remove_test_data(&world.store, &world.kafka, &world.topics).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn history_beyond_the_limit_is_not_recovered_and_tokens_and_sites_are_enforced() {
+    let world = World::new().await;
+    let (site, secret) = world.site(Some(3)).await;
+    let (other_site, _) = world.site(None).await;
+    let token = world.token(site, "u1", &["room:*"]).await;
+    let gateway = world.gateway(&[]).await;
+
+    // A client that saw message 0, then missed ten: the site keeps three, so no recovery.
+    let mut sse = Sse::connect(&gateway, &token, "room:1", None)
+        .await
+        .expect("SSE");
+    sse.next().await.expect("welcome");
+    world.publish(site, "room:1", 0).await;
+    let first = sse.messages(1).await;
+    drop(sse);
+    for n in 1..11 {
+        world.publish(site, "room:1", n).await;
+    }
+    let mut sse = Sse::connect(&gateway, &token, "room:1", first[0].id.as_deref())
+        .await
+        .expect("SSE again");
+    let welcome = sse.next().await.expect("welcome");
+    assert_eq!(
+        welcome.data["channels"][1]["recovered"], false,
+        "{welcome:?}"
+    );
+    // Live messages still flow, and nothing old is replayed.
+    world.publish(site, "room:1", 11).await;
+    assert_eq!(event_numbers(&sse.messages(1).await), [11]);
+
+    // Another site's message on a channel of the same name never arrives.
+    world.publish(other_site, "room:1", 99).await;
+    world.publish(site, "room:1", 12).await;
+    assert_eq!(event_numbers(&sse.messages(1).await), [12]);
+    drop(sse);
+
+    // Refusals name their reason.
+    let (status, body) = Sse::connect(&gateway, "garbage", "", None)
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("malformed"))
+    );
+    let expired = pushservice_realtime::mint(
+        &secret,
+        &pushservice_realtime::Claims {
+            site: site.to_hex(),
+            sub: "u1".into(),
+            channels: vec![],
+            exp: 1_000_000,
+            iat: None,
+            nbf: None,
+        },
+    );
+    let (status, body) = Sse::connect(&gateway, &expired, "", None)
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("expired"))
+    );
+    let forged = pushservice_realtime::mint(
+        "not-the-secret",
+        &pushservice_realtime::Claims {
+            site: site.to_hex(),
+            sub: "u1".into(),
+            channels: vec!["*".into()],
+            exp: u64::MAX / 2,
+            iat: None,
+            nbf: None,
+        },
+    );
+    let (status, body) = Sse::connect(&gateway, &forged, "", None)
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("bad_signature"))
+    );
+    let (status, body) = Sse::connect(&gateway, &token, "secret:1", None)
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("channel_not_allowed"))
+    );
+    // Another user's channel, over WebSocket.
+    let mut ws = ws_connect(&gateway).await;
+    ws_send(&mut ws, json!({"type": "auth", "token": token})).await;
+    ws_until(&mut ws, "subscribed").await;
+    ws_send(&mut ws, json!({"type": "subscribe", "channel": "user:u2"})).await;
+    let (error, _) = ws_until(&mut ws, "error").await;
+    assert_eq!(error["code"], "channel_not_allowed");
+    // A WebSocket that does not authenticate in time is closed with a reason.
+    let quick = world.gateway(&["--gateway-auth-timeout-ms=300"]).await;
+    let mut silent = ws_connect(&quick).await;
+    let (error, _) = ws_until(&mut silent, "error").await;
+    assert_eq!(error["code"], "auth_timeout");
+    assert!(
+        ws_next(&mut silent).await.is_none(),
+        "closed after the reason"
+    );
+
+    gateway.stop.cancel();
+    quick.stop.cancel();
+    gateway.task.await.expect("join").expect("clean stop");
+    quick.task.await.expect("join").expect("clean stop");
+    pushservice_testkit::remove_test_data(&world.store, &world.kafka, &world.topics).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_session_cap_closes_the_oldest_and_a_slow_client_is_cut_alone() {
+    let world = World::new().await;
+    let (site, _) = world.site(None).await;
+    let gateway = world
+        .gateway(&[
+            "--gateway-max-sessions-per-user=2",
+            "--gateway-send-queue=32",
+        ])
+        .await;
+    let token = world.token(site, "u1", &["room:*"]).await;
+
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        let mut ws = ws_connect(&gateway).await;
+        ws_send(&mut ws, json!({"type": "auth", "token": token})).await;
+        ws_until(&mut ws, "subscribed").await;
+        sessions.push(ws);
+    }
+    let (kicked, _) = ws_until(&mut sessions[0], "error").await;
+    assert_eq!(kicked["code"], "session_limit");
+    assert!(ws_next(&mut sessions[0]).await.is_none());
+
+    // A slow reader (never reads) and a fast one in the same channel; large messages fill the
+    // slow one's socket buffers, then its queue of 32.
+    let reader_token = world.token(site, "fast", &["room:*"]).await;
+    let slow_token = world.token(site, "slow", &["room:*"]).await;
+    let mut fast = ws_connect(&gateway).await;
+    ws_send(
+        &mut fast,
+        json!({"type": "auth", "token": reader_token, "channels": ["room:big"]}),
+    )
+    .await;
+    ws_until(&mut fast, "subscribed").await;
+    ws_until(&mut fast, "subscribed").await;
+    let mut slow = ws_connect(&gateway).await;
+    ws_send(
+        &mut slow,
+        json!({"type": "auth", "token": slow_token, "channels": ["room:big"]}),
+    )
+    .await;
+    ws_until(&mut slow, "subscribed").await;
+    ws_until(&mut slow, "subscribed").await;
+    let big = "x".repeat(60_000);
+    let count = 400;
+    let publisher = world.publisher.clone();
+    let publishing = tokio::spawn(async move {
+        for n in 0..count {
+            let data =
+                serde_json::value::RawValue::from_string(json!({"n": n, "pad": big}).to_string())
+                    .expect("raw");
+            publisher
+                .publish(site, "room:big", data, false, None)
+                .await
+                .expect("publish");
+        }
+    });
+    let mut got = Vec::new();
+    while got.len() < count {
+        let frame = ws_next(&mut fast)
+            .await
+            .expect("the fast client keeps receiving");
+        if frame["type"] == "message" {
+            got.push(frame["data"]["n"].as_u64().expect("n"));
+        }
+    }
+    publishing.await.expect("published");
+    assert_eq!(got, (0..count as u64).collect::<Vec<_>>());
+    let (cut, _) = ws_until(&mut slow, "error").await;
+    assert_eq!(cut["code"], "too_slow");
+
+    gateway.stop.cancel();
+    gateway.task.await.expect("join").expect("clean stop");
+    pushservice_testkit::remove_test_data(&world.store, &world.kafka, &world.topics).await;
+}
