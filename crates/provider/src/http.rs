@@ -1,7 +1,9 @@
-//! The HTTP client every provider sends through, and the reading of push service answers.
+//! Settings every provider's client shares ([`HttpConfig`]), the reqwest client, and the
+//! reading of push service answers.
 //!
-//! One `reqwest::Client` per provider per process: its pool keeps one HTTP/2 connection per
-//! push service origin (ALPN on TLS picks h2), and every request is a stream on it. TLS is
+//! Deliveries go through [`crate::Http2Pool`]; the reqwest client built here serves what
+//! is not a delivery to an HTTP/2 push service: HTTP/1.1-only origins (the pool hands them
+//! over) and FCM's OAuth token requests. It keeps one connection per origin. TLS is
 //! rustls on aws-lc-rs, verifying against the platform's roots plus any configured extra
 //! roots (a simulator's self-signed certificate). Answers are read with a size cap, and a
 //! request that got no answer becomes a transient outcome whose reason never contains the URL

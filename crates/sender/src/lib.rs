@@ -2,8 +2,8 @@
 //!
 //! Any number of senders share the push topic's 200 partitions, and the retry topics', in
 //! one consumer group (`SenderGroup`). Each makes many delivery attempts concurrently
-//! through the provider of each message's platform (Web Push, APNs, FCM; one pooled HTTP/2
-//! client each) and acts on every answer by writing records to Kafka: an outcome (accepted,
+//! through the provider of each message's platform (Web Push, APNs, FCM; one HTTP/2 pool
+//! each, with up to `SENDER_ORIGIN_CONNECTIONS` connections per push service) and acts on every answer by writing records to Kafka: an outcome (accepted,
 //! gone, failed, canceled), a retry on a retry topic, a dead letter. Those records and the offset
 //! commit of the message go into one transaction, so a delivery's outcome is final exactly
 //! when its message is done, and nothing waits in memory or on MongoDB. An outcome recorder

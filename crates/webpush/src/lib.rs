@@ -12,9 +12,11 @@
 //! - encrypts with `aws-lc-rs` into one exactly sized buffer ([`ece`]), ~60 µs per message;
 //! - signs a VAPID JWT once per (site, push service origin) and reuses the header until it
 //!   nears expiry ([`VapidCache`]), so signing disappears from the per-message cost;
-//! - sends over one shared `reqwest` client: HTTP/2 negotiated by ALPN over rustls (on
-//!   aws-lc-rs, no OpenSSL at run time), many concurrent streams on one pooled connection per
-//!   push service, with bounded concurrency per origin and size-capped response reads;
+//! - sends through one shared [`pushservice_provider::Http2Pool`]: HTTP/2 negotiated by ALPN
+//!   over rustls (on aws-lc-rs, no OpenSSL at run time), several connections per push
+//!   service opened as the streams of the open ones fill up (Google allows 100 a
+//!   connection), size-capped response reads, and per push service a request template: the
+//!   endpoint's prefix is checked and parsed once, a delivery only adds its path;
 //! - connects only where the [`pushservice_provider::EndpointPolicy`] allows (public `https`
 //!   endpoints by default, checked again on the resolved addresses).
 //!
