@@ -88,16 +88,18 @@ pub async fn serve(
     let hub = Arc::new(Hub::new(&start, config.history_memory_bytes));
 
     let stop = CancellationToken::new();
-    let reader = tokio::spawn(reader::run(
-        config.kafka.clone(),
-        topic.clone(),
-        start,
-        Arc::clone(&hub),
-        Arc::clone(&sites),
-        Arc::clone(&metrics),
-        config.max_message_bytes,
-        stop.clone(),
-    ));
+    let reader = tokio::spawn(
+        reader::LiveReader {
+            kafka: config.kafka.clone(),
+            topic: topic.clone(),
+            start,
+            hub: Arc::clone(&hub),
+            sites: Arc::clone(&sites),
+            metrics: Arc::clone(&metrics),
+            max_bytes: config.max_message_bytes,
+        }
+        .run(stop.clone()),
+    );
     let recorder = tokio::spawn(
         Recorder {
             kafka: config.kafka.clone(),

@@ -52,8 +52,42 @@ pub async fn end_offsets(kafka: &KafkaSettings, topic: &str) -> anyhow::Result<V
     .context("watermark task")?
 }
 
-/// Reads `topic` from `start` until `stop`, dispatching every valid message.
-pub async fn run(
+/// What the live reader needs.
+pub struct LiveReader {
+    /// Kafka.
+    pub kafka: KafkaSettings,
+    /// The realtime topic.
+    pub topic: String,
+    /// Next offset of each partition to start from.
+    pub start: Vec<i64>,
+    /// Where messages go.
+    pub hub: Arc<Hub>,
+    /// Site settings (history sizes).
+    pub sites: Arc<SiteCache>,
+    /// Counters.
+    pub metrics: Arc<GatewayMetrics>,
+    /// Largest message data.
+    pub max_bytes: usize,
+}
+
+impl LiveReader {
+    /// Reads the topic from `start` until `stop`, dispatching every valid message.
+    pub async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
+        let LiveReader {
+            kafka,
+            topic,
+            start,
+            hub,
+            sites,
+            metrics,
+            max_bytes,
+        } = self;
+        read(kafka, topic, start, hub, sites, metrics, max_bytes, stop).await
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn read(
     kafka: KafkaSettings,
     topic: String,
     start: Vec<i64>,

@@ -217,7 +217,7 @@ impl Session {
                 through,
                 tail,
             } => {
-                self.from_store(channel, joined.partition, after, through, tail, size, ttl)
+                self.recover_from_store(channel, joined.partition, after, through, tail, size, ttl)
                     .await
             }
         };
@@ -247,7 +247,7 @@ impl Session {
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn from_store(
+    async fn recover_from_store(
         &self,
         channel: &str,
         partition: i32,

@@ -16,12 +16,15 @@ pub struct SiteInfo {
     pub allowed_origins: Vec<String>,
 }
 
+/// When an entry was loaded, and what (`None`: no such site).
+type Cached = (Instant, Option<Arc<SiteInfo>>);
+
 /// A cache of [`SiteInfo`] by site id; a missing site is cached too, so bad tokens do not
 /// reach MongoDB each time.
 pub struct SiteCache {
     store: Store,
     ttl: Duration,
-    entries: Mutex<HashMap<ObjectId, (Instant, Option<Arc<SiteInfo>>)>>,
+    entries: Mutex<HashMap<ObjectId, Cached>>,
 }
 
 impl SiteCache {

@@ -240,7 +240,7 @@ async fn next_chunk(mut state: Stream) -> Option<(Result<Bytes, Infallible>, Str
                 break;
             }
             msg = state.session.rx.recv() => {
-                let Some(msg) = msg else { return None };
+                let msg = msg?;
                 if state.session.accept(&msg) {
                     write_message(&mut out, &state.session, &msg);
                 }

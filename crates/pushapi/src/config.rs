@@ -104,6 +104,14 @@ pub struct ApiArgs {
         default_value_t = 100_000
     )]
     pub events_queue: usize,
+    /// Largest realtime message data `POST .../channels/{channel}/messages` accepts, in
+    /// bytes (the gateways refuse larger records).
+    #[arg(
+        long = "realtime-max-message-bytes",
+        env = "REALTIME_MAX_MESSAGE_BYTES",
+        default_value_t = 65_536
+    )]
+    pub realtime_max_bytes: usize,
     /// Accept `http://` and non-public addresses as subscription endpoints (simulators only;
     /// the same setting the senders read).
     #[arg(
@@ -155,6 +163,8 @@ pub struct ApiConfig {
     pub events_queue: usize,
     /// What subscription endpoints are accepted.
     pub endpoint_policy: EndpointPolicy,
+    /// Largest realtime message data.
+    pub realtime_max_bytes: usize,
 }
 
 fn bad(key: &'static str, problem: impl Into<String>) -> ConfigError {
@@ -229,6 +239,7 @@ impl ApiArgs {
             site_cache: Duration::from_millis(self.site_cache_ms),
             events_flush: Duration::from_millis(self.events_flush_ms.max(10)),
             events_queue: self.events_queue,
+            realtime_max_bytes: self.realtime_max_bytes.max(16),
             endpoint_policy: EndpointPolicy {
                 allow_private: self.allow_private_endpoints,
                 allowed_hosts,

@@ -99,6 +99,11 @@ pub async fn serve(
         sites: SiteCache::new(store.clone(), config.site_cache),
         store: store.clone(),
         trigger,
+        realtime: pushservice_control::RealtimePublisher::new(
+            &config.kafka,
+            config.topics.realtime.name.clone(),
+        )?,
+        realtime_max_bytes: config.realtime_max_bytes,
         topics: config.topics.clone(),
         admin_hash: auth::token_hash(&config.admin_token),
         endpoint_policy: config.endpoint_policy.clone(),

@@ -23,6 +23,10 @@ pub struct Inner {
     pub store: Store,
     /// Sites, cached briefly.
     pub sites: SiteCache,
+    /// Publishes realtime messages.
+    pub realtime: pushservice_control::RealtimePublisher,
+    /// Largest realtime message data.
+    pub realtime_max_bytes: usize,
     /// Publishes raw-push triggers (and, through its producer, direct deliveries).
     pub trigger: PushTrigger,
     /// Topic names.

@@ -24,7 +24,9 @@ use pushservice_model::{
     NotificationAction, ObjectId, Push, ReasonCount, Site,
 };
 use pushservice_pushapi::routes::static_files::OPENAPI;
-use pushservice_pushapi::routes::{ROUTES, events, notifications, pushes, sites, subscribers};
+use pushservice_pushapi::routes::{
+    ROUTES, events, notifications, pushes, realtime, sites, subscribers,
+};
 use pushservice_pushapi::views;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -442,6 +444,16 @@ fn request_schemas_are_the_parsed_structs() {
             "SubscriptionKeys",
             schema(&doc, "SubscriptionKeys"),
             fields_of::<notifications::RawKeys>(),
+        ),
+        (
+            "RealtimeTokenRequest",
+            schema(&doc, "RealtimeTokenRequest"),
+            fields_of::<realtime::TokenRequest>(),
+        ),
+        (
+            "PublishRequest",
+            schema(&doc, "PublishRequest"),
+            fields_of::<realtime::PublishRequest>(),
         ),
         (
             "EventRequest",

@@ -180,11 +180,11 @@ mod tests {
         let secret = new_secret();
         let expired = mint(&secret, &claims(now() - 3600));
         assert_eq!(
-            verify(&expired, &[secret.clone()]),
+            verify(&expired, std::slice::from_ref(&secret)),
             Err(TokenError::Expired)
         );
         assert_eq!(
-            verify("not.a.jwt", &[secret.clone()]).map_err(|e| e.code()),
+            verify("not.a.jwt", std::slice::from_ref(&secret)).map_err(|e| e.code()),
             Err("malformed")
         );
         assert!(unverified_site("abc").is_err());

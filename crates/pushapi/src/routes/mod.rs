@@ -9,6 +9,7 @@
 pub mod events;
 pub mod notifications;
 pub mod pushes;
+pub mod realtime;
 pub mod sites;
 pub mod static_files;
 pub mod subscribers;
@@ -49,6 +50,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/pushes/{pushId}/cancel"),
     ("GET", "/v1/pushes/{pushId}/progress"),
     ("POST", "/v1/sites/{siteId}/notifications"),
+    ("POST", "/v1/sites/{siteId}/realtime/tokens"),
+    ("POST", "/v1/sites/{siteId}/realtime/secret"),
+    ("POST", "/v1/sites/{siteId}/channels/{channel}/messages"),
     ("POST", "/v1/events"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
@@ -122,6 +126,15 @@ pub fn router(
         .route(
             "/v1/sites/{siteId}/notifications",
             post(notifications::send),
+        )
+        .route("/v1/sites/{siteId}/realtime/tokens", post(realtime::token))
+        .route(
+            "/v1/sites/{siteId}/realtime/secret",
+            post(realtime::rotate_secret),
+        )
+        .route(
+            "/v1/sites/{siteId}/channels/{channel}/messages",
+            post(realtime::publish),
         )
         .route("/v1/pushes/{pushId}", get(pushes::get))
         .route("/v1/pushes/{pushId}/send", post(pushes::send))

@@ -1,0 +1,126 @@
+//! Realtime: connection tokens, the site's realtime secret, and publishing to channels (the
+//! gateways deliver; see `docs/realtime.md`).
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use pushservice_control::realtime as control;
+use pushservice_realtime::validate_channel;
+use serde::Deserialize;
+use serde_json::json;
+use serde_json::value::RawValue;
+
+use crate::auth::require_site;
+use crate::body::JsonBody;
+use crate::error::{ApiError, ApiResult};
+use crate::routes::sites::site_id;
+use crate::state::AppState;
+
+/// Longest token validity the API mints.
+const MAX_TOKEN_TTL_SECS: u64 = 7 * 24 * 3600;
+
+/// `POST /v1/sites/{siteId}/realtime/tokens` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TokenRequest {
+    user: String,
+    #[serde(default)]
+    channels: Vec<String>,
+    #[serde(default)]
+    ttl_seconds: Option<u64>,
+}
+
+/// `POST /v1/sites/{siteId}/realtime/tokens`: a connection token for one of the site's users.
+pub async fn token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(site): Path<String>,
+    body: JsonBody,
+) -> ApiResult<impl IntoResponse> {
+    let site = require_site(&state, &headers, site_id(&site)?).await?;
+    let body: TokenRequest = body.parse()?;
+    let ttl = body.ttl_seconds.unwrap_or(3_600);
+    if !(1..=MAX_TOKEN_TTL_SECS).contains(&ttl) {
+        return Err(ApiError::invalid(
+            "ttlSeconds",
+            format!("must be between 1 and {MAX_TOKEN_TTL_SECS} (a week)"),
+        ));
+    }
+    let (token, exp) = control::token(
+        &state.store,
+        site.id,
+        &body.user,
+        body.channels,
+        Duration::from_secs(ttl),
+    )
+    .await?;
+    let expires_at = pushservice_model::DateTime::from_millis(
+        i64::try_from(exp).unwrap_or(i64::MAX / 1000) * 1000,
+    );
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "token": token,
+            "expiresAt": expires_at.try_to_rfc3339_string().unwrap_or_default(),
+        })),
+    ))
+}
+
+/// `POST /v1/sites/{siteId}/realtime/secret`: a new realtime secret (the previous one stays
+/// valid until the next rotation), shown once.
+pub async fn rotate_secret(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(site): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let site = require_site(&state, &headers, site_id(&site)?).await?;
+    let secret = control::rotate_secret(&state.store, site.id).await?;
+    tracing::info!(site_id = %site.id, "realtime secret rotated");
+    Ok((StatusCode::CREATED, Json(json!({ "secret": secret }))))
+}
+
+/// `POST /v1/sites/{siteId}/channels/{channel}/messages` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PublishRequest {
+    data: Box<RawValue>,
+    #[serde(default)]
+    ack: bool,
+}
+
+/// `POST /v1/sites/{siteId}/channels/{channel}/messages`: publish to a channel.
+pub async fn publish(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((site, channel)): Path<(String, String)>,
+    body: JsonBody,
+) -> ApiResult<impl IntoResponse> {
+    let site = require_site(&state, &headers, site_id(&site)?).await?;
+    validate_channel(&channel).map_err(|e| ApiError::invalid("channel", e.to_string()))?;
+    let body: PublishRequest = body.parse()?;
+    if body.data.get().len() > state.realtime_max_bytes {
+        return Err(ApiError::invalid(
+            "data",
+            format!(
+                "is {} bytes of JSON; at most {} (REALTIME_MAX_MESSAGE_BYTES)",
+                body.data.get().len(),
+                state.realtime_max_bytes
+            ),
+        ));
+    }
+    let published = state
+        .realtime
+        .publish(site.id, &channel, body.data, body.ack, None)
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "id": published.id,
+            "channel": channel,
+            "offset": published.offset,
+        })),
+    ))
+}
