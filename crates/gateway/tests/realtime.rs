@@ -581,3 +581,129 @@ async fn the_session_cap_closes_the_oldest_and_a_slow_client_is_cut_alone() {
     gateway.task.await.expect("join").expect("clean stop");
     pushservice_testkit::remove_test_data(&world.store, &world.kafka, &world.topics).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_site_mints_tokens_and_publishes_through_pushapi() {
+    use clap::Parser as _;
+    let world = World::new().await;
+    let (site, _) = world.site(None).await;
+    let key = pushservice_control::api_keys::generate(site).expect("key");
+    world
+        .store
+        .add_api_key(site, &key.record)
+        .await
+        .expect("key stored");
+    let admin = "test-admin-token-0123456789abcdef";
+    let api = pushservice_pushapi::ApiArgs::try_parse_from([
+        "pushapi".to_owned(),
+        format!("--api-admin-token={admin}"),
+        format!("--mongodb-url={}", world.mongo.url),
+        format!("--kafka-brokers={}", world.kafka.brokers),
+        format!("--topic-raw-push={}", world.topics.raw_push.name),
+        format!("--topic-realtime={}", world.topics.realtime.name),
+    ])
+    .expect("flags")
+    .settings()
+    .expect("settings");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let stop_api = CancellationToken::new();
+    let signal = stop_api.clone();
+    let api_task = tokio::spawn(pushservice_pushapi::serve(api, listener, async move {
+        signal.cancelled().await;
+    }));
+    let gateway = world.gateway(&[]).await;
+    let http = reqwest::Client::new();
+
+    let minted: Value = http
+        .post(format!("{base}/v1/sites/{site}/realtime/tokens"))
+        .bearer_auth(&key.secret)
+        .json(&json!({"user": "u-42", "channels": ["room:*"], "ttlSeconds": 600}))
+        .send()
+        .await
+        .expect("token request")
+        .json()
+        .await
+        .expect("JSON");
+    let token = minted["token"].as_str().expect("token").to_owned();
+    assert!(
+        minted["expiresAt"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z'))
+    );
+
+    let mut ws = ws_connect(&gateway).await;
+    ws_send(
+        &mut ws,
+        json!({"type": "auth", "token": token, "channels": ["room:lobby"]}),
+    )
+    .await;
+    ws_until(&mut ws, "subscribed").await;
+    ws_until(&mut ws, "subscribed").await;
+    for (channel, text) in [("room:lobby", "hello room"), ("user:u-42", "hello you")] {
+        let answer = http
+            .post(format!(
+                "{base}/v1/sites/{site}/channels/{channel}/messages"
+            ))
+            .bearer_auth(&key.secret)
+            .json(&json!({"data": {"text": text}, "ack": true}))
+            .send()
+            .await
+            .expect("publish");
+        assert_eq!(answer.status(), 202);
+        let published: Value = answer.json().await.expect("JSON");
+        let frame = loop {
+            let frame = ws_next(&mut ws).await.expect("message");
+            if frame["type"] == "message" {
+                break frame;
+            }
+        };
+        assert_eq!(frame["channel"], channel);
+        assert_eq!(frame["data"]["text"], text);
+        assert_eq!(frame["ack"], true);
+        assert_eq!(frame["id"], published["id"]);
+        ws_send(&mut ws, json!({"type": "ack", "ids": [frame["id"]]})).await;
+    }
+    // A bad channel name and oversized data are refused with the field named.
+    let answer = http
+        .post(format!(
+            "{base}/v1/sites/{site}/channels/bad%20name/messages"
+        ))
+        .bearer_auth(&key.secret)
+        .json(&json!({"data": 1}))
+        .send()
+        .await
+        .expect("publish");
+    assert_eq!(answer.status(), 400);
+    let error: Value = answer.json().await.expect("JSON");
+    assert_eq!(error["error"]["field"], "channel");
+    // A rotated secret keeps the token working; a second rotation retires it.
+    for _ in 0..2 {
+        let rotated = http
+            .post(format!("{base}/v1/sites/{site}/realtime/secret"))
+            .bearer_auth(&key.secret)
+            .send()
+            .await
+            .expect("rotate");
+        assert_eq!(rotated.status(), 201);
+    }
+    let stale = world.gateway(&["--gateway-site-cache-ms=0"]).await;
+    let (status, body) = Sse::connect(&stale, &token, "", None)
+        .await
+        .err()
+        .expect("refused after two rotations");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("bad_signature"))
+    );
+
+    gateway.stop.cancel();
+    stale.stop.cancel();
+    stop_api.cancel();
+    gateway.task.await.expect("join").expect("clean stop");
+    stale.task.await.expect("join").expect("clean stop");
+    api_task.await.expect("join").expect("API stops cleanly");
+    pushservice_testkit::remove_test_data(&world.store, &world.kafka, &world.topics).await;
+}
