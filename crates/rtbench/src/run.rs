@@ -9,8 +9,10 @@
 //! 2. deliver — `--messages` rounds to every channel at `--rate`; ends when every subscribed
 //!    connection has every message, or nothing arrived for `--settle` after the last publish.
 //!    Gateway CPU over this phase divided by the messages delivered is its CPU per delivered
-//!    message; rtbench's own CPU is shown next to it, to see that the load tool was not the
-//!    bottleneck.
+//!    message. It includes what the gateway does anyway (heartbeats, reading Kafka, the
+//!    history recorder), so at a low delivery rate it overstates the cost of a delivery: use a
+//!    run of many deliveries per second for that figure. rtbench's own CPU is shown next to
+//!    it: both share the machine's cores, so a slow client shows up as latency.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
