@@ -163,6 +163,15 @@ pub struct GatewayArgs {
     )]
     pub site_cache_ms: u64,
 
+    /// How often this gateway writes who is connected (presence) to MongoDB, in
+    /// milliseconds; a snapshot counts for three intervals, so a dead gateway drops out.
+    #[arg(
+        long = "gateway-presence-interval-ms",
+        env = "GATEWAY_PRESENCE_INTERVAL_MS",
+        default_value_t = 5_000
+    )]
+    pub presence_interval_ms: u64,
+
     /// Largest message data accepted from the realtime topic, in bytes.
     #[arg(
         long = "realtime-max-message-bytes",
@@ -215,6 +224,8 @@ pub struct GatewayConfig {
     pub recovery_wait: Duration,
     /// Site settings cache.
     pub site_cache: Duration,
+    /// Presence snapshot interval.
+    pub presence_interval: Duration,
     /// Largest message data.
     pub max_message_bytes: usize,
 }
@@ -284,6 +295,7 @@ impl GatewayArgs {
             history_memory_bytes: self.history_memory_mib.max(1) * 1024 * 1024,
             recovery_wait: Duration::from_millis(self.recovery_wait_ms),
             site_cache: Duration::from_millis(self.site_cache_ms),
+            presence_interval: Duration::from_millis(self.presence_interval_ms.max(100)),
             max_message_bytes: self.max_message_bytes,
         })
     }

@@ -106,6 +106,8 @@ impl Control {
 pub struct Subscriber {
     /// Connection id.
     pub conn: u64,
+    /// Its user.
+    pub user: Arc<str>,
     /// Its message queue.
     pub tx: mpsc::Sender<Arc<Msg>>,
     /// Its close signal.
@@ -132,6 +134,17 @@ struct Inner {
     history_bytes: usize,
     /// Sessions per (site, user), oldest first.
     sessions: HashMap<String, VecDeque<(u64, Arc<Control>)>>,
+}
+
+/// Who is connected to one site on this gateway.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SitePresence {
+    /// Open connections.
+    pub connections: u64,
+    /// Users and their connections.
+    pub users: Vec<(String, u64)>,
+    /// Channels: name, connections, distinct users.
+    pub channels: Vec<(String, u64, Vec<String>)>,
 }
 
 /// What a join found for recovery.
@@ -347,6 +360,42 @@ impl Hub {
         }
     }
 
+    /// Who is here, per site: connections, users with their connection counts, and channels
+    /// with their connections and distinct users.
+    pub fn presence(&self) -> HashMap<String, SitePresence> {
+        let inner = self.lock();
+        let mut sites: HashMap<String, SitePresence> = HashMap::new();
+        for (key, sessions) in &inner.sessions {
+            let Some((site, user)) = key.split_once('/') else {
+                continue;
+            };
+            let site = sites.entry(site.to_owned()).or_default();
+            site.connections += sessions.len() as u64;
+            site.users.push((user.to_owned(), sessions.len() as u64));
+        }
+        for (key, channel) in &inner.channels {
+            if channel.subscribers.is_empty() {
+                continue;
+            }
+            let Some((site, name)) = key.split_once('/') else {
+                continue;
+            };
+            let mut users: Vec<String> = channel
+                .subscribers
+                .iter()
+                .map(|s| s.user.to_string())
+                .collect();
+            users.sort_unstable();
+            users.dedup();
+            sites.entry(site.to_owned()).or_default().channels.push((
+                name.to_owned(),
+                channel.subscribers.len() as u64,
+                users,
+            ));
+        }
+        sites
+    }
+
     /// Bytes of in-memory history.
     pub fn history_bytes(&self) -> usize {
         self.lock().history_bytes
@@ -411,6 +460,7 @@ mod tests {
         (
             Subscriber {
                 conn,
+                user: Arc::from("u"),
                 tx,
                 control: Arc::default(),
             },

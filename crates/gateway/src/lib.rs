@@ -20,6 +20,7 @@
 //! - [`frame`] — a record into the frame clients receive.
 //! - [`session`] — a connection's channels, joining with recovery, the seam's de-duplication.
 //! - [`sse`], [`ws`] — the two transports; [`http`] — routes, CORS, acks.
+//! - [`presence`] — who is connected, written for `pushapi` to sum over gateways.
 //! - [`auth`] — tokens; [`sites`] — sites' settings, cached; [`metrics`] — counters.
 
 pub mod auth;
@@ -28,6 +29,7 @@ pub mod frame;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod presence;
 pub mod reader;
 pub mod recorder;
 pub mod session;
@@ -114,6 +116,15 @@ pub async fn serve(
         .run(stop.clone()),
     );
 
+    let gateway_id = format!("{:012x}", fastrand::u64(..) >> 16);
+    let presence = tokio::spawn(presence::run(
+        store.clone(),
+        Arc::clone(&hub),
+        gateway_id,
+        config.presence_interval,
+        stop.clone(),
+    ));
+
     let closing = CancellationToken::new();
     let spread = config.shutdown_spread;
     let shared = Arc::new(Shared::new(
@@ -146,6 +157,9 @@ pub async fn serve(
     let _ = tokio::time::timeout(spread + Duration::from_secs(5), shared.tracker.wait()).await;
     health.set_ready(false);
     stop.cancel();
+    if let Err(e) = presence.await {
+        tracing::error!(error = %e, "presence task panicked");
+    }
     for (name, task) in [("reader", reader), ("recorder", recorder)] {
         match task.await {
             Ok(Ok(())) => {}

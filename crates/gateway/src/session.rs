@@ -122,6 +122,7 @@ pub struct Session {
     pub control: Arc<Control>,
     shared: Arc<Shared>,
     user_key: String,
+    user: Arc<str>,
     /// When it began.
     pub started: Instant,
 }
@@ -133,6 +134,7 @@ impl Session {
         let (tx, rx) = mpsc::channel(shared.config.send_queue);
         let control = Arc::new(Control::default());
         let user_key = channel_key(&identity.site, &identity.user);
+        let identity_user = identity.user.clone();
         shared.hub.add_session(
             &user_key,
             conn,
@@ -148,6 +150,7 @@ impl Session {
             control,
             shared: Arc::clone(shared),
             user_key,
+            user: Arc::from(identity_user.as_str()),
             started: Instant::now(),
         }
     }
@@ -194,6 +197,7 @@ impl Session {
         let epoch_matches = since.is_none_or(|(_, epoch)| epoch == self.shared.epoch);
         let subscriber = Subscriber {
             conn: self.conn,
+            user: Arc::clone(&self.user),
             tx: self.tx.clone(),
             control: Arc::clone(&self.control),
         };

@@ -614,7 +614,8 @@ async fn a_site_mints_tokens_and_publishes_through_pushapi() {
     let api_task = tokio::spawn(pushservice_pushapi::serve(api, listener, async move {
         signal.cancelled().await;
     }));
-    let gateway = world.gateway(&[]).await;
+    let gateway = world.gateway(&["--gateway-presence-interval-ms=200"]).await;
+    let other = world.gateway(&["--gateway-presence-interval-ms=200"]).await;
     let http = reqwest::Client::new();
 
     let minted: Value = http
@@ -666,6 +667,74 @@ async fn a_site_mints_tokens_and_publishes_through_pushapi() {
         assert_eq!(frame["id"], published["id"]);
         ws_send(&mut ws, json!({"type": "ack", "ids": [frame["id"]]})).await;
     }
+    // Presence over both gateways: u-42 twice (one on each), u-7 once.
+    let mut second = ws_connect(&other).await;
+    ws_send(
+        &mut second,
+        json!({"type": "auth", "token": token, "channels": ["room:lobby"]}),
+    )
+    .await;
+    ws_until(&mut second, "subscribed").await;
+    ws_until(&mut second, "subscribed").await;
+    let token_7 = world.token(site, "u-7", &["room:*"]).await;
+    let mut third = ws_connect(&other).await;
+    ws_send(
+        &mut third,
+        json!({"type": "auth", "token": token_7, "channels": ["room:other"]}),
+    )
+    .await;
+    ws_until(&mut third, "subscribed").await;
+    ws_until(&mut third, "subscribed").await;
+    let get = |path: String| {
+        let http = http.clone();
+        let key = key.secret.clone();
+        async move {
+            http.get(path)
+                .bearer_auth(key)
+                .send()
+                .await
+                .expect("presence")
+                .json::<Value>()
+                .await
+                .expect("JSON")
+        }
+    };
+    let expected = json!({"connections": 3, "users": 2, "gateways": 2,
+        "channel": {"name": "room:lobby", "connections": 2, "users": 1}});
+    let mut presence = Value::Null;
+    for _ in 0..100 {
+        presence = get(format!(
+            "{base}/v1/sites/{site}/presence?channel=room:lobby"
+        ))
+        .await;
+        if presence == expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(presence, expected);
+    let user = get(format!("{base}/v1/sites/{site}/users/u-42/presence")).await;
+    assert_eq!(
+        user,
+        json!({"user": "u-42", "online": true, "connections": 2, "gateways": 2})
+    );
+    let nobody = get(format!("{base}/v1/sites/{site}/users/u-9/presence")).await;
+    assert_eq!(nobody["online"], false);
+    // A closed connection leaves the figures.
+    drop(third);
+    let mut presence = Value::Null;
+    for _ in 0..100 {
+        presence = get(format!("{base}/v1/sites/{site}/presence")).await;
+        if presence["users"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        presence,
+        json!({"connections": 2, "users": 1, "gateways": 2})
+    );
+
     // A bad channel name and oversized data are refused with the field named.
     let answer = http
         .post(format!(
@@ -700,10 +769,12 @@ async fn a_site_mints_tokens_and_publishes_through_pushapi() {
     );
 
     gateway.stop.cancel();
+    other.stop.cancel();
     stale.stop.cancel();
     stop_api.cancel();
     gateway.task.await.expect("join").expect("clean stop");
     stale.task.await.expect("join").expect("clean stop");
+    other.task.await.expect("join").expect("clean stop");
     api_task.await.expect("join").expect("API stops cleanly");
     pushservice_testkit::remove_test_data(&world.store, &world.kafka, &world.topics).await;
 }

@@ -492,6 +492,11 @@ fn request_schemas_are_the_parsed_structs() {
             "/v1/pushes/{pushId}/send",
             fields_of::<pushes::SendQuery>(),
         ),
+        (
+            "get",
+            "/v1/sites/{siteId}/presence",
+            fields_of::<realtime::PresenceQuery>(),
+        ),
     ] {
         let documented = query_parameters(&doc, method, path);
         if Some(&documented) != fields.as_ref() {

@@ -34,7 +34,9 @@ pub use delivery_stats::{DELIVERY_STATS, DeliveryCounts, DeliverySummary, Partit
 pub use error::StoreError;
 pub use events::{Event, EventCounts, EventType, PUSH_EVENT_STATS, PUSH_EVENTS};
 pub use pushes::Transition;
-pub use realtime::{HistoryEntry, RealtimeSettings};
+pub use realtime::{
+    ChannelPresence, HistoryEntry, PresenceCount, PresenceSnapshot, RealtimeSettings,
+};
 pub use registration::{Registered, Registration, SUBSCRIBER_CLAIMS, Target};
 pub use sites::SiteChanges;
 pub use store::{PUSHES, SITES, SUBSCRIBERS, Store};

@@ -484,3 +484,89 @@ fn only_duplicates(error: &mongodb::error::Error) -> bool {
         _ => is_duplicate_key(error),
     }
 }
+
+/// Connections of one gateway to one site (collection `realtimePresence`), rewritten every
+/// few seconds by the gateway and ignored once `expiresAt` has passed (a gateway that died).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PresenceSnapshot {
+    /// `<gateway>:<site>`.
+    #[serde(rename = "_id")]
+    pub id: String,
+    /// The gateway instance.
+    pub gateway: String,
+    /// Site id (hex).
+    pub site_id: String,
+    /// Until when this snapshot counts.
+    pub expires_at: DateTime,
+    /// Open connections.
+    pub connections: u64,
+    /// Users online, with their connections.
+    pub users: Vec<PresenceCount>,
+    /// Channels with subscribers: connections and distinct users.
+    pub channels: Vec<ChannelPresence>,
+}
+
+/// A user and its connections on one gateway.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PresenceCount {
+    /// The user.
+    pub id: String,
+    /// Its connections.
+    pub connections: u64,
+}
+
+/// A channel's presence on one gateway.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelPresence {
+    /// Channel name.
+    pub name: String,
+    /// Connections in it.
+    pub connections: u64,
+    /// Users in it.
+    pub users: Vec<String>,
+}
+
+/// Collection of presence snapshots.
+pub const REALTIME_PRESENCE: &str = "realtimePresence";
+
+impl Store {
+    fn presence_collection(&self) -> Collection<PresenceSnapshot> {
+        self.database.collection(REALTIME_PRESENCE)
+    }
+
+    /// Writes a gateway's snapshots (one per site) and removes its snapshots of sites it no
+    /// longer has connections to.
+    pub async fn write_presence(
+        &self,
+        gateway: &str,
+        snapshots: &[PresenceSnapshot],
+    ) -> Result<(), StoreError> {
+        for snapshot in snapshots {
+            self.presence_collection()
+                .replace_one(doc! { "_id": &snapshot.id }, snapshot)
+                .upsert(true)
+                .await
+                .map_err(StoreError::query("writing realtime presence"))?;
+        }
+        let keep: Vec<&str> = snapshots.iter().map(|s| s.id.as_str()).collect();
+        self.presence_collection()
+            .delete_many(doc! { "gateway": gateway, "_id": { "$nin": keep } })
+            .await
+            .map_err(StoreError::query("removing stale realtime presence"))?;
+        Ok(())
+    }
+
+    /// The live snapshots of a site, from every gateway.
+    pub async fn presence(&self, site: &str) -> Result<Vec<PresenceSnapshot>, StoreError> {
+        self.presence_collection()
+            .find(doc! { "siteId": site, "expiresAt": { "$gt": DateTime::now() } })
+            .await
+            .map_err(StoreError::query("reading realtime presence"))?
+            .try_collect()
+            .await
+            .map_err(StoreError::query("reading realtime presence"))
+    }
+}

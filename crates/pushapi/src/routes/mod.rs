@@ -53,6 +53,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/sites/{siteId}/realtime/tokens"),
     ("POST", "/v1/sites/{siteId}/realtime/secret"),
     ("POST", "/v1/sites/{siteId}/channels/{channel}/messages"),
+    ("GET", "/v1/sites/{siteId}/presence"),
+    ("GET", "/v1/sites/{siteId}/users/{externalId}/presence"),
     ("POST", "/v1/events"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
@@ -135,6 +137,11 @@ pub fn router(
         .route(
             "/v1/sites/{siteId}/channels/{channel}/messages",
             post(realtime::publish),
+        )
+        .route("/v1/sites/{siteId}/presence", get(realtime::presence))
+        .route(
+            "/v1/sites/{siteId}/users/{externalId}/presence",
+            get(realtime::user_presence),
         )
         .route("/v1/pushes/{pushId}", get(pushes::get))
         .route("/v1/pushes/{pushId}/send", post(pushes::send))

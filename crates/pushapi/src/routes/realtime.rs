@@ -1,6 +1,7 @@
 //! Realtime: connection tokens, the site's realtime secret, and publishing to channels (the
 //! gateways deliver; see `docs/realtime.md`).
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use axum::Json;
@@ -14,7 +15,7 @@ use serde_json::json;
 use serde_json::value::RawValue;
 
 use crate::auth::require_site;
-use crate::body::JsonBody;
+use crate::body::{JsonBody, QueryParams};
 use crate::error::{ApiError, ApiResult};
 use crate::routes::sites::site_id;
 use crate::state::AppState;
@@ -123,4 +124,81 @@ pub async fn publish(
             "offset": published.offset,
         })),
     ))
+}
+
+/// `GET /v1/sites/{siteId}/presence` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceQuery {
+    #[serde(default)]
+    channel: Option<String>,
+}
+
+/// `GET /v1/sites/{siteId}/presence`: who is connected to the site now, over all gateways
+/// (from their snapshots of the last few seconds); with `channel`, also that channel's.
+pub async fn presence(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(site): Path<String>,
+    QueryParams(query): QueryParams<PresenceQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let site = require_site(&state, &headers, site_id(&site)?).await?;
+    if let Some(channel) = &query.channel {
+        validate_channel(channel).map_err(|e| ApiError::invalid("channel", e.to_string()))?;
+    }
+    let snapshots = state.store.presence(&site.id.to_hex()).await?;
+    let connections: u64 = snapshots.iter().map(|s| s.connections).sum();
+    let users: BTreeSet<&str> = snapshots
+        .iter()
+        .flat_map(|s| s.users.iter().map(|u| u.id.as_str()))
+        .collect();
+    let mut answer = json!({
+        "connections": connections,
+        "users": users.len(),
+        "gateways": snapshots.len(),
+    });
+    if let Some(channel) = &query.channel {
+        let in_channel = snapshots
+            .iter()
+            .flat_map(|s| s.channels.iter().filter(|c| &c.name == channel));
+        let mut channel_connections = 0;
+        let mut channel_users: BTreeSet<&str> = BTreeSet::new();
+        for c in in_channel {
+            channel_connections += c.connections;
+            channel_users.extend(c.users.iter().map(String::as_str));
+        }
+        answer["channel"] = json!({
+            "name": channel,
+            "connections": channel_connections,
+            "users": channel_users.len(),
+        });
+    }
+    Ok(Json(answer))
+}
+
+/// `GET /v1/sites/{siteId}/users/{externalId}/presence`: whether a user is connected, and
+/// how many connections it has over all gateways.
+pub async fn user_presence(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((site, user)): Path<(String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    let site = require_site(&state, &headers, site_id(&site)?).await?;
+    pushservice_realtime::channel::validate_user(&user)
+        .map_err(|e| ApiError::invalid("externalId", e.to_string()))?;
+    let snapshots = state.store.presence(&site.id.to_hex()).await?;
+    let mut connections = 0;
+    let mut gateways = 0;
+    for snapshot in &snapshots {
+        if let Some(found) = snapshot.users.iter().find(|u| u.id == user) {
+            connections += found.connections;
+            gateways += 1;
+        }
+    }
+    Ok(Json(json!({
+        "user": user,
+        "online": connections > 0,
+        "connections": connections,
+        "gateways": gateways,
+    })))
 }
