@@ -60,6 +60,7 @@ pub fn parse(
             partition,
             offset,
             ts_ms,
+            ack,
             frame: Utf8Bytes::from(frame),
         }),
         record,

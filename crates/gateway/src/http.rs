@@ -166,7 +166,8 @@ async fn ack(
             origin.as_deref(),
         );
     }
-    shared.metrics.acks.add(valid as u64);
+    let counted = shared.acks.acked(&identity.site, &body.ids);
+    shared.metrics.acks.add(counted);
     let mut response = StatusCode::NO_CONTENT.into_response();
     response
         .headers_mut()

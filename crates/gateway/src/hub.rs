@@ -26,6 +26,8 @@ pub struct Msg {
     pub offset: i64,
     /// Publish time, ms since the Unix epoch.
     pub ts_ms: i64,
+    /// Whether the publisher asked for acks (its figures are tracked).
+    pub ack: bool,
     /// The frame clients receive (JSON), built once.
     pub frame: Utf8Bytes,
 }
@@ -451,6 +453,7 @@ mod tests {
             partition: 0,
             offset,
             ts_ms: 0,
+            ack: false,
             frame: Utf8Bytes::from(format!("{{\"offset\":{offset}}}")),
         })
     }
@@ -545,10 +548,11 @@ mod tests {
             hub.dispatch(&format!("s/c{}", offset % 10), msg(offset), 100);
         }
         assert!(hub.history_bytes() <= 2_000);
-        // A dropped channel's recovery now goes to the store.
+        // History was dropped, so memory no longer covers the partition from its start: a
+        // recovery in a channel not seen since must read the store.
         let (a, _rx) = subscriber(1, 8);
         assert!(matches!(
-            hub.join("s/c0", 0, a, Some(0)).recovery,
+            hub.join("s/new", 0, a, Some(0)).recovery,
             Recovery::FromStore { .. }
         ));
     }

@@ -20,9 +20,11 @@
 //! - [`frame`] — a record into the frame clients receive.
 //! - [`session`] — a connection's channels, joining with recovery, the seam's de-duplication.
 //! - [`sse`], [`ws`] — the two transports; [`http`] — routes, CORS, acks.
+//! - [`acks`] — per-message and per-site delivery and ack figures.
 //! - [`presence`] — who is connected, written for `pushapi` to sum over gateways.
 //! - [`auth`] — tokens; [`sites`] — sites' settings, cached; [`metrics`] — counters.
 
+pub mod acks;
 pub mod auth;
 pub mod config;
 pub mod frame;
@@ -90,6 +92,7 @@ pub async fn serve(
     let hub = Arc::new(Hub::new(&start, config.history_memory_bytes));
 
     let stop = CancellationToken::new();
+    let acks = Arc::new(acks::AckBook::default());
     let reader = tokio::spawn(
         reader::LiveReader {
             kafka: config.kafka.clone(),
@@ -99,6 +102,7 @@ pub async fn serve(
             sites: Arc::clone(&sites),
             metrics: Arc::clone(&metrics),
             max_bytes: config.max_message_bytes,
+            acks: Arc::clone(&acks),
         }
         .run(stop.clone()),
     );
@@ -117,6 +121,17 @@ pub async fn serve(
     );
 
     let gateway_id = format!("{:012x}", fastrand::u64(..) >> 16);
+    let figures = {
+        let (acks, store, gateway, stop) = (
+            Arc::clone(&acks),
+            store.clone(),
+            gateway_id.clone(),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            acks.run(store, gateway, Duration::from_secs(1), stop).await;
+        })
+    };
     let presence = tokio::spawn(presence::run(
         store.clone(),
         Arc::clone(&hub),
@@ -133,6 +148,7 @@ pub async fn serve(
         sites,
         store.clone(),
         metrics,
+        acks,
         epoch.clone(),
         closing.clone(),
     ));
@@ -157,6 +173,9 @@ pub async fn serve(
     let _ = tokio::time::timeout(spread + Duration::from_secs(5), shared.tracker.wait()).await;
     health.set_ready(false);
     stop.cancel();
+    if let Err(e) = figures.await {
+        tracing::error!(error = %e, "figures task panicked");
+    }
     if let Err(e) = presence.await {
         tracing::error!(error = %e, "presence task panicked");
     }

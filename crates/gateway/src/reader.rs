@@ -68,6 +68,8 @@ pub struct LiveReader {
     pub metrics: Arc<GatewayMetrics>,
     /// Largest message data.
     pub max_bytes: usize,
+    /// Delivery figures.
+    pub acks: Arc<crate::acks::AckBook>,
 }
 
 impl LiveReader {
@@ -81,8 +83,12 @@ impl LiveReader {
             sites,
             metrics,
             max_bytes,
+            acks,
         } = self;
-        read(kafka, topic, start, hub, sites, metrics, max_bytes, stop).await
+        read(
+            kafka, topic, start, hub, sites, metrics, max_bytes, acks, stop,
+        )
+        .await
     }
 }
 
@@ -95,6 +101,7 @@ async fn read(
     sites: Arc<SiteCache>,
     metrics: Arc<GatewayMetrics>,
     max_bytes: usize,
+    acks: Arc<crate::acks::AckBook>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let consumer: StreamConsumer = client_config(&kafka)
@@ -161,7 +168,14 @@ async fn read(
             Err(_) => continue,
         };
         let key = channel_key(&parsed.site, &parsed.msg.channel);
+        let tracked = parsed
+            .msg
+            .ack
+            .then(|| pushservice_realtime::message_id(parsed.msg.partition, parsed.msg.offset));
+        // Tracked before dispatch, so writes to connections find it.
+        acks.published(&parsed.site, tracked, 0);
         let queued = hub.dispatch(&key, parsed.msg, history_size);
+        acks.queued(&parsed.site, queued as u64);
         metrics.deliveries.add(queued as u64);
     }
 }

@@ -34,6 +34,8 @@ pub struct Shared {
     pub epoch: String,
     /// Cancelled on SIGTERM: every connection is told to reconnect.
     pub shutdown: CancellationToken,
+    /// Delivery and ack figures.
+    pub acks: Arc<crate::acks::AckBook>,
     /// Upgraded WebSocket tasks, waited for at shutdown.
     pub tracker: TaskTracker,
     next_conn: AtomicU64,
@@ -47,6 +49,7 @@ impl Shared {
         sites: Arc<SiteCache>,
         store: Store,
         metrics: Arc<GatewayMetrics>,
+        acks: Arc<crate::acks::AckBook>,
         epoch: String,
         shutdown: CancellationToken,
     ) -> Self {
@@ -56,6 +59,7 @@ impl Shared {
             sites,
             store,
             metrics,
+            acks,
             epoch,
             shutdown,
             tracker: TaskTracker::new(),
@@ -314,6 +318,7 @@ impl Session {
                     partition: entry.partition,
                     offset: entry.offset,
                     ts_ms: entry.ts.timestamp_millis(),
+                    ack: entry.frame.contains(",\"ack\":true}"),
                     frame: Utf8Bytes::from(entry.frame),
                 })
             })
@@ -368,6 +373,22 @@ impl Session {
             }
         }
         id
+    }
+
+    /// Counts a message written to this connection.
+    pub fn count_written(&self, msg: &Msg) {
+        self.shared.metrics.written.inc();
+        if msg.ack {
+            self.shared
+                .acks
+                .written(&pushservice_realtime::message_id(msg.partition, msg.offset));
+        }
+    }
+
+    /// Counts acks from this connection.
+    pub fn count_acks(&self, ids: &[String]) {
+        let counted = self.shared.acks.acked(&self.identity.site, ids);
+        self.shared.metrics.acks.add(counted);
     }
 
     /// The shared state.

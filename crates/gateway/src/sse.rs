@@ -265,7 +265,7 @@ async fn next_chunk(mut state: Stream) -> Option<(Result<Bytes, Infallible>, Str
 }
 
 fn write_message(out: &mut BytesMut, session: &Session, msg: &Msg) {
-    session.shared().metrics.written.inc();
+    session.count_written(msg);
     write_event(
         out,
         Some(&session.resume_id()),

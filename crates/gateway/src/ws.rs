@@ -275,7 +275,7 @@ async fn run(
             msg = session.rx.recv() => {
                 let Some(msg) = msg else { return };
                 if session.accept(&msg) {
-                    shared.metrics.written.inc();
+                    session.count_written(&msg);
                     if socket.send(Message::Text(msg.frame.clone())).await.is_err() {
                         return;
                     }
@@ -327,7 +327,7 @@ async fn subscribe(
         Ok(join) => {
             for msg in &join.messages {
                 session.sent(&msg.channel, msg.offset);
-                session.shared().metrics.written.inc();
+                session.count_written(msg);
                 if socket.send(Message::Text(msg.frame.clone())).await.is_err() {
                     return false;
                 }
@@ -384,11 +384,7 @@ async fn handle(socket: &mut WebSocket, session: &mut Session, text: &str) -> bo
             }
         }
         ClientFrame::Ack { ids } => {
-            let valid = ids
-                .iter()
-                .filter(|id| pushservice_realtime::record::parse_message_id(id).is_some())
-                .count();
-            session.shared().metrics.acks.add(valid as u64);
+            session.count_acks(&ids[..ids.len().min(1000)]);
             true
         }
         ClientFrame::Ping => send_json(socket, json!({"type": "pong"})).await,

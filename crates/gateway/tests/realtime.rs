@@ -666,7 +666,45 @@ async fn a_site_mints_tokens_and_publishes_through_pushapi() {
         assert_eq!(frame["ack"], true);
         assert_eq!(frame["id"], published["id"]);
         ws_send(&mut ws, json!({"type": "ack", "ids": [frame["id"]]})).await;
+        // The ack shows in the message's figures (written by the gateway every second).
+        let path = format!(
+            "{base}/v1/sites/{site}/realtime/messages/{}",
+            published["id"].as_str().expect("id")
+        );
+        let mut figures = Value::Null;
+        for _ in 0..100 {
+            figures = http
+                .get(&path)
+                .bearer_auth(&key.secret)
+                .send()
+                .await
+                .expect("figures")
+                .json()
+                .await
+                .expect("JSON");
+            if figures["acked"] == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(figures["written"], 1, "{figures}");
+        assert_eq!(figures["acked"], 1, "{figures}");
     }
+    let stats: Value = http
+        .get(format!("{base}/v1/sites/{site}/realtime/stats?period=hour"))
+        .bearer_auth(&key.secret)
+        .send()
+        .await
+        .expect("stats")
+        .json()
+        .await
+        .expect("JSON");
+    let bucket = &stats["buckets"][0];
+    assert_eq!(
+        (bucket["messages"].as_u64(), bucket["acks"].as_u64()),
+        (Some(2), Some(2)),
+        "{stats}"
+    );
     // Presence over both gateways: u-42 twice (one on each), u-7 once.
     let mut second = ws_connect(&other).await;
     ws_send(

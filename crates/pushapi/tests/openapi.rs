@@ -497,6 +497,11 @@ fn request_schemas_are_the_parsed_structs() {
             "/v1/sites/{siteId}/presence",
             fields_of::<realtime::PresenceQuery>(),
         ),
+        (
+            "get",
+            "/v1/sites/{siteId}/realtime/stats",
+            fields_of::<realtime::StatsQuery>(),
+        ),
     ] {
         let documented = query_parameters(&doc, method, path);
         if Some(&documented) != fields.as_ref() {

@@ -570,3 +570,104 @@ impl Store {
             .map_err(StoreError::query("reading realtime presence"))
     }
 }
+
+/// Per message and gateway: connections written to and acks (collection `realtimeAcks`).
+pub const REALTIME_ACKS: &str = "realtimeAcks";
+/// Per site, period bucket and gateway: messages, writes, acks (collection `realtimeStats`).
+pub const REALTIME_STATS: &str = "realtimeStats";
+
+/// One gateway's figures of one message that asked for acks.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AckCounts {
+    /// `<message id>:<gateway>`.
+    #[serde(rename = "_id")]
+    pub id: String,
+    /// Site id (hex).
+    pub site_id: String,
+    /// The message id.
+    pub message_id: String,
+    /// Connections it was written to on this gateway.
+    pub written: u64,
+    /// Acks received on this gateway.
+    pub acked: u64,
+}
+
+/// One gateway's figures of one site in one period.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PeriodCounts {
+    /// `<site>:<period>:<start ms>:<gateway>`.
+    #[serde(rename = "_id")]
+    pub id: String,
+    /// Site id (hex).
+    pub site_id: String,
+    /// `minute`, `hour` or `day`.
+    pub period: String,
+    /// Start of the period.
+    pub start: DateTime,
+    /// Messages published (every gateway sees all: take the largest, not the sum).
+    pub messages: u64,
+    /// Deliveries queued for connections on this gateway.
+    pub written: u64,
+    /// Acks received on this gateway.
+    pub acks: u64,
+}
+
+impl Store {
+    /// Writes a gateway's cumulative figures (absolute values: writing twice is harmless).
+    pub async fn write_ack_figures(
+        &self,
+        acks: &[AckCounts],
+        periods: &[PeriodCounts],
+    ) -> Result<(), StoreError> {
+        let ack_docs: Collection<AckCounts> = self.database.collection(REALTIME_ACKS);
+        for counts in acks {
+            ack_docs
+                .replace_one(doc! { "_id": &counts.id }, counts)
+                .upsert(true)
+                .await
+                .map_err(StoreError::query("writing message ack figures"))?;
+        }
+        let period_docs: Collection<PeriodCounts> = self.database.collection(REALTIME_STATS);
+        for counts in periods {
+            period_docs
+                .replace_one(doc! { "_id": &counts.id }, counts)
+                .upsert(true)
+                .await
+                .map_err(StoreError::query("writing realtime figures"))?;
+        }
+        Ok(())
+    }
+
+    /// Every gateway's figures of one message.
+    pub async fn ack_figures(
+        &self,
+        site: &str,
+        message_id: &str,
+    ) -> Result<Vec<AckCounts>, StoreError> {
+        let docs: Collection<AckCounts> = self.database.collection(REALTIME_ACKS);
+        docs.find(doc! { "siteId": site, "messageId": message_id })
+            .await
+            .map_err(StoreError::query("reading message ack figures"))?
+            .try_collect()
+            .await
+            .map_err(StoreError::query("reading message ack figures"))
+    }
+
+    /// Every gateway's figures of a site's periods of one kind since `since`.
+    pub async fn period_figures(
+        &self,
+        site: &str,
+        period: &str,
+        since: DateTime,
+    ) -> Result<Vec<PeriodCounts>, StoreError> {
+        let docs: Collection<PeriodCounts> = self.database.collection(REALTIME_STATS);
+        docs.find(doc! { "siteId": site, "period": period, "start": { "$gte": since } })
+            .await
+            .map_err(StoreError::query("reading realtime figures"))?
+            .try_collect()
+            .await
+            .map_err(StoreError::query("reading realtime figures"))
+    }
+}

@@ -54,6 +54,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/sites/{siteId}/realtime/secret"),
     ("POST", "/v1/sites/{siteId}/channels/{channel}/messages"),
     ("GET", "/v1/sites/{siteId}/presence"),
+    ("GET", "/v1/sites/{siteId}/realtime/messages/{messageId}"),
+    ("GET", "/v1/sites/{siteId}/realtime/stats"),
     ("GET", "/v1/sites/{siteId}/users/{externalId}/presence"),
     ("POST", "/v1/events"),
     ("GET", "/healthz"),
@@ -139,6 +141,11 @@ pub fn router(
             post(realtime::publish),
         )
         .route("/v1/sites/{siteId}/presence", get(realtime::presence))
+        .route(
+            "/v1/sites/{siteId}/realtime/messages/{messageId}",
+            get(realtime::message_figures),
+        )
+        .route("/v1/sites/{siteId}/realtime/stats", get(realtime::stats))
         .route(
             "/v1/sites/{siteId}/users/{externalId}/presence",
             get(realtime::user_presence),

@@ -202,3 +202,91 @@ pub async fn user_presence(
         "gateways": gateways,
     })))
 }
+
+/// `GET /v1/sites/{siteId}/realtime/messages/{messageId}`: a message's delivery figures, over
+/// all gateways (for messages published with `ack`).
+pub async fn message_figures(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((site, message)): Path<(String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    let site = require_site(&state, &headers, site_id(&site)?).await?;
+    if pushservice_realtime::record::parse_message_id(&message).is_none() {
+        return Err(ApiError::invalid(
+            "messageId",
+            "a message id is <partition>-<offset>, as publishing answered it",
+        ));
+    }
+    let figures = state.store.ack_figures(&site.id.to_hex(), &message).await?;
+    if figures.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "no figures for message {message}: it was not published with ack, is older than \
+             ten minutes on every gateway, or no gateway has written figures yet"
+        )));
+    }
+    Ok(Json(json!({
+        "id": message,
+        "written": figures.iter().map(|f| f.written).sum::<u64>(),
+        "acked": figures.iter().map(|f| f.acked).sum::<u64>(),
+        "gateways": figures.len(),
+    })))
+}
+
+/// `GET /v1/sites/{siteId}/realtime/stats` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatsQuery {
+    #[serde(default)]
+    period: Option<String>,
+}
+
+/// `GET /v1/sites/{siteId}/realtime/stats`: messages, deliveries and acks by minute (the last
+/// hour), hour (the last day) or day (the last 30 days), with the ack rate.
+pub async fn stats(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(site): Path<String>,
+    QueryParams(query): QueryParams<StatsQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let site = require_site(&state, &headers, site_id(&site)?).await?;
+    let period = query.period.as_deref().unwrap_or("minute");
+    let span_ms: i64 = match period {
+        "minute" => 3_600_000,
+        "hour" => 86_400_000,
+        "day" => 30 * 86_400_000,
+        _ => {
+            return Err(ApiError::invalid("period", "is minute, hour or day"));
+        }
+    };
+    let since = pushservice_model::DateTime::from_millis(
+        pushservice_model::DateTime::now().timestamp_millis() - span_ms,
+    );
+    let figures = state
+        .store
+        .period_figures(&site.id.to_hex(), period, since)
+        .await?;
+    // Every gateway reads every message: messages are the largest count, deliveries and acks
+    // the sum.
+    let mut buckets: std::collections::BTreeMap<i64, (u64, u64, u64)> = Default::default();
+    for f in figures {
+        let bucket = buckets.entry(f.start.timestamp_millis()).or_default();
+        bucket.0 = bucket.0.max(f.messages);
+        bucket.1 += f.written;
+        bucket.2 += f.acks;
+    }
+    let buckets: Vec<serde_json::Value> = buckets
+        .into_iter()
+        .map(|(start, (messages, written, acks))| {
+            json!({
+                "start": pushservice_model::DateTime::from_millis(start)
+                    .try_to_rfc3339_string()
+                    .unwrap_or_default(),
+                "messages": messages,
+                "written": written,
+                "acks": acks,
+                "ackRate": if written > 0 { acks as f64 / written as f64 } else { 0.0 },
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "period": period, "buckets": buckets })))
+}
