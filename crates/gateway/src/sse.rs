@@ -105,8 +105,11 @@ pub async fn connect(
         }
     });
 
-    let mut out = BytesMut::with_capacity(1024);
+    // The welcome comes first and its id holds the positions *before* the recovered messages
+    // that follow it, each of which then carries its own: a client cut off anywhere in
+    // between resumes exactly where it was.
     let mut welcome_channels = Vec::with_capacity(wanted.len());
+    let mut recovered_messages = Vec::new();
     for (index, channel) in wanted.iter().enumerate() {
         let since = resume.as_ref().map(|(epoch, positions)| {
             (
@@ -116,15 +119,19 @@ pub async fn connect(
         });
         match session.join(channel, since).await {
             Ok(join) => {
-                for msg in &join.messages {
-                    session.sent(&msg.channel, msg.offset);
-                    write_message(&mut out, &session, msg);
+                let start = match (join.messages.is_empty(), since) {
+                    (false, Some((after, _))) => after,
+                    _ => join.position,
+                };
+                if let Some(joined) = session.channels.last_mut() {
+                    joined.position = start;
                 }
-                let mut entry = json!({"channel": channel, "offset": join.position});
+                let mut entry = json!({"channel": channel, "offset": start});
                 if let Some(recovered) = join.recovered {
                     entry["recovered"] = json!(recovered);
                 }
                 welcome_channels.push(entry);
+                recovered_messages.extend(join.messages);
             }
             Err(e) => {
                 return error_response(
@@ -143,7 +150,7 @@ pub async fn connect(
         "channels": welcome_channels,
         "heartbeatMs": shared.config.heartbeat.as_millis() as u64,
     });
-    let mut head = BytesMut::with_capacity(out.len() + 512);
+    let mut head = BytesMut::with_capacity(1024);
     head.put_slice(b"retry: 1000\n");
     write_event(
         &mut head,
@@ -151,7 +158,10 @@ pub async fn connect(
         "welcome",
         &welcome.to_string(),
     );
-    head.put_slice(&out);
+    for msg in &recovered_messages {
+        session.sent(&msg.channel, msg.offset);
+        write_message(&mut head, &session, msg);
+    }
 
     shared.metrics.sse_connections.add(1);
     let state = Stream {

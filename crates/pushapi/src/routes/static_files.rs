@@ -26,6 +26,16 @@ const SDK: &[(&str, &str, &str)] = &[
         "text/html; charset=utf-8",
         include_str!("../../../../sdk/demo.html"),
     ),
+    (
+        "realtime.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../../sdk/realtime.js"),
+    ),
+    (
+        "realtime-demo.html",
+        "text/html; charset=utf-8",
+        include_str!("../../../../sdk/realtime-demo.html"),
+    ),
 ];
 
 /// `GET /openapi.json`.
