@@ -116,7 +116,7 @@ mod tests {
             (br#"{"site":"x","channel":"c","data":1}"#, "not a site id"),
             (br#"{"site":"665f1c2e9b1e8a3d4c5b6a79","channel":"a b","data":1}"#, "not allowed"),
             (br#"{"site":"665f1c2e9b1e8a3d4c5b6a79","channel":"c","data":"0123456789abcdef0123"}"#, "over"),
-            (br#"{"site":"665f1c2e9b1e8a3d4c5b6a79","channel":"room","data":1,"fallback":{"push":{}}}"#, "only for user"),
+            (br#"{"site":"665f1c2e9b1e8a3d4c5b6a79","channel":"room","data":1,"fallback":{"pushId":"x"}}"#, "only for user"),
         ] {
             let error = parse(Some(bad), 0, 0, None, 16).expect_err("refused");
             assert!(error.contains(why), "{error}");

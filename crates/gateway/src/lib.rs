@@ -21,12 +21,14 @@
 //! - [`session`] — a connection's channels, joining with recovery, the seam's de-duplication.
 //! - [`sse`], [`ws`] — the two transports; [`http`] — routes, CORS, acks.
 //! - [`acks`] — per-message and per-site delivery and ack figures.
+//! - [`fallback`] — push notifications for users who did not ack in time.
 //! - [`presence`] — who is connected, written for `pushapi` to sum over gateways.
 //! - [`auth`] — tokens; [`sites`] — sites' settings, cached; [`metrics`] — counters.
 
 pub mod acks;
 pub mod auth;
 pub mod config;
+pub mod fallback;
 pub mod frame;
 pub mod http;
 pub mod hub;
@@ -140,6 +142,15 @@ pub async fn serve(
         stop.clone(),
     ));
 
+    let trigger =
+        pushservice_control::PushTrigger::new(&config.kafka, config.topics.raw_push.name.clone())?;
+    let fallbacks = tokio::spawn(fallback::run(
+        store.clone(),
+        trigger,
+        Duration::from_millis(500),
+        stop.clone(),
+    ));
+
     let closing = CancellationToken::new();
     let spread = config.shutdown_spread;
     let shared = Arc::new(Shared::new(
@@ -173,6 +184,9 @@ pub async fn serve(
     let _ = tokio::time::timeout(spread + Duration::from_secs(5), shared.tracker.wait()).await;
     health.set_ready(false);
     stop.cancel();
+    if let Err(e) = fallbacks.await {
+        tracing::error!(error = %e, "fallback task panicked");
+    }
     if let Err(e) = figures.await {
         tracing::error!(error = %e, "figures task panicked");
     }

@@ -13,7 +13,7 @@ use pushservice_kafka::rdkafka::consumer::Consumer as _;
 use pushservice_kafka::rdkafka::{Message as _, Offset, TopicPartitionList};
 use pushservice_kafka::{ConsumerTuning, LoggingContext, group_consumer};
 use pushservice_model::{DateTime, ObjectId};
-use pushservice_store::{HistoryEntry, Store};
+use pushservice_store::{HistoryEntry, PendingFallback, Store};
 use tokio_util::sync::CancellationToken;
 
 use crate::frame;
@@ -62,6 +62,7 @@ impl Recorder {
         let mut last_sweep = Instant::now();
         loop {
             let mut entries: Vec<HistoryEntry> = Vec::new();
+            let mut fallbacks: Vec<PendingFallback> = Vec::new();
             let mut last: HashMap<i32, i64> = HashMap::new();
             let deadline = tokio::time::Instant::now() + BATCH_WAIT;
             while entries.len() < BATCH {
@@ -89,6 +90,23 @@ impl Recorder {
                     continue; // The live reader counts and logs bad records.
                 };
                 to_trim.insert((parsed.site.clone(), parsed.record.channel.clone()), ());
+                if let Some(fallback) = &parsed.record.fallback {
+                    let wait = fallback
+                        .ack_timeout_ms
+                        .unwrap_or(pushservice_realtime::record::DEFAULT_ACK_TIMEOUT_MS);
+                    fallbacks.push(PendingFallback {
+                        id: pushservice_realtime::message_id(
+                            parsed.msg.partition,
+                            parsed.msg.offset,
+                        ),
+                        site_id: parsed.site.clone(),
+                        push_id: fallback.push_id.clone(),
+                        due_at: DateTime::from_millis(
+                            parsed.msg.ts_ms + i64::try_from(wait).unwrap_or(i64::MAX / 2),
+                        ),
+                        state: "pending".to_owned(),
+                    });
+                }
                 entries.push(HistoryEntry {
                     id: pushservice_realtime::message_id(parsed.msg.partition, parsed.msg.offset),
                     site_id: parsed.site,
@@ -104,6 +122,12 @@ impl Recorder {
                 self.store.store_history(&entries)
             })
             .await;
+            for fallback in &fallbacks {
+                self.until_done("recording a fallback", &stop, || {
+                    self.store.add_fallback(fallback)
+                })
+                .await;
+            }
             for (&partition, &offset) in &last {
                 self.until_done("recording history progress", &stop, || {
                     self.store

@@ -49,6 +49,7 @@ impl World {
             format!("--mongodb-url={}", self.mongo.url),
             format!("--kafka-brokers={}", self.kafka.brokers),
             format!("--topic-realtime={}", self.topics.realtime.name),
+            format!("--topic-raw-push={}", self.topics.raw_push.name),
             format!(
                 "--topic-realtime-partitions={}",
                 self.topics.realtime.partitions
@@ -812,6 +813,137 @@ async fn a_site_mints_tokens_and_publishes_through_pushapi() {
     stop_api.cancel();
     gateway.task.await.expect("join").expect("clean stop");
     stale.task.await.expect("join").expect("clean stop");
+    other.task.await.expect("join").expect("clean stop");
+    api_task.await.expect("join").expect("API stops cleanly");
+    pushservice_testkit::remove_test_data(&world.store, &world.kafka, &world.topics).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_offline_user_gets_the_fallback_push_once_and_an_online_one_who_acks_gets_none() {
+    use clap::Parser as _;
+    let world = World::new().await;
+    let (site, _) = world.site(None).await;
+    let key = pushservice_control::api_keys::generate(site).expect("key");
+    world
+        .store
+        .add_api_key(site, &key.record)
+        .await
+        .expect("key stored");
+    let api = pushservice_pushapi::ApiArgs::try_parse_from([
+        "pushapi".to_owned(),
+        "--api-admin-token=test-admin-token-0123456789abcdef".to_owned(),
+        format!("--mongodb-url={}", world.mongo.url),
+        format!("--kafka-brokers={}", world.kafka.brokers),
+        format!("--topic-raw-push={}", world.topics.raw_push.name),
+        format!("--topic-realtime={}", world.topics.realtime.name),
+    ])
+    .expect("flags")
+    .settings()
+    .expect("settings");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let stop_api = CancellationToken::new();
+    let signal = stop_api.clone();
+    let api_task = tokio::spawn(pushservice_pushapi::serve(api, listener, async move {
+        signal.cancelled().await;
+    }));
+    // Two gateways: both decide fallbacks; the claim makes one push out of two candidates.
+    let gateway = world.gateway(&[]).await;
+    let other = world.gateway(&[]).await;
+    let http = reqwest::Client::new();
+    let publish = |user: &'static str| {
+        let (http, base, key) = (http.clone(), base.clone(), key.secret.clone());
+        async move {
+            let answer = http
+                .post(format!(
+                    "{base}/v1/sites/{site}/channels/user:{user}/messages"
+                ))
+                .bearer_auth(key)
+                .json(&json!({
+                    "data": {"text": "your order is ready"},
+                    "fallback": {"push": {"title": "Order ready"}, "ackTimeoutMs": 500},
+                }))
+                .send()
+                .await
+                .expect("publish");
+            assert_eq!(answer.status(), 202);
+            let published: Value = answer.json().await.expect("JSON");
+            let push_id = published["fallbackPushId"]
+                .as_str()
+                .expect("push id")
+                .to_owned();
+            (published, ObjectId::parse_str(push_id).expect("id"))
+        }
+    };
+
+    // Online and acking: no push.
+    let token = world.token(site, "online", &[]).await;
+    let mut ws = ws_connect(&gateway).await;
+    ws_send(&mut ws, json!({"type": "auth", "token": token})).await;
+    ws_until(&mut ws, "subscribed").await;
+    let (_, online_push) = publish("online").await;
+    let frame = loop {
+        let frame = ws_next(&mut ws).await.expect("message");
+        if frame["type"] == "message" {
+            break frame;
+        }
+    };
+    assert_eq!(frame["ack"], true);
+    ws_send(&mut ws, json!({"type": "ack", "ids": [frame["id"]]})).await;
+    // Offline: nobody to ack.
+    let (_, offline_push) = publish("offline").await;
+
+    let status = |push: ObjectId| {
+        let store = world.store.clone();
+        async move {
+            store
+                .push(push)
+                .await
+                .expect("push")
+                .expect("exists")
+                .status
+        }
+    };
+    let mut decided = (status(online_push).await, status(offline_push).await);
+    for _ in 0..150 {
+        decided = (status(online_push).await, status(offline_push).await);
+        if decided.0 != pushservice_model::PushStatus::Pending
+            && decided.1 != pushservice_model::PushStatus::Pending
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        decided,
+        (
+            pushservice_model::PushStatus::Canceled,
+            pushservice_model::PushStatus::Processing
+        )
+    );
+    // Exactly one trigger on the raw-push topic, for the offline user's push.
+    let triggers = pushservice_kafka::read_topic(
+        &world.kafka,
+        &world.topics.raw_push.name,
+        pushservice_kafka::ReadFrom::Beginning,
+        100,
+        Duration::from_secs(3),
+    )
+    .expect("read raw-push");
+    let pushes: Vec<String> = triggers
+        .iter()
+        .filter_map(|m| m.payload.as_ref())
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect();
+    assert_eq!(pushes.len(), 1, "{pushes:?}");
+    assert!(pushes[0].contains(&offline_push.to_hex()), "{pushes:?}");
+
+    gateway.stop.cancel();
+    other.stop.cancel();
+    stop_api.cancel();
+    gateway.task.await.expect("join").expect("clean stop");
     other.task.await.expect("join").expect("clean stop");
     api_task.await.expect("join").expect("API stops cleanly");
     pushservice_testkit::remove_test_data(&world.store, &world.kafka, &world.topics).await;

@@ -456,6 +456,16 @@ fn request_schemas_are_the_parsed_structs() {
             fields_of::<realtime::PublishRequest>(),
         ),
         (
+            "FallbackRequest",
+            schema(&doc, "FallbackRequest"),
+            fields_of::<realtime::FallbackBody>(),
+        ),
+        (
+            "FallbackPush",
+            schema(&doc, "FallbackPush"),
+            fields_of::<realtime::FallbackPush>(),
+        ),
+        (
             "EventRequest",
             schema(&doc, "EventRequest"),
             fields_of::<events::EventBody>(),

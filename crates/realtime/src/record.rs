@@ -28,12 +28,14 @@ pub struct RealtimeRecord {
     pub fallback: Option<Fallback>,
 }
 
-/// The offline fallback of a message to a `user:` channel.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// The offline fallback of a message to a `user:` channel: a stored, pending push (made by
+/// `pushapi` from the publish request's content, its audience the user) that is sent when no
+/// device acknowledges the message in time.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Fallback {
-    /// The notification's content, as `pushapi` takes it for a push.
-    pub push: serde_json::Value,
+    /// The pending push to send.
+    pub push_id: String,
     /// How long to wait for an ack before the push goes out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ack_timeout_ms: Option<u64>,

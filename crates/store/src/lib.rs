@@ -35,8 +35,8 @@ pub use error::StoreError;
 pub use events::{Event, EventCounts, EventType, PUSH_EVENT_STATS, PUSH_EVENTS};
 pub use pushes::Transition;
 pub use realtime::{
-    AckCounts, ChannelPresence, HistoryEntry, PeriodCounts, PresenceCount, PresenceSnapshot,
-    RealtimeSettings,
+    AckCounts, ChannelPresence, HistoryEntry, PendingFallback, PeriodCounts, PresenceCount,
+    PresenceSnapshot, RealtimeSettings,
 };
 pub use registration::{Registered, Registration, SUBSCRIBER_CLAIMS, Target};
 pub use sites::SiteChanges;

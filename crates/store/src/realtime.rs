@@ -671,3 +671,91 @@ impl Store {
             .map_err(StoreError::query("reading realtime figures"))
     }
 }
+
+/// Offline fallbacks waiting for their deadline (collection `realtimeFallbacks`).
+pub const REALTIME_FALLBACKS: &str = "realtimeFallbacks";
+/// Claims of fallbacks: a unique `_id` per message decides which gateway sends its push, once.
+pub const REALTIME_FALLBACK_CLAIMS: &str = "realtimeFallbackClaims";
+
+/// A message's offline fallback.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingFallback {
+    /// The message id.
+    #[serde(rename = "_id")]
+    pub id: String,
+    /// Site id (hex).
+    pub site_id: String,
+    /// The push to send when nobody acks.
+    pub push_id: String,
+    /// When to decide.
+    pub due_at: DateTime,
+    /// `pending`, `acked`, `sent` or `failed`.
+    pub state: String,
+}
+
+impl Store {
+    fn fallbacks(&self) -> Collection<PendingFallback> {
+        self.database.collection(REALTIME_FALLBACKS)
+    }
+
+    /// Records a fallback (once: a replayed record finds it there).
+    pub async fn add_fallback(&self, fallback: &PendingFallback) -> Result<(), StoreError> {
+        match self.fallbacks().insert_one(fallback).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_duplicate_key(&e) => Ok(()),
+            Err(e) => Err(StoreError::query("recording a realtime fallback")(e)),
+        }
+    }
+
+    /// Pending fallbacks due at `now`, at most `limit`.
+    pub async fn due_fallbacks(
+        &self,
+        now: DateTime,
+        limit: i64,
+    ) -> Result<Vec<PendingFallback>, StoreError> {
+        self.fallbacks()
+            .find(doc! { "state": "pending", "dueAt": { "$lte": now } })
+            .limit(limit)
+            .await
+            .map_err(StoreError::query("reading due fallbacks"))?
+            .try_collect()
+            .await
+            .map_err(StoreError::query("reading due fallbacks"))
+    }
+
+    /// Claims a fallback's push for this caller: true for exactly one caller.
+    pub async fn claim_fallback(&self, message_id: &str) -> Result<bool, StoreError> {
+        let claims: Collection<Document> = self.database.collection(REALTIME_FALLBACK_CLAIMS);
+        match claims
+            .insert_one(doc! { "_id": message_id, "at": DateTime::now() })
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_duplicate_key(&e) => Ok(false),
+            Err(e) => Err(StoreError::query("claiming a realtime fallback")(e)),
+        }
+    }
+
+    /// Gives a claim back (its push could not be sent; another attempt may claim it).
+    pub async fn release_fallback(&self, message_id: &str) -> Result<(), StoreError> {
+        let claims: Collection<Document> = self.database.collection(REALTIME_FALLBACK_CLAIMS);
+        claims
+            .delete_one(doc! { "_id": message_id })
+            .await
+            .map_err(StoreError::query("releasing a realtime fallback"))?;
+        Ok(())
+    }
+
+    /// Records how a fallback ended.
+    pub async fn settle_fallback(&self, message_id: &str, state: &str) -> Result<(), StoreError> {
+        self.fallbacks()
+            .update_one(
+                doc! { "_id": message_id },
+                doc! { "$set": { "state": state, "settledAt": DateTime::now() } },
+            )
+            .await
+            .map_err(StoreError::query("settling a realtime fallback"))?;
+        Ok(())
+    }
+}

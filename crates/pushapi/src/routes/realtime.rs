@@ -90,7 +90,33 @@ pub struct PublishRequest {
     data: Box<RawValue>,
     #[serde(default)]
     ack: bool,
+    #[serde(default)]
+    fallback: Option<FallbackBody>,
 }
+
+/// The offline fallback of a publish to `user:<id>`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FallbackBody {
+    push: FallbackPush,
+    #[serde(default)]
+    ack_timeout_ms: Option<u64>,
+}
+
+/// The notification of a fallback (the push fields of `POST /v1/sites/{siteId}/pushes`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FallbackPush {
+    title: String,
+    #[serde(default)]
+    options: Option<serde_json::Value>,
+    launch_url: Option<String>,
+    priority: Option<pushservice_model::Priority>,
+    time_to_live: Option<i64>,
+}
+
+/// Longest wait for an ack before a fallback push.
+const MAX_ACK_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
 
 /// `POST /v1/sites/{siteId}/channels/{channel}/messages`: publish to a channel.
 pub async fn publish(
@@ -112,18 +138,69 @@ pub async fn publish(
             ),
         ));
     }
+    let fallback = match body.fallback {
+        None => None,
+        Some(fallback) => {
+            let Some(user) = channel.strip_prefix(pushservice_realtime::channel::USER_PREFIX)
+            else {
+                return Err(ApiError::invalid(
+                    "fallback",
+                    "a fallback push is only for user:<id> channels",
+                ));
+            };
+            let wait = fallback
+                .ack_timeout_ms
+                .unwrap_or(pushservice_realtime::record::DEFAULT_ACK_TIMEOUT_MS);
+            if !(1..=MAX_ACK_TIMEOUT_MS).contains(&wait) {
+                return Err(ApiError::invalid(
+                    "fallback.ackTimeoutMs",
+                    format!("must be 1 to {MAX_ACK_TIMEOUT_MS} (a day)"),
+                ));
+            }
+            let content = crate::routes::pushes::Content {
+                title: fallback.push.title,
+                options: fallback.push.options,
+                launch_url: fallback.push.launch_url,
+                priority: fallback.push.priority,
+                time_to_live: fallback.push.time_to_live,
+            };
+            let mut push = content.into_push(site.id).map_err(|mut e| {
+                if let Some(field) = &e.field {
+                    e.field = Some(format!("fallback.push.{field}"));
+                }
+                e
+            })?;
+            push.audience = Some(pushservice_model::Audience {
+                external_ids: vec![user.to_owned()],
+                tags: Vec::new(),
+            });
+            // Stored pending now; the gateways send it only if nobody acks in time.
+            state.store.insert_push(&push).await?;
+            Some((push.id, wait))
+        }
+    };
     let published = state
         .realtime
-        .publish(site.id, &channel, body.data, body.ack, None)
+        .publish(
+            site.id,
+            &channel,
+            body.data,
+            body.ack,
+            fallback.map(|(push_id, wait)| pushservice_realtime::Fallback {
+                push_id: push_id.to_hex(),
+                ack_timeout_ms: Some(wait),
+            }),
+        )
         .await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({
-            "id": published.id,
-            "channel": channel,
-            "offset": published.offset,
-        })),
-    ))
+    let mut answer = json!({
+        "id": published.id,
+        "channel": channel,
+        "offset": published.offset,
+    });
+    if let Some((push_id, _)) = fallback {
+        answer["fallbackPushId"] = json!(push_id.to_hex());
+    }
+    Ok((StatusCode::ACCEPTED, Json(answer)))
 }
 
 /// `GET /v1/sites/{siteId}/presence` query.
