@@ -43,6 +43,7 @@ pub struct Shared {
 
 impl Shared {
     /// The shared state.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: GatewayConfig,
         hub: Arc<Hub>,

@@ -167,8 +167,11 @@ async fn the_sdk_receives_over_sse_and_websocket_and_recovers_what_a_gateway_res
         .expect("bind");
     let origin = format!("http://{}", pages.local_addr().expect("addr"));
     tokio::spawn(serve_sdk(pages));
-    let site = pushservice_control::sites::new_site("mailto:ops@example.com", &[origin.clone()])
-        .expect("site");
+    let site = pushservice_control::sites::new_site(
+        "mailto:ops@example.com",
+        std::slice::from_ref(&origin),
+    )
+    .expect("site");
     store.insert_site(&site).await.expect("insert site");
     let secret = pushservice_realtime::new_secret();
     store
