@@ -4,7 +4,7 @@
 #   2. kernel     open-file limits and network settings for many outbound connections
 #   3. account    the `pushservice` system user the units run as
 #   4. build      release build of the binaries (skipped with --bin-dir)
-#   5. binaries   parser, sender, pushapi, pushctl, seed, push-sink into $PREFIX/bin
+#   5. binaries   parser, sender, pushapi, gateway, pushctl, seed, push-sink into $PREFIX/bin
 #   6. config     /etc/pushservice/.env from .env.example, only when there is none
 #   7. units      deploy/systemd/*.service into /etc/systemd/system, then daemon-reload
 # Every step compares before it writes, so a second run changes nothing and says so.
@@ -21,7 +21,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 PREFIX=${PREFIX:-/usr/local}
-BINARIES=(parser sender pushapi pushctl seed push-sink)
+BINARIES=(parser sender pushapi gateway pushctl seed push-sink)
 PACKAGES=(build-essential cmake pkg-config libssl-dev ca-certificates curl)
 packages=1 kernel=1 build=1 dry_run=0 root=/ bin_dir=
 while [ $# -gt 0 ]; do
@@ -233,6 +233,7 @@ Next: edit /etc/pushservice/.env (MONGODB_URL, KAFKA_BROKERS, API_ADMIN_TOKEN ..
   PUSHSERVICE_ENV_FILE=/etc/pushservice/.env pushctl setup    # topics and indexes, once
   systemctl enable --now pushservice-parser pushservice-sender@1 pushservice-sender@2
   systemctl enable --now pushservice-pushapi
+  systemctl enable --now pushservice-gateway      # realtime channels (optional)
 deploy/README.md has the rest (health checks, scaling, stopping).
 NEXT
 fi

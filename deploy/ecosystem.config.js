@@ -101,5 +101,12 @@ module.exports = {
       // /healthz, /readyz and /metrics are served on API_LISTEN (default 127.0.0.1:8080).
       kill_timeout: 30000, // requests in flight finish, queued tracking events are written
     },
+    {
+      ...daemon,
+      name: "pushservice-gateway",
+      script: path.join(binDir, "gateway"),
+      // Realtime channels on GATEWAY_LISTEN (default 127.0.0.1:8090), /healthz there too.
+      kill_timeout: 15000, // clients are told to reconnect within GATEWAY_SHUTDOWN_SPREAD_MS
+    },
   ],
 };
