@@ -23,6 +23,18 @@ const CLOSE_RATE: u16 = 4029;
 const CLOSE_RESTART: u16 = 1012;
 const CLOSE_NORMAL: u16 = 1000;
 
+/// A write that takes longer is given up, and the connection with it: a client that stopped
+/// reading must not hold its task (and socket) until TCP gives up, minutes later.
+const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Sends a frame within [`WRITE_TIMEOUT`]; false when the connection is gone or stuck.
+async fn send(socket: &mut WebSocket, message: Message) -> bool {
+    matches!(
+        tokio::time::timeout(WRITE_TIMEOUT, socket.send(message)).await,
+        Ok(Ok(()))
+    )
+}
+
 /// Query parameters of the WebSocket endpoint.
 #[derive(Debug, Deserialize)]
 pub struct WsQuery {
@@ -118,19 +130,18 @@ pub async fn upgrade(
 }
 
 async fn send_json(socket: &mut WebSocket, value: serde_json::Value) -> bool {
-    socket
-        .send(Message::Text(Utf8Bytes::from(value.to_string())))
-        .await
-        .is_ok()
+    send(socket, Message::Text(Utf8Bytes::from(value.to_string()))).await
 }
 
 async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
-    let _ = socket
-        .send(Message::Close(Some(CloseFrame {
+    send(
+        socket,
+        Message::Close(Some(CloseFrame {
             code,
             reason: Utf8Bytes::from_static(reason),
-        })))
-        .await;
+        })),
+    )
+    .await;
 }
 
 async fn refuse(socket: &mut WebSocket, code: &str, message: &str, close_code: u16) {
@@ -276,7 +287,7 @@ async fn run(
                 let Some(msg) = msg else { return };
                 if session.accept(&msg) {
                     session.count_written(&msg);
-                    if socket.send(Message::Text(msg.frame.clone())).await.is_err() {
+                    if !send(&mut socket, Message::Text(msg.frame.clone())).await {
                         return;
                     }
                 }
@@ -286,7 +297,7 @@ async fn run(
                     close(&mut socket, CLOSE_NORMAL, "no pong").await;
                     return;
                 }
-                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                if !send(&mut socket, Message::Ping(Default::default())).await {
                     return;
                 }
             }
@@ -328,7 +339,7 @@ async fn subscribe(
             for msg in &join.messages {
                 session.sent(&msg.channel, msg.offset);
                 session.count_written(msg);
-                if socket.send(Message::Text(msg.frame.clone())).await.is_err() {
+                if !send(socket, Message::Text(msg.frame.clone())).await {
                     return false;
                 }
             }
