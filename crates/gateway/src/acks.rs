@@ -41,6 +41,22 @@ struct Book {
     periods: HashMap<(String, usize, i64), Period>,
 }
 
+impl Book {
+    /// Applies `change` to the site's current minute, hour and day.
+    fn bump_periods(&mut self, site: &str, change: impl Fn(&mut Period)) {
+        let now = now_ms();
+        for (index, (_, length)) in PERIODS.iter().enumerate() {
+            let start = now - now.rem_euclid(*length);
+            let period = self
+                .periods
+                .entry((site.to_owned(), index, start))
+                .or_default();
+            change(period);
+            period.dirty = true;
+        }
+    }
+}
+
 /// The figures of this gateway.
 #[derive(Debug, Default)]
 pub struct AckBook {
@@ -56,51 +72,27 @@ impl AckBook {
         self.book.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A message of `site` was read and queued for `queued` connections; `tracked` when it
-    /// asked for acks.
-    pub fn published(&self, site: &str, id: Option<String>, queued: u64) {
-        let now = now_ms();
-        let mut book = self.lock();
-        for (index, (_, length)) in PERIODS.iter().enumerate() {
-            let start = now - now.rem_euclid(*length);
-            let period = book
-                .periods
-                .entry((site.to_owned(), index, start))
-                .or_default();
-            period.messages += 1;
-            period.written += queued;
-            period.dirty = true;
-        }
-        if let Some(id) = id {
-            book.tracked.insert(
-                id,
-                Tracked {
-                    site: site.to_owned(),
-                    written: 0,
-                    acked: 0,
-                    since: Instant::now(),
-                    dirty: true,
-                },
-            );
-        }
+    /// Tracks the figures of message `id` of `site` (one that asked for acks). Called before
+    /// the message is dispatched, so writes to connections find it.
+    pub fn track(&self, site: &str, id: String) {
+        self.lock().tracked.insert(
+            id,
+            Tracked {
+                site: site.to_owned(),
+                written: 0,
+                acked: 0,
+                since: Instant::now(),
+                dirty: true,
+            },
+        );
     }
 
-    /// Deliveries queued for a site's message (after [`AckBook::published`]).
-    pub fn queued(&self, site: &str, queued: u64) {
-        if queued == 0 {
-            return;
-        }
-        let now = now_ms();
-        let mut book = self.lock();
-        for (index, (_, length)) in PERIODS.iter().enumerate() {
-            let start = now - now.rem_euclid(*length);
-            let period = book
-                .periods
-                .entry((site.to_owned(), index, start))
-                .or_default();
+    /// A message of `site` was read and queued for `queued` connections.
+    pub fn published(&self, site: &str, queued: u64) {
+        self.lock().bump_periods(site, |period| {
+            period.messages += 1;
             period.written += queued;
-            period.dirty = true;
-        }
+        });
     }
 
     /// A tracked message was written to a connection.
@@ -114,7 +106,6 @@ impl AckBook {
     /// Acks from a connection of `site`; ids of other sites' messages are ignored. Returns how
     /// many counted.
     pub fn acked(&self, site: &str, ids: &[String]) -> u64 {
-        let now = now_ms();
         let mut book = self.lock();
         let mut counted = 0;
         for id in ids {
@@ -127,15 +118,7 @@ impl AckBook {
             }
         }
         if counted > 0 {
-            for (index, (_, length)) in PERIODS.iter().enumerate() {
-                let start = now - now.rem_euclid(*length);
-                let period = book
-                    .periods
-                    .entry((site.to_owned(), index, start))
-                    .or_default();
-                period.acks += counted;
-                period.dirty = true;
-            }
+            book.bump_periods(site, |period| period.acks += counted);
         }
         counted
     }
@@ -230,7 +213,8 @@ mod tests {
     #[test]
     fn counts_only_its_sites_acks_and_reports_changes_once() {
         let book = AckBook::default();
-        book.published("s1", Some("0-5".into()), 2);
+        book.track("s1", "0-5".into());
+        book.published("s1", 2);
         book.written("0-5");
         book.written("0-5");
         assert_eq!(book.acked("s2", &["0-5".into()]), 0, "another site's ack");

@@ -24,6 +24,50 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
+/// Authenticates an HTTP request (SSE, acks): its token from the `Authorization` header, the
+/// cookie or `?token=`, and the page's origin against the site's. Returns the identity and the
+/// origin, or the refusal to answer.
+pub async fn authenticate_request(
+    shared: &Shared,
+    headers: &HeaderMap,
+    query_token: Option<&str>,
+) -> Result<(Identity, Option<String>), Box<Response>> {
+    let origin = headers
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .map(str::to_owned);
+    let Some((token, from_cookie)) = request_token(headers, query_token) else {
+        shared.metrics.auth_failures.inc();
+        return Err(Box::new(error_response(
+            StatusCode::UNAUTHORIZED,
+            "missing_token",
+            "send a connection token: Authorization: Bearer, the pushservice_rt cookie, or ?token=",
+            origin.as_deref(),
+        )));
+    };
+    let identity = match authenticate(&shared.sites, &token, from_cookie).await {
+        Ok(identity) => identity,
+        Err(e) => {
+            shared.metrics.auth_failures.inc();
+            return Err(Box::new(error_response(
+                StatusCode::UNAUTHORIZED,
+                e.code,
+                &e.message,
+                origin.as_deref(),
+            )));
+        }
+    };
+    if !origin_allowed(&identity, origin.as_deref()) {
+        return Err(Box::new(error_response(
+            StatusCode::FORBIDDEN,
+            "origin_not_allowed",
+            "this page's origin is not one of the site's allowedOrigins",
+            None,
+        )));
+    }
+    Ok((identity, origin))
+}
+
 /// CORS headers for a page at `origin`, when the site allows it.
 pub fn cors_headers(identity: &Identity, origin: Option<&str>) -> HeaderMap {
     let mut headers = HeaderMap::new();
@@ -111,37 +155,11 @@ async fn ack(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let origin = headers
-        .get(header::ORIGIN)
-        .and_then(|o| o.to_str().ok())
-        .map(str::to_owned);
-    let Some((token, from_cookie)) = request_token(&headers, query.token.as_deref()) else {
-        return error_response(
-            StatusCode::UNAUTHORIZED,
-            "missing_token",
-            "send the connection token",
-            origin.as_deref(),
-        );
-    };
-    let identity = match authenticate(&shared.sites, &token, from_cookie).await {
-        Ok(identity) => identity,
-        Err(e) => {
-            return error_response(
-                StatusCode::UNAUTHORIZED,
-                e.code,
-                &e.message,
-                origin.as_deref(),
-            );
-        }
-    };
-    if !origin_allowed(&identity, origin.as_deref()) {
-        return error_response(
-            StatusCode::FORBIDDEN,
-            "origin_not_allowed",
-            "this page's origin is not one of the site's allowedOrigins",
-            None,
-        );
-    }
+    let (identity, origin) =
+        match authenticate_request(&shared, &headers, query.token.as_deref()).await {
+            Ok(found) => found,
+            Err(refused) => return *refused,
+        };
     let body: AckBody = match serde_json::from_slice(&body) {
         Ok(body) => body,
         Err(e) => {

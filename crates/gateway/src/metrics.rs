@@ -43,6 +43,14 @@ pub struct GatewayMetrics {
 }
 
 impl GatewayMetrics {
+    /// Counts a connection the gateway closed, by why.
+    pub fn closed(&self, reason: crate::hub::CloseReason) {
+        match reason {
+            crate::hub::CloseReason::TooSlow => self.too_slow.inc(),
+            crate::hub::CloseReason::SessionLimit => self.session_limit.inc(),
+        }
+    }
+
     /// Registers them.
     pub fn new(registry: &Registry) -> Self {
         let connections = |transport| {

@@ -85,97 +85,79 @@ impl LiveReader {
             max_bytes,
             acks,
         } = self;
-        read(
-            kafka, topic, start, hub, sites, metrics, max_bytes, acks, stop,
-        )
-        .await
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn read(
-    kafka: KafkaSettings,
-    topic: String,
-    start: Vec<i64>,
-    hub: Arc<Hub>,
-    sites: Arc<SiteCache>,
-    metrics: Arc<GatewayMetrics>,
-    max_bytes: usize,
-    acks: Arc<crate::acks::AckBook>,
-    stop: CancellationToken,
-) -> anyhow::Result<()> {
-    let consumer: StreamConsumer = client_config(&kafka)
-        .set("group.id", "pushservice-gateway-live")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("fetch.wait.max.ms", "10")
-        .set("fetch.min.bytes", "1")
-        .create()
-        .context("creating the realtime reader")?;
-    let mut assignment = TopicPartitionList::new();
-    for (partition, next) in start.iter().enumerate() {
-        assignment
-            .add_partition_offset(&topic, i32::try_from(partition)?, Offset::Offset(*next))
-            .context("building the reader's assignment")?;
-    }
-    consumer
-        .assign(&assignment)
-        .with_context(|| format!("assigning {topic:?}"))?;
-    loop {
-        let message = tokio::select! {
-            () = stop.cancelled() => return Ok(()),
-            message = consumer.recv() => message,
-        };
-        let message = match message {
-            Ok(message) => message,
-            Err(e) => {
-                tracing::warn!(error = %e, "reading the realtime topic");
-                metrics.read_errors.inc();
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
-        };
-        metrics.messages_read.inc();
-        let parsed = match frame::parse(
-            message.payload(),
-            message.partition(),
-            message.offset(),
-            message.timestamp().to_millis(),
-            max_bytes,
-        ) {
-            Ok(parsed) => parsed,
-            Err(problem) => {
-                metrics.bad_records.inc();
-                tracing::warn!(
-                    partition = message.partition(),
-                    offset = message.offset(),
-                    "skipping a realtime record: {problem}"
-                );
-                continue;
-            }
-        };
-        let history_size = match ObjectId::parse_str(&parsed.site) {
-            Ok(site) => match sites.get(site).await {
-                Ok(Some(info)) => info.realtime.history_size() as usize,
-                Ok(None) => {
-                    metrics.bad_records.inc();
-                    tracing::warn!(site = %parsed.site, "skipping a realtime record of an unknown site");
+        let consumer: StreamConsumer = client_config(&kafka)
+            .set("group.id", "pushservice-gateway-live")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("fetch.wait.max.ms", "10")
+            .set("fetch.min.bytes", "1")
+            .create()
+            .context("creating the realtime reader")?;
+        let mut assignment = TopicPartitionList::new();
+        for (partition, next) in start.iter().enumerate() {
+            assignment
+                .add_partition_offset(&topic, i32::try_from(partition)?, Offset::Offset(*next))
+                .context("building the reader's assignment")?;
+        }
+        consumer
+            .assign(&assignment)
+            .with_context(|| format!("assigning {topic:?}"))?;
+        loop {
+            let message = tokio::select! {
+                () = stop.cancelled() => return Ok(()),
+                message = consumer.recv() => message,
+            };
+            let message = match message {
+                Ok(message) => message,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the realtime topic");
+                    metrics.read_errors.inc();
+                    tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 }
-                // MongoDB is away: deliver anyway, with the default history.
-                Err(_) => pushservice_store::realtime::DEFAULT_HISTORY_SIZE as usize,
-            },
-            Err(_) => continue,
-        };
-        let key = channel_key(&parsed.site, &parsed.msg.channel);
-        let tracked = parsed
-            .msg
-            .ack
-            .then(|| pushservice_realtime::message_id(parsed.msg.partition, parsed.msg.offset));
-        // Tracked before dispatch, so writes to connections find it.
-        acks.published(&parsed.site, tracked, 0);
-        let queued = hub.dispatch(&key, parsed.msg, history_size);
-        acks.queued(&parsed.site, queued as u64);
-        metrics.deliveries.add(queued as u64);
+            };
+            metrics.messages_read.inc();
+            let parsed = match frame::parse(
+                message.payload(),
+                message.partition(),
+                message.offset(),
+                message.timestamp().to_millis(),
+                max_bytes,
+            ) {
+                Ok(parsed) => parsed,
+                Err(problem) => {
+                    metrics.bad_records.inc();
+                    tracing::warn!(
+                        partition = message.partition(),
+                        offset = message.offset(),
+                        "skipping a realtime record: {problem}"
+                    );
+                    continue;
+                }
+            };
+            let history_size = match ObjectId::parse_str(&parsed.site) {
+                Ok(site) => match sites.get(site).await {
+                    Ok(Some(info)) => info.realtime.history_size() as usize,
+                    Ok(None) => {
+                        metrics.bad_records.inc();
+                        tracing::warn!(site = %parsed.site, "skipping a realtime record of an unknown site");
+                        continue;
+                    }
+                    // MongoDB is away: deliver anyway, with the default history.
+                    Err(_) => pushservice_store::realtime::DEFAULT_HISTORY_SIZE as usize,
+                },
+                Err(_) => continue,
+            };
+            let key = channel_key(&parsed.site, &parsed.msg.channel);
+            if parsed.msg.ack {
+                acks.track(
+                    &parsed.site,
+                    pushservice_realtime::message_id(parsed.msg.partition, parsed.msg.offset),
+                );
+            }
+            let queued = hub.dispatch(&key, parsed.msg, history_size);
+            acks.published(&parsed.site, queued as u64);
+            metrics.deliveries.add(queued as u64);
+        }
     }
 }

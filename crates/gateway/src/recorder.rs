@@ -3,7 +3,7 @@
 //! only then lets its offsets commit. It also trims each channel's stored history to its
 //! site's size limit and removes what is older than the retention.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -57,7 +57,7 @@ impl Recorder {
         consumer
             .subscribe(&[&self.topic])
             .with_context(|| format!("subscribing to {:?}", self.topic))?;
-        let mut to_trim: HashMap<(String, String), ()> = HashMap::new();
+        let mut to_trim: HashSet<(String, String)> = HashSet::new();
         let mut last_trim = Instant::now();
         let mut last_sweep = Instant::now();
         loop {
@@ -89,7 +89,7 @@ impl Recorder {
                 ) else {
                     continue; // The live reader counts and logs bad records.
                 };
-                to_trim.insert((parsed.site.clone(), parsed.record.channel.clone()), ());
+                to_trim.insert((parsed.site.clone(), parsed.record.channel.clone()));
                 if let Some(fallback) = &parsed.record.fallback {
                     let wait = fallback
                         .ack_timeout_ms
@@ -148,7 +148,7 @@ impl Recorder {
 
             if last_trim.elapsed() >= TRIM_EVERY {
                 last_trim = Instant::now();
-                for (site, channel) in std::mem::take(&mut to_trim).into_keys() {
+                for (site, channel) in std::mem::take(&mut to_trim) {
                     self.trim(&site, &channel).await;
                 }
             }
@@ -202,12 +202,7 @@ impl Recorder {
             DateTime::now().timestamp_millis()
                 - i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX),
         );
-        let partitions: Vec<i32> = (0..1024).collect();
-        let old = match self
-            .store
-            .history_older_than(&partitions, cutoff, 5_000)
-            .await
-        {
+        let old = match self.store.history_older_than(cutoff, 5_000).await {
             Ok(old) => old,
             Err(e) => {
                 tracing::warn!(error = %e, "reading expired history");

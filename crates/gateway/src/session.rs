@@ -273,10 +273,9 @@ impl Session {
         let deadline = Instant::now() + self.shared.config.recovery_wait;
         loop {
             let stored = store
-                .history_stored_through(topic, self.shared.hub.partitions())
+                .history_stored_through_partition(topic, partition)
                 .await
-                .ok()
-                .and_then(|s| s.get(usize::try_from(partition).unwrap_or(0)).copied());
+                .ok();
             if stored.is_some_and(|s| s >= through) {
                 break;
             }

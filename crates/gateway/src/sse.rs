@@ -15,8 +15,7 @@ use bytes::{BufMut as _, Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth::{authenticate, origin_allowed, request_token};
-use crate::http::{cors_headers, error_response};
+use crate::http::{authenticate_request, cors_headers, error_response};
 use crate::hub::Msg;
 use crate::session::{Session, Shared, parse_resume_id};
 
@@ -41,39 +40,11 @@ pub async fn connect(
     Query(query): Query<SseQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let origin = headers
-        .get(header::ORIGIN)
-        .and_then(|o| o.to_str().ok())
-        .map(str::to_owned);
-    let Some((token, from_cookie)) = request_token(&headers, query.token.as_deref()) else {
-        shared.metrics.auth_failures.inc();
-        return error_response(
-            StatusCode::UNAUTHORIZED,
-            "missing_token",
-            "send a connection token: Authorization: Bearer, the pushservice_rt cookie, or ?token=",
-            origin.as_deref(),
-        );
-    };
-    let identity = match authenticate(&shared.sites, &token, from_cookie).await {
-        Ok(identity) => identity,
-        Err(e) => {
-            shared.metrics.auth_failures.inc();
-            return error_response(
-                StatusCode::UNAUTHORIZED,
-                e.code,
-                &e.message,
-                origin.as_deref(),
-            );
-        }
-    };
-    if !origin_allowed(&identity, origin.as_deref()) {
-        return error_response(
-            StatusCode::FORBIDDEN,
-            "origin_not_allowed",
-            "this page's origin is not one of the site's allowedOrigins",
-            None,
-        );
-    }
+    let (identity, origin) =
+        match authenticate_request(&shared, &headers, query.token.as_deref()).await {
+            Ok(found) => found,
+            Err(refused) => return *refused,
+        };
     let cors = cors_headers(&identity, origin.as_deref());
 
     let mut session = Session::new(&shared, identity);
@@ -225,10 +196,7 @@ async fn next_chunk(mut state: Stream) -> Option<(Result<Bytes, Infallible>, Str
         tokio::select! {
             biased;
             reason = state.session.control.closed() => {
-                match reason {
-                    crate::hub::CloseReason::TooSlow => shared.metrics.too_slow.inc(),
-                    crate::hub::CloseReason::SessionLimit => shared.metrics.session_limit.inc(),
-                }
+                shared.metrics.closed(reason);
                 let data = json!({"code": reason.code(), "message": reason.message()});
                 write_event(&mut out, None, "error", &data.to_string());
                 state.done = true;

@@ -13,7 +13,6 @@ use serde_json::json;
 
 use crate::auth::{Identity, authenticate, origin_allowed, request_token};
 use crate::http::error_response;
-use crate::hub::CloseReason;
 use crate::session::{FrameLimit, Session, Shared};
 
 /// Close codes.
@@ -264,10 +263,7 @@ async fn run(
         tokio::select! {
             biased;
             reason = session.control.closed() => {
-                match reason {
-                    CloseReason::TooSlow => shared.metrics.too_slow.inc(),
-                    CloseReason::SessionLimit => shared.metrics.session_limit.inc(),
-                }
+                shared.metrics.closed(reason);
                 refuse(&mut socket, reason.code(), reason.message(), CLOSE_KICKED).await;
                 return;
             }

@@ -42,6 +42,46 @@ impl World {
         }
     }
 
+    /// Gives `site` an API key and starts `pushapi` on the test's database and topics:
+    /// returns the key, the API's base URL, its stop signal and its task.
+    async fn pushapi(
+        &self,
+        site: ObjectId,
+    ) -> (
+        pushservice_control::NewApiKey,
+        String,
+        CancellationToken,
+        JoinHandle<anyhow::Result<()>>,
+    ) {
+        use clap::Parser as _;
+        let key = pushservice_control::api_keys::generate(site).expect("key");
+        self.store
+            .add_api_key(site, &key.record)
+            .await
+            .expect("key stored");
+        let api = pushservice_pushapi::ApiArgs::try_parse_from([
+            "pushapi".to_owned(),
+            "--api-admin-token=test-admin-token-0123456789abcdef".to_owned(),
+            format!("--mongodb-url={}", self.mongo.url),
+            format!("--kafka-brokers={}", self.kafka.brokers),
+            format!("--topic-raw-push={}", self.topics.raw_push.name),
+            format!("--topic-realtime={}", self.topics.realtime.name),
+        ])
+        .expect("flags")
+        .settings()
+        .expect("settings");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let stop = CancellationToken::new();
+        let signal = stop.clone();
+        let task = tokio::spawn(pushservice_pushapi::serve(api, listener, async move {
+            signal.cancelled().await;
+        }));
+        (key, base, stop, task)
+    }
+
     fn config(&self, extra: &[&str]) -> GatewayConfig {
         use clap::Parser as _;
         let mut args = vec![
@@ -601,36 +641,9 @@ async fn the_session_cap_closes_the_oldest_and_a_slow_client_is_cut_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_site_mints_tokens_and_publishes_through_pushapi() {
-    use clap::Parser as _;
     let world = World::new().await;
     let (site, _) = world.site(None).await;
-    let key = pushservice_control::api_keys::generate(site).expect("key");
-    world
-        .store
-        .add_api_key(site, &key.record)
-        .await
-        .expect("key stored");
-    let admin = "test-admin-token-0123456789abcdef";
-    let api = pushservice_pushapi::ApiArgs::try_parse_from([
-        "pushapi".to_owned(),
-        format!("--api-admin-token={admin}"),
-        format!("--mongodb-url={}", world.mongo.url),
-        format!("--kafka-brokers={}", world.kafka.brokers),
-        format!("--topic-raw-push={}", world.topics.raw_push.name),
-        format!("--topic-realtime={}", world.topics.realtime.name),
-    ])
-    .expect("flags")
-    .settings()
-    .expect("settings");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let stop_api = CancellationToken::new();
-    let signal = stop_api.clone();
-    let api_task = tokio::spawn(pushservice_pushapi::serve(api, listener, async move {
-        signal.cancelled().await;
-    }));
+    let (key, base, stop_api, api_task) = world.pushapi(site).await;
     let gateway = world.gateway(&["--gateway-presence-interval-ms=200"]).await;
     let other = world.gateway(&["--gateway-presence-interval-ms=200"]).await;
     let http = reqwest::Client::new();
@@ -836,35 +849,9 @@ async fn a_site_mints_tokens_and_publishes_through_pushapi() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_offline_user_gets_the_fallback_push_once_and_an_online_one_who_acks_gets_none() {
-    use clap::Parser as _;
     let world = World::new().await;
     let (site, _) = world.site(None).await;
-    let key = pushservice_control::api_keys::generate(site).expect("key");
-    world
-        .store
-        .add_api_key(site, &key.record)
-        .await
-        .expect("key stored");
-    let api = pushservice_pushapi::ApiArgs::try_parse_from([
-        "pushapi".to_owned(),
-        "--api-admin-token=test-admin-token-0123456789abcdef".to_owned(),
-        format!("--mongodb-url={}", world.mongo.url),
-        format!("--kafka-brokers={}", world.kafka.brokers),
-        format!("--topic-raw-push={}", world.topics.raw_push.name),
-        format!("--topic-realtime={}", world.topics.realtime.name),
-    ])
-    .expect("flags")
-    .settings()
-    .expect("settings");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let stop_api = CancellationToken::new();
-    let signal = stop_api.clone();
-    let api_task = tokio::spawn(pushservice_pushapi::serve(api, listener, async move {
-        signal.cancelled().await;
-    }));
+    let (key, base, stop_api, api_task) = world.pushapi(site).await;
     // Two gateways: both decide fallbacks; the claim makes one push out of two candidates.
     let gateway = world.gateway(&[]).await;
     let other = world.gateway(&[]).await;

@@ -295,6 +295,22 @@ impl Store {
         Ok(())
     }
 
+    /// How far partition `partition` of `topic` is stored (`-1` when nothing is).
+    pub async fn history_stored_through_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<i64, StoreError> {
+        let found = self
+            .realtime_progress()
+            .find_one(doc! { "_id": format!("stored:{topic}:{partition}") })
+            .await
+            .map_err(StoreError::query("reading realtime history progress"))?;
+        Ok(found
+            .and_then(|d| d.get_i64("storedThrough").ok())
+            .unwrap_or(-1))
+    }
+
     /// How far each partition of `topic` is stored (`-1` where nothing is).
     pub async fn history_stored_through(
         &self,
@@ -427,17 +443,15 @@ impl Store {
         Ok(deleted.deleted_count)
     }
 
-    /// Up to `limit` stored messages of `partitions` published before `before`: candidates for
-    /// removal by age.
+    /// Up to `limit` stored messages published before `before`: candidates for removal by age.
     pub async fn history_older_than(
         &self,
-        partitions: &[i32],
         before: DateTime,
         limit: i64,
     ) -> Result<Vec<HistoryEntry>, StoreError> {
         let old: Collection<Document> = self.database.collection(REALTIME_HISTORY);
         let documents: Vec<Document> = old
-            .find(doc! { "ts": { "$lt": before }, "partition": { "$in": partitions } })
+            .find(doc! { "ts": { "$lt": before } })
             .projection(doc! { "frame": 0 })
             .limit(limit)
             .await
