@@ -172,12 +172,13 @@ pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> an
         retry: topic_names[1..].to_vec(),
     };
     let canceled = Arc::new(CanceledPushes::new(store.clone()));
+    let breakers = Arc::new(Breakers::default());
     let deliverer = Arc::new(Deliverer {
         web,
         apns,
         fcm,
         credentials: CredentialCache::new(store.clone(), config.site_cache),
-        breakers: Breakers::default(),
+        breakers: Arc::clone(&breakers),
         canceled: Arc::clone(&canceled),
         records,
         retry: config.retry,
@@ -278,6 +279,14 @@ pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> an
 
     let stop = CancellationToken::new();
     let cancel_poller = tokio::spawn(canceled.run(config.cancel_poll, stop.clone()));
+    // Stopped after the last delivery, so its evidence is shared too.
+    let stop_evidence = CancellationToken::new();
+    let evidence_sync = tokio::spawn(crate::breaker::sync_with_fleet(
+        Arc::clone(&breakers),
+        store.clone(),
+        config.instance_id.clone(),
+        stop_evidence.clone(),
+    ));
     let recorder = tokio::spawn(crate::recorder::run(
         config.kafka.clone(),
         config.recorder_group.clone(),
@@ -434,6 +443,8 @@ pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> an
     committer.stop();
     let _ = tokio::task::spawn_blocking(move || committer_thread.join()).await;
     let _ = cancel_poller.await;
+    stop_evidence.cancel();
+    let _ = evidence_sync.await;
     match tokio::time::timeout(Duration::from_secs(30), recorder).await {
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "outcome recorder failed"),
         Ok(Err(e)) => tracing::warn!(error = %e, "outcome recorder panicked"),

@@ -54,7 +54,7 @@ pub struct Deliverer {
     /// Site credentials.
     pub credentials: CredentialCache,
     /// Per-site breakers for answers that may mean a misconfiguration.
-    pub breakers: Breakers,
+    pub breakers: Arc<Breakers>,
     /// Which pushes are canceled.
     pub canceled: Arc<CanceledPushes>,
     /// Where records go.

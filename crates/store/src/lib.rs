@@ -14,10 +14,12 @@
 //! - [`realtime`] — realtime settings of sites, channel history, its epoch and progress.
 //! - [`registration`] — registering subscribers from the API, idempotently.
 //! - [`audience`] — streaming a site's subscribed audience for the parser.
+//! - [`breaker_evidence`] — each sender's recent breaker evidence, shared with the fleet.
 //! - [`delivery_stats`] — per-partition outcome counters (applied idempotently) and the push's totals.
 //! - [`error`] — [`StoreError`].
 
 pub mod audience;
+pub mod breaker_evidence;
 pub mod delivery_stats;
 pub mod error;
 pub mod events;
@@ -30,6 +32,7 @@ pub mod store;
 pub mod subscribers;
 
 pub use audience::{AudienceMember, AudienceRow};
+pub use breaker_evidence::{BreakerEvidence, SENDER_BREAKER_EVIDENCE};
 pub use delivery_stats::{DELIVERY_STATS, DeliveryCounts, DeliverySummary, PartitionCounts};
 pub use error::StoreError;
 pub use events::{Event, EventCounts, EventType, PUSH_EVENT_STATS, PUSH_EVENTS};
