@@ -78,6 +78,17 @@ pub enum Target {
     },
 }
 
+impl Target {
+    /// The platform this target is reached through.
+    pub fn platform(&self) -> crate::Platform {
+        match self {
+            Target::Web { .. } => crate::Platform::Web,
+            Target::Ios { .. } => crate::Platform::Ios,
+            Target::Android { .. } => crate::Platform::Android,
+        }
+    }
+}
+
 /// One message on the `push` topic, keyed by subscriber id.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

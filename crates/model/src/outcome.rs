@@ -56,6 +56,12 @@ pub struct OutcomeRecord {
     /// The reason that failure was counted under (replayed only), shortened like `reason`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replaced_failure: Option<String>,
+    /// Site id (hex), for fleet statistics (`pushctl stats`); absent on older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site_id: Option<String>,
+    /// Platform of the delivery, for fleet statistics; absent on older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<crate::Platform>,
 }
 
 impl OutcomeRecord {
@@ -77,6 +83,8 @@ impl OutcomeRecord {
             attempts,
             replayed,
             replaced_failure: None,
+            site_id: None,
+            platform: None,
         }
     }
 

@@ -23,6 +23,17 @@ pub enum Platform {
     Android,
 }
 
+impl Platform {
+    /// The platform's name as stored and used in metric labels: `web`, `ios`, `android`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Web => "web",
+            Platform::Ios => "ios",
+            Platform::Android => "android",
+        }
+    }
+}
+
 /// A document of the `subscribers` collection.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

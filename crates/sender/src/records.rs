@@ -68,6 +68,8 @@ impl RecordTopics {
             message.replayed,
         );
         record.replaced_failure = message.replaced_failure.as_deref().map(short_reason);
+        record.site_id = Some(message.site_id.clone());
+        record.platform = Some(message.target.platform());
         OutRecord {
             topic: Arc::clone(&self.outcomes),
             key: message.subscriber_id.clone(),
