@@ -15,18 +15,21 @@
 //! - [`consumer`] — consumer-group members with automatic offset *storing* off, so offsets only
 //!   advance once the application says a message's outcome is final.
 //! - [`admin`] — idempotent topic creation and partition counts.
+//! - [`lag`] — watermarks, offsets by time, and consumer-group lag, read without joining.
 //! - [`reader`] — reads a topic without joining a group (`pushctl tail`, `pushctl dlq`,
 //!   tests), until quiet or up to the end it had when the scan started.
 
 pub mod admin;
 pub mod client;
 pub mod consumer;
+pub mod lag;
 pub mod producer;
 pub mod reader;
 
 pub use admin::{TopicOutcome, ensure_topics, partition_count};
 pub use client::{KafkaError, check_reachable, client_config};
 pub use consumer::{ConsumerTuning, LoggingContext, describe, group_consumer};
+pub use lag::{PartitionLag, PositionReader, TopicLag, Watermarks};
 pub use producer::{ProducerTuning, producer, transactional_producer};
 pub use rdkafka;
 pub use reader::{ReadFrom, ReadMessage, ScanFrom, read_topic, scan_topic};
