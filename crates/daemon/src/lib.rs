@@ -5,14 +5,15 @@
 //! that an operator scrapes at `METRICS_ADDR` (`/metrics`, Prometheus text format), next to
 //! `/healthz` (the process runs) and `/readyz` (it is connected and consuming).
 //!
-//! The metrics are a few dozen relaxed atomics rendered on demand: cheaper on the hot path
-//! than a general-purpose metrics library, and all we need.
+//! The metrics are `prometheus-client` families behind a small registry: counters and gauges
+//! are relaxed atomics, histograms take one uncontended lock per observation, and the process
+//! itself (CPU, memory, file descriptors) is read from `/proc` at each scrape.
 //!
 //! # Layout
 //!
 //! - [`main_entry`] — [`daemon_main`], the `main` every daemon shares.
 //! - [`signal`] — [`shutdown_signal`]: SIGINT or SIGTERM.
-//! - [`metrics`] — [`Registry`], [`Counter`], [`Gauge`] and the text exposition format.
+//! - [`metrics`] — [`Registry`], [`Counter`], [`Gauge`], [`Histogram`], process metrics.
 //! - [`http`] — the `/metrics`, `/healthz`, `/readyz` endpoint and [`TelemetryArgs`].
 
 pub mod http;
@@ -22,5 +23,7 @@ pub mod signal;
 
 pub use http::{Health, TelemetryArgs, serve_telemetry};
 pub use main_entry::daemon_main;
-pub use metrics::{Counter, Gauge, Registry};
+pub use metrics::{
+    Counter, Gauge, GaugeFamily, Histogram, LATENCY_BUCKETS, Registry, WAIT_BUCKETS,
+};
 pub use signal::shutdown_signal;
