@@ -10,9 +10,11 @@
 //!   constant time.
 //! - [`realtime`] — [`RealtimePublisher`] (messages on the realtime topic), connection tokens,
 //!   realtime secrets.
+//! - [`dlq`] — dead letters: read, counted by push and reason, replayed at most once each.
 //! - [`error`] — [`ControlError`].
 
 pub mod api_keys;
+pub mod dlq;
 pub mod error;
 pub mod realtime;
 pub mod send;

@@ -159,6 +159,12 @@ impl PushTrigger {
     pub fn timeout(&self) -> Duration {
         self.kafka.timeout
     }
+
+    /// The Kafka settings it was made with, for callers that read topics too (the API's
+    /// dead-letter routes).
+    pub fn kafka(&self) -> &KafkaSettings {
+        &self.kafka
+    }
 }
 
 fn now_millis() -> i64 {
