@@ -11,14 +11,20 @@
 //! - [`realtime`] — [`RealtimePublisher`] (messages on the realtime topic), connection tokens,
 //!   realtime secrets.
 //! - [`dlq`] — dead letters: read, counted by push and reason, replayed at most once each.
+//! - [`stats`] — the fleet at a glance: pushes in progress, consumer lag, recent outcomes by
+//!   platform and reason, dead letters (`pushctl stats`).
+//! - [`config_check`] — topics, partition counts and every site's credentials checked,
+//!   every problem reported with the setting or field to fix (`pushctl config check`).
 //! - [`error`] — [`ControlError`].
 
 pub mod api_keys;
+pub mod config_check;
 pub mod dlq;
 pub mod error;
 pub mod realtime;
 pub mod send;
 pub mod sites;
+pub mod stats;
 
 pub use api_keys::{ApiKeyError, NewApiKey, PresentedKey};
 pub use error::ControlError;

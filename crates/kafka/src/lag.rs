@@ -114,6 +114,11 @@ impl PositionReader {
         self.settings.timeout
     }
 
+    /// Asks the cluster for its metadata: [`KafkaError::Unreachable`] when nobody answers.
+    pub fn check_reachable(&self) -> Result<(), KafkaError> {
+        crate::client::check_reachable(self.consumer.client(), &self.settings, None).map(|_| ())
+    }
+
     /// Partition count of `topic`, or [`KafkaError::UnknownTopic`].
     pub fn partitions(&self, topic: &str) -> Result<i32, KafkaError> {
         partition_count(self.consumer.client(), &self.settings, topic)
