@@ -46,6 +46,85 @@ pub enum Command {
     /// Mint a realtime connection token for a user of a site (creates the site's realtime
     /// secret on first use).
     RealtimeToken(RealtimeTokenArgs),
+    /// The fleet at a glance: pushes in progress (rate, ETA), consumer lag per group,
+    /// outcomes by platform and reason over the last minutes, dead letters by reason.
+    Stats(StatsArgs),
+    /// Check the configuration as the daemons load it, against Kafka and MongoDB.
+    Config(ConfigArgs),
+}
+
+/// `pushctl stats`.
+///
+/// Consumer group names are the daemons' own settings (`PARSER_GROUP`, `SENDER_GROUP`,
+/// `SENDER_RECORDER_GROUP`, `GATEWAY_HISTORY_GROUP`), read from the environment and `.env`.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Outcomes of the last this many minutes.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=10_080))]
+    pub window_mins: u64,
+    /// Read at most this many records of the outcome topic (and of the dead-letter topic);
+    /// beyond it, the newest of each partition, and the output says so.
+    #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub max_records: u64,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Show it again every this many seconds, until interrupted.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub watch: Option<u64>,
+    /// MongoDB settings.
+    #[command(flatten)]
+    pub mongo: MongoArgs,
+    /// Kafka and topic settings.
+    #[command(flatten)]
+    pub kafka: KafkaTopicArgs,
+}
+
+/// `pushctl config`.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// What to do with the configuration.
+    #[command(subcommand)]
+    pub action: ConfigAction,
+}
+
+/// `pushctl config` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Load every daemon's settings from the environment and `.env` exactly as the daemons
+    /// do, connect to Kafka and MongoDB, check every topic and its partition count and every
+    /// site's credentials, and list every problem with the setting or field to fix. Exit 0
+    /// when clean, 1 with problems, 2 when something could not be checked.
+    Check(ConfigCheckArgs),
+}
+
+/// A daemon whose settings `pushctl config check` loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Daemon {
+    /// The fan-out daemon.
+    Parser,
+    /// The delivery daemon.
+    Sender,
+    /// The HTTP API.
+    Pushapi,
+    /// The realtime gateway.
+    Gateway,
+}
+
+/// `pushctl config check`.
+#[derive(Debug, Args)]
+pub struct ConfigCheckArgs {
+    /// The daemons this installation runs (their settings are checked), comma-separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "parser,sender,pushapi,gateway"
+    )]
+    pub daemons: Vec<Daemon>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `pushctl publish`.

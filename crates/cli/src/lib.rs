@@ -9,7 +9,8 @@
 //!
 //! - [`cli`] — flags and subcommands.
 //! - [`error`] — [`CommandError`] and exit codes.
-//! - [`commands`] — `send`, `cancel`, `status`, `watch`, `site`, `topics`, `setup`, `tail`, `dlq`.
+//! - [`commands`] — `send`, `cancel`, `status`, `watch`, `site`, `topics`, `setup`, `tail`, `dlq`,
+//!   `stats`, `config check`.
 
 pub mod cli;
 pub mod commands;
@@ -32,5 +33,7 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
         Command::Dlq(args) => commands::dlq::run(args).await,
         Command::Publish(args) => commands::realtime::publish(args).await,
         Command::RealtimeToken(args) => commands::realtime::token(args).await,
+        Command::Stats(args) => commands::stats::run(args).await,
+        Command::Config(args) => commands::config_check::run(args).await,
     }
 }
