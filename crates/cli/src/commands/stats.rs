@@ -233,7 +233,7 @@ pub fn to_text(stats: &FleetStats, query: &StatsQuery) -> String {
             }
         })
         .collect();
-    text += &table(
+    let lag_table = table(
         &[
             "group (role)",
             "topic",
@@ -245,6 +245,9 @@ pub fn to_text(stats: &FleetStats, query: &StatsQuery) -> String {
         &rows,
         2,
     );
+    text += &lag_table;
+    text += "  (topics written in transactions - retries, outcomes - keep 1 per partition at rest: \
+             the commit marker)\n";
 
     let outcomes = &stats.outcomes;
     let _ = writeln!(
