@@ -25,7 +25,8 @@ use pushservice_model::{
 };
 use pushservice_pushapi::routes::static_files::OPENAPI;
 use pushservice_pushapi::routes::{
-    ROUTES, events, notifications, pushes, realtime, sites, subscribers,
+    ROUTES, channels, dead_letters, events, notifications, pushes, realtime, site_list, sites,
+    subscribers,
 };
 use pushservice_pushapi::views;
 use serde::de::DeserializeOwned;
@@ -470,6 +471,11 @@ fn request_schemas_are_the_parsed_structs() {
             schema(&doc, "EventRequest"),
             fields_of::<events::EventBody>(),
         ),
+        (
+            "DeadLetterReplay",
+            schema(&doc, "DeadLetterReplay"),
+            fields_of::<dead_letters::ReplayRequest>(),
+        ),
     ];
     let mut problems = Vec::new();
     for (name, schema, fields) in cases {
@@ -511,6 +517,17 @@ fn request_schemas_are_the_parsed_structs() {
             "get",
             "/v1/sites/{siteId}/realtime/stats",
             fields_of::<realtime::StatsQuery>(),
+        ),
+        ("get", "/v1/sites", fields_of::<site_list::SiteListQuery>()),
+        (
+            "get",
+            "/v1/sites/{siteId}/dead-letters",
+            fields_of::<dead_letters::DeadLetterQuery>(),
+        ),
+        (
+            "get",
+            "/v1/dead-letters",
+            fields_of::<dead_letters::DeadLetterQuery>(),
         ),
     ] {
         let documented = query_parameters(&doc, method, path);
@@ -768,6 +785,71 @@ fn views_answer_the_documented_members() {
         &registered,
         schema(&doc, "RegisteredSubscriber"),
     );
+
+    // The console's views.
+    let summary = site_list::site_with_counts(&site, site_list::SubscriberCounts::default());
+    check_view(
+        &mut problems,
+        "SiteSummary",
+        &summary,
+        schema(&doc, "SiteSummary"),
+    );
+    check_view(
+        &mut problems,
+        "SiteSummary.subscribers",
+        &summary["subscribers"],
+        schema(&doc, "SubscriberCounts"),
+    );
+    let mut letters = pushservice_control::dlq::DeadLetterStats::default();
+    letters.by_reason.insert("HTTP 400".into(), 2);
+    letters.by_push.insert(ObjectId::new().to_hex(), 2);
+    let dead = dead_letters::stats_view(
+        "push-dlq",
+        &pushservice_control::dlq::Filter::default(),
+        &letters,
+    );
+    let dead_schema = schema(&doc, "DeadLetterSummary");
+    check_view(&mut problems, "DeadLetterSummary", &dead, dead_schema);
+    check_view(
+        &mut problems,
+        "DeadLetterSummary.reasons[]",
+        &dead["reasons"][0],
+        &dead_schema["properties"]["reasons"]["items"],
+    );
+    check_view(
+        &mut problems,
+        "DeadLetterSummary.pushes[]",
+        &dead["pushes"][0],
+        &dead_schema["properties"]["pushes"]["items"],
+    );
+    check_view(
+        &mut problems,
+        "DeadLetterReplayResult",
+        &dead_letters::replay_view(&Default::default(), false),
+        schema(&doc, "DeadLetterReplayResult"),
+    );
+    let presence = pushservice_store::PresenceSnapshot {
+        id: "g:s".into(),
+        gateway: "g".into(),
+        site_id: "s".into(),
+        expires_at: pushservice_model::DateTime::now(),
+        connections: 1,
+        users: vec![],
+        channels: vec![pushservice_store::ChannelPresence {
+            name: "room:1".into(),
+            connections: 1,
+            users: vec!["u".into()],
+        }],
+    };
+    let online = channels::channels_view(&[presence]);
+    let online_schema = schema(&doc, "RealtimeChannels");
+    check_view(&mut problems, "RealtimeChannels", &online, online_schema);
+    check_view(
+        &mut problems,
+        "RealtimeChannels.channels[]",
+        &online["channels"][0],
+        &online_schema["properties"]["channels"]["items"],
+    );
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
@@ -989,4 +1071,20 @@ fn limits_are_the_handlers() {
             "{name}.allowedOrigins maxItems"
         );
     }
+    let limit = &doc["paths"]["/v1/sites"]["get"]["parameters"][0];
+    assert_eq!(limit["name"], json!("limit"));
+    assert_eq!(
+        limit["schema"]["maximum"],
+        json!(site_list::MAX_LIMIT),
+        "GET /v1/sites limit maximum"
+    );
+    let files: Vec<&str> = pushservice_pushapi::routes::console::FILES
+        .iter()
+        .map(|(name, _, _)| *name)
+        .collect();
+    assert_eq!(
+        doc["paths"]["/console/{file}"]["get"]["parameters"][0]["schema"]["enum"],
+        json!(files),
+        "the console files documented are those served"
+    );
 }

@@ -4,12 +4,18 @@
 //! client), the public events route (CORS for any origin: service workers report from every
 //! site's origin, and the events are checked against MongoDB instead), and key routes (no
 //! CORS: called by sites' backends, or same-origin by the console). The OpenAPI document
-//! (`openapi.json`) lists the same routes; a test checks both agree.
+//! (`openapi.json`) lists the same routes; a test checks both agree. The web console
+//! (`/console`, [`console`]) is static files that call the key routes with the operator's
+//! token.
 
+pub mod channels;
+pub mod console;
+pub mod dead_letters;
 pub mod events;
 pub mod notifications;
 pub mod pushes;
 pub mod realtime;
+pub mod site_list;
 pub mod sites;
 pub mod static_files;
 pub mod subscribers;
@@ -33,6 +39,7 @@ use crate::state::AppState;
 /// exactly these (checked by a test).
 pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/sites"),
+    ("GET", "/v1/sites"),
     ("GET", "/v1/sites/{siteId}"),
     ("PATCH", "/v1/sites/{siteId}"),
     ("POST", "/v1/sites/{siteId}/keys"),
@@ -57,12 +64,20 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/sites/{siteId}/realtime/messages/{messageId}"),
     ("GET", "/v1/sites/{siteId}/realtime/stats"),
     ("GET", "/v1/sites/{siteId}/users/{externalId}/presence"),
+    ("GET", "/v1/sites/{siteId}/realtime/channels"),
+    ("GET", "/v1/sites/{siteId}/dead-letters"),
+    ("POST", "/v1/sites/{siteId}/dead-letters/replay"),
+    ("GET", "/v1/dead-letters"),
+    ("POST", "/v1/dead-letters/replay"),
     ("POST", "/v1/events"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
     ("GET", "/sdk/{file}"),
+    ("GET", "/console"),
+    ("GET", "/console/"),
+    ("GET", "/console/{file}"),
 ];
 
 /// The whole API.
@@ -113,7 +128,7 @@ pub fn router(
         .layer(rate_limited);
 
     let keyed = Router::new()
-        .route("/v1/sites", post(sites::create))
+        .route("/v1/sites", post(sites::create).get(site_list::list))
         .route("/v1/sites/{siteId}", get(sites::get).patch(sites::update))
         .route("/v1/sites/{siteId}/keys", post(sites::create_key))
         .route("/v1/sites/{siteId}/keys/{keyId}", delete(sites::delete_key))
@@ -150,6 +165,14 @@ pub fn router(
             "/v1/sites/{siteId}/users/{externalId}/presence",
             get(realtime::user_presence),
         )
+        .route("/v1/sites/{siteId}/realtime/channels", get(channels::list))
+        .route("/v1/sites/{siteId}/dead-letters", get(dead_letters::list))
+        .route(
+            "/v1/sites/{siteId}/dead-letters/replay",
+            post(dead_letters::replay_site),
+        )
+        .route("/v1/dead-letters", get(dead_letters::list_all))
+        .route("/v1/dead-letters/replay", post(dead_letters::replay_all))
         .route("/v1/pushes/{pushId}", get(pushes::get))
         .route("/v1/pushes/{pushId}/send", post(pushes::send))
         .route("/v1/pushes/{pushId}/cancel", post(pushes::cancel))
@@ -160,7 +183,10 @@ pub fn router(
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(static_files::openapi))
-        .route("/sdk/{file}", get(static_files::sdk));
+        .route("/sdk/{file}", get(static_files::sdk))
+        .route("/console", get(console::index))
+        .route("/console/", get(console::slash))
+        .route("/console/{file}", get(console::file));
 
     Router::new()
         .merge(public_site)
