@@ -429,11 +429,12 @@
     $('detail-bar').style.width = '100%';
     $('detail-percent').textContent = expected > 0 ? Math.floor((100 * settled) / expected) + '% · ' + num(settled) + ' of ' + num(expected) + ' settled' : 'nothing sent yet';
 
-    const rate = currentRate();
+    // A final push delivers nothing more: no rate to show.
+    const rate = push.final ? null : currentRate();
     const pending = Math.max(0, (t.sent || 0) - settled);
     const remaining = Math.max(0, expected - settled);
     const figures = [
-      ['Sent', t.sent], ['Accepted', t.accepted, 'ok'], ['Unsubscribed', t.unsubscribed, 'gone'],
+      ['Sent', t.sent], ['Accepted', t.accepted, 'ok'], ['Unsub.', t.unsubscribed, 'gone'],
       ['Failed', t.failed, t.failed > 0 ? 'bad' : ''], ['Canceled', t.canceled, t.canceled > 0 ? 'warn' : ''],
       ['Pending', pending], ['Rate /s', rate == null ? null : Math.round(rate)],
       ['ETA', push.status === 'processing' && rate > 0 ? duration(remaining / rate) : '—'],
