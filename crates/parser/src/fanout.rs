@@ -221,6 +221,7 @@ impl Fanout {
         let started = Instant::now();
         let payload = NotificationPayload::of(&push).to_raw();
         let (push_hex, site_hex) = (push_id.to_hex(), push.site_id.to_hex());
+        let sent_at = record_timestamp(raw.triggered_at, now_ms());
         let ttl = u32::try_from(push.time_to_live.clamp(0, MAX_TTL)).unwrap_or(0);
         let urgency = Urgency::from(push.priority);
         let resume = push.fanout.clone().unwrap_or_default();
@@ -343,7 +344,7 @@ impl Fanout {
             }
             .write_json(&mut buffer);
             let Some(ack) = self
-                .produce(&subscriber_hex, &buffer, &[cancel, &canceled])
+                .produce(&subscriber_hex, &buffer, sent_at, &[cancel, &canceled])
                 .await?
             else {
                 // Stopped while the producer's queue was full: this one was not produced.
@@ -424,9 +425,13 @@ impl Fanout {
         &self,
         key: &str,
         payload: &[u8],
+        sent_at: Option<i64>,
         stop: &[&CancellationToken],
     ) -> Result<Option<DeliveryFuture>, FanoutError> {
         let mut record = FutureRecord::to(&self.topic).key(key).payload(payload);
+        if let Some(sent_at) = sent_at {
+            record = record.timestamp(sent_at);
+        }
         loop {
             match self.producer.send_result(record) {
                 Ok(ack) => return Ok(Some(ack)),
@@ -693,3 +698,21 @@ fn target_of(member: &AudienceMember) -> Result<TargetSource<'_>, String> {
 fn rate(count: i64, since: Instant) -> f64 {
     count as f64 / since.elapsed().as_secs_f64().max(1e-3)
 }
+
+/// The timestamp of a push's delivery records: when the push was triggered, so a sender can
+/// measure the time from send to acceptance. A trigger from over an hour ago (or a clock far
+/// ahead) keeps the producer's time: Kafka's time-based retention must not take a late
+/// fan-out's records early, and brokers refuse timestamps too far in the future.
+fn record_timestamp(triggered_at: i64, now: i64) -> Option<i64> {
+    const WITHIN_MS: i64 = 3_600_000;
+    (triggered_at > 0 && (now - WITHIN_MS..=now + 60_000).contains(&triggered_at))
+        .then_some(triggered_at)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+

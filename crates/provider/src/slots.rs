@@ -168,11 +168,14 @@ impl RequestSlots {
             .acquire_owned()
             .await
             .map_err(|_| SlotError::Closed)?;
+        let since = Instant::now();
+        // The caller times the push service's answer from here (see `timed`).
+        let _ = SLOT_TAKEN.try_with(|taken| taken.set(since));
         Ok(RequestSlot {
             _global: global,
             _key: key_permit,
             slots,
-            since: Instant::now(),
+            since,
         })
     }
 
@@ -211,6 +214,28 @@ impl RequestSlots {
             .unwrap_or_else(PoisonError::into_inner)
             .len()
     }
+}
+
+tokio::task_local! {
+    /// When the delivery running in this task got its request slot.
+    static SLOT_TAKEN: std::sync::OnceLock<Instant>;
+}
+
+/// Runs `attempt` and tells when it got a request slot: the time after it is the push
+/// service's answer (plus the request's encryption, a few tens of microseconds), without the
+/// wait for a slot. `None` when no slot was taken (nothing was sent).
+///
+/// A task-local instead of a field on every provider's outcome: the providers take their
+/// slots deep inside their clients, and the sender's metrics are the only ones who ask.
+pub async fn timed<F: std::future::Future>(attempt: F) -> (F::Output, Option<Instant>) {
+    let taken = std::sync::OnceLock::new();
+    SLOT_TAKEN
+        .scope(taken, async {
+            let output = attempt.await;
+            let at = SLOT_TAKEN.with(|taken| taken.get().copied());
+            (output, at)
+        })
+        .await
 }
 
 #[cfg(test)]
@@ -347,5 +372,16 @@ mod tests {
     fn zero_is_refused() {
         assert!(RequestSlots::new(0, 1).is_err());
         assert!(RequestSlots::new(1, 0).is_err());
+    }
+
+    #[tokio::test]
+    async fn timed_tells_when_the_slot_was_taken() {
+        let slots = RequestSlots::new(4, 2).expect("slots");
+        let before = Instant::now();
+        let (slot, taken) = timed(slots.acquire("origin")).await;
+        assert!(slot.is_ok());
+        assert!(taken.is_some_and(|at| at >= before), "{taken:?}");
+        let ((), taken) = timed(async {}).await;
+        assert_eq!(taken, None, "no slot, nothing sent");
     }
 }

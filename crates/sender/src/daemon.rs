@@ -359,6 +359,12 @@ pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> an
                     topic: Arc::clone(&topic_names[topic]),
                     partition: message.partition(),
                     offset: message.offset(),
+                    // Topic 0 is the push topic, whose records the parser stamps with the
+                    // push's send time.
+                    push_sent_at_ms: (topic == 0)
+                        .then(|| message.timestamp().to_millis())
+                        .flatten()
+                        .and_then(|ms| u64::try_from(ms).ok()),
                 };
                 let raw = message.payload().map(<[u8]>::to_vec).unwrap_or_default();
                 drop(message);

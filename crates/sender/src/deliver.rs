@@ -109,9 +109,21 @@ impl Deliverer {
                 self.metrics.handed_over.inc();
                 return None;
             }
-            outcome = self.attempt(&message, &push.token) => outcome,
+            timed = pushservice_provider::slots::timed(self.attempt(&message, &push.token)) => timed,
         };
-        self.metrics.attempt(&outcome);
+        let (outcome, slot_taken) = outcome;
+        let platform = message.target.platform();
+        self.metrics
+            .attempt(platform, &outcome, slot_taken.map(|at| at.elapsed()));
+        // A replayed dead letter's record is stamped when it was replayed, not sent.
+        if matches!(outcome, DeliveryOutcome::Accepted)
+            && !message.replayed
+            && let Some(sent_at) = source.push_sent_at_ms
+        {
+            let since = now_millis().saturating_sub(sent_at);
+            self.metrics
+                .accepted_after(platform, Duration::from_millis(since));
+        }
         Some(self.produced(&message, raw, source, outcome))
     }
 
@@ -220,7 +232,7 @@ impl Deliverer {
         ) {
             RetryPlan::After(delay) => {
                 let tier = tier_for(delay, &self.retry_tiers);
-                self.metrics.retry(tier);
+                self.metrics.retry(tier, delay);
                 let due = now.saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
                 vec![self.records.retry(message, tier, attempts, first, due)]
             }
@@ -247,7 +259,7 @@ impl Deliverer {
         let delay = fastrand::u64(low..high);
         tracing::trace!(push_id = %message.push_id, %reason, delay_ms = delay, "delivery deferred");
         let tier = tier_for(Duration::from_millis(delay), &self.retry_tiers);
-        self.metrics.retry(tier);
+        self.metrics.retry(tier, Duration::from_millis(delay));
         vec![
             self.records
                 .retry(message, tier, message.attempt, first, now + delay),

@@ -37,6 +37,9 @@ pub struct Source {
     pub partition: i32,
     /// Offset.
     pub offset: i64,
+    /// When the message's push was sent, milliseconds since the epoch: the record timestamp
+    /// the parser sets on the push topic (not on retry topics, where it is the retry's).
+    pub push_sent_at_ms: Option<u64>,
 }
 
 /// The topics records go to.
@@ -219,6 +222,7 @@ mod tests {
             topic: Arc::from("push"),
             partition: 3,
             offset: 42,
+            push_sent_at_ms: None,
         };
         let message = message();
         let record = topics().dead_letter(DeadLetter {
