@@ -1,13 +1,15 @@
 //! The telemetry endpoint: `/metrics`, `/healthz`, `/readyz`.
 //!
 //! Plain HTTP/1.1 on its own address (`METRICS_ADDR`), off unless configured, so several
-//! instances on one host each get their own port. Readiness is a flag the daemon sets once it
-//! is connected to MongoDB and Kafka and has subscribed, and clears when it stops.
+//! instances on one host each get their own port. Readiness is the daemon's own flag (set once
+//! it started, cleared when it stops) and the checks it registers ([`Health::report`], fed
+//! by [`crate::probes`]): `/readyz` lists each with its latest result.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -53,9 +55,27 @@ impl TelemetryArgs {
 }
 
 /// Liveness and readiness of a daemon.
+///
+/// Ready means: the daemon said so ([`Health::set_ready`]: started, not stopping), and every
+/// check it registered (Kafka, MongoDB, partitions assigned, ...) passed at its latest run,
+/// and that run is recent (a probe that hangs is a failure too).
 #[derive(Debug, Default)]
 pub struct Health {
     ready: AtomicBool,
+    checks: Mutex<Vec<Check>>,
+}
+
+#[derive(Debug)]
+struct Check {
+    name: &'static str,
+    /// The latest result, when it came, and what it said.
+    passed: bool,
+    at: Instant,
+    detail: String,
+    /// Since when it has been failing.
+    failing_since: Option<Instant>,
+    /// A result older than this counts as failed.
+    stale_after: Duration,
 }
 
 impl Health {
@@ -64,9 +84,89 @@ impl Health {
         self.ready.store(ready, Ordering::Relaxed);
     }
 
+    /// Records the result of check `name`; `stale_after` is how long it stands.
+    pub fn report(
+        &self,
+        name: &'static str,
+        result: Result<String, String>,
+        stale_after: Duration,
+    ) {
+        let now = Instant::now();
+        let mut checks = self.checks.lock().unwrap_or_else(|p| p.into_inner());
+        let passed = result.is_ok();
+        let detail = match result {
+            Ok(detail) | Err(detail) => detail,
+        };
+        match checks.iter_mut().find(|c| c.name == name) {
+            Some(check) => {
+                if passed {
+                    check.failing_since = None;
+                } else if check.passed {
+                    check.failing_since = Some(now);
+                }
+                check.passed = passed;
+                check.at = now;
+                check.detail = detail;
+                check.stale_after = stale_after;
+            }
+            None => checks.push(Check {
+                name,
+                passed,
+                at: now,
+                detail,
+                failing_since: (!passed).then_some(now),
+                stale_after,
+            }),
+        }
+    }
+
     /// Whether the daemon is ready.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
+            && self
+                .checks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .all(|c| c.passed && c.at.elapsed() <= c.stale_after)
+    }
+
+    /// What `/readyz` answers: one line per check, then the verdict.
+    pub fn describe(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        if !self.ready.load(Ordering::Relaxed) {
+            out.push_str("daemon: starting or stopping\n");
+        }
+        for check in self.checks.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let age = check.at.elapsed();
+            let _ = if age > check.stale_after {
+                writeln!(
+                    out,
+                    "{}: no answer for {:.0} s (last: {})",
+                    check.name,
+                    age.as_secs_f64(),
+                    check.detail
+                )
+            } else if check.passed {
+                writeln!(out, "{}: ok, {}", check.name, check.detail)
+            } else {
+                let failing = check
+                    .failing_since
+                    .map_or(0.0, |s| s.elapsed().as_secs_f64());
+                writeln!(
+                    out,
+                    "{}: FAILING for {failing:.0} s: {}",
+                    check.name, check.detail
+                )
+            };
+        }
+        out.push_str(if self.is_ready() {
+            "ready\n"
+        } else {
+            "not ready\n"
+        });
+        out
     }
 }
 
@@ -112,11 +212,11 @@ fn respond(path: &str, registry: &Registry, health: &Health) -> Response<Full<By
             registry.render(),
         ),
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
-        "/readyz" if health.is_ready() => (StatusCode::OK, "text/plain", "ready\n".to_owned()),
+        "/readyz" if health.is_ready() => (StatusCode::OK, "text/plain", health.describe()),
         "/readyz" => (
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain",
-            "not ready\n".to_owned(),
+            health.describe(),
         ),
         _ => (
             StatusCode::NOT_FOUND,
@@ -153,6 +253,37 @@ mod tests {
         assert_eq!(
             respond("/healthz", &registry, &health).status(),
             StatusCode::OK
+        );
+        health.report(
+            "kafka",
+            Err("no broker answered".into()),
+            Duration::from_secs(15),
+        );
+        assert_eq!(
+            respond("/readyz", &registry, &health).status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "a failing check makes it unready"
+        );
+        assert!(
+            health.describe().contains("kafka: FAILING"),
+            "{}",
+            health.describe()
+        );
+        health.report("kafka", Ok("3 brokers".into()), Duration::from_secs(15));
+        assert_eq!(
+            respond("/readyz", &registry, &health).status(),
+            StatusCode::OK
+        );
+        health.report("mongodb", Ok("ping".into()), Duration::ZERO);
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(
+            !health.is_ready(),
+            "a result older than its bound counts as failed"
+        );
+        assert!(
+            health.describe().contains("mongodb: no answer"),
+            "{}",
+            health.describe()
         );
         assert_eq!(
             respond("/nope", &registry, &health).status(),

@@ -14,11 +14,13 @@
 //! - [`main_entry`] — [`daemon_main`], the `main` every daemon shares.
 //! - [`signal`] — [`shutdown_signal`]: SIGINT or SIGTERM.
 //! - [`metrics`] — [`Registry`], [`Counter`], [`Gauge`], [`Histogram`], process metrics.
+//! - [`probes`] — [`Probes`]: Kafka and MongoDB round trips for `/readyz`, consumer lag.
 //! - [`http`] — the `/metrics`, `/healthz`, `/readyz` endpoint and [`TelemetryArgs`].
 
 pub mod http;
 pub mod main_entry;
 pub mod metrics;
+pub mod probes;
 pub mod signal;
 
 pub use http::{Health, TelemetryArgs, serve_telemetry};
@@ -26,4 +28,5 @@ pub use main_entry::daemon_main;
 pub use metrics::{
     Counter, Gauge, GaugeFamily, Histogram, LATENCY_BUCKETS, Registry, WAIT_BUCKETS,
 };
+pub use probes::Probes;
 pub use signal::shutdown_signal;

@@ -345,10 +345,23 @@ mod tests {
         failed.inc();
         pending.set(-2);
         let text = registry.render();
-        assert_eq!(text.matches("# TYPE deliveries_total counter").count(), 1, "{text}");
-        assert!(text.contains("deliveries_total{outcome=\"accepted\"} 3\n"), "{text}");
-        assert!(text.contains("deliveries_total{outcome=\"failed\"} 1\n"), "{text}");
-        assert!(text.contains("# TYPE pending gauge\npending -2\n"), "{text}");
+        assert_eq!(
+            text.matches("# TYPE deliveries_total counter").count(),
+            1,
+            "{text}"
+        );
+        assert!(
+            text.contains("deliveries_total{outcome=\"accepted\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("deliveries_total{outcome=\"failed\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE pending gauge\npending -2\n"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -374,7 +387,10 @@ mod tests {
         latency.observe_duration(Duration::from_millis(80));
         latency.observe(0.2);
         let text = registry.render();
-        assert!(text.contains("# TYPE request_duration_seconds histogram"), "{text}");
+        assert!(
+            text.contains("# TYPE request_duration_seconds histogram"),
+            "{text}"
+        );
         assert!(
             text.contains("request_duration_seconds_bucket{platform=\"web\",le=\"0.05\"} 0\n"),
             "{text}"
@@ -387,7 +403,10 @@ mod tests {
             text.contains("request_duration_seconds_bucket{platform=\"web\",le=\"+Inf\"} 2\n"),
             "{text}"
         );
-        assert!(text.contains("request_duration_seconds_count{platform=\"web\"} 2\n"), "{text}");
+        assert!(
+            text.contains("request_duration_seconds_count{platform=\"web\"} 2\n"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -415,7 +434,8 @@ mod tests {
             "process_start_time_seconds",
         ] {
             assert!(
-                text.lines().any(|l| l.starts_with(name) && !l.starts_with('#')),
+                text.lines()
+                    .any(|l| l.starts_with(name) && !l.starts_with('#')),
                 "{name} missing:\n{text}"
             );
         }

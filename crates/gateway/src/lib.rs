@@ -46,7 +46,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use pushservice_daemon::{Health, Registry, serve_telemetry};
+use pushservice_daemon::{Health, Probes, Registry, serve_telemetry};
 use pushservice_store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -94,6 +94,11 @@ pub async fn serve(
     let hub = Arc::new(Hub::new(&start, config.history_memory_bytes));
 
     let stop = CancellationToken::new();
+    // The gateway reads every partition without a group; its recorder's group has a lag.
+    let probes = Probes::new(&config.kafka)
+        .store(store.clone())
+        .group(&config.history_group, &[topic.as_str()])
+        .spawn(Arc::clone(&health), &registry, stop.clone());
     let acks = Arc::new(acks::AckBook::default());
     let reader = tokio::spawn(
         reader::LiveReader {
@@ -184,6 +189,7 @@ pub async fn serve(
     let _ = tokio::time::timeout(spread + Duration::from_secs(5), shared.tracker.wait()).await;
     health.set_ready(false);
     stop.cancel();
+    let _ = probes.await;
     if let Err(e) = fallbacks.await {
         tracing::error!(error = %e, "fallback task panicked");
     }

@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use pushservice_daemon::{Health, Registry, serve_telemetry};
+use pushservice_daemon::{Health, Probes, Registry, serve_telemetry};
 use pushservice_kafka::rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance,
 };
@@ -135,14 +135,14 @@ pub async fn run(config: ParserConfig, shutdown: impl Future<Output = ()>) -> an
         max_poll_interval: config.max_poll_interval,
         ..ConsumerTuning::default()
     };
-    let consumer = group_consumer(
+    let consumer = Arc::new(group_consumer(
         &config.kafka,
         &config.group,
         &tuning,
         ParserContext {
             running: Arc::clone(&running),
         },
-    )?;
+    )?);
     consumer
         .subscribe(&[&config.raw_push_topic])
         .map_err(|e| anyhow::anyhow!("subscribing to {:?}: {e}", config.raw_push_topic))?;
@@ -156,6 +156,20 @@ pub async fn run(config: ParserConfig, shutdown: impl Future<Output = ()>) -> an
     let supervisor = Supervisor {
         policy: config.retry.clone(),
         metrics: Arc::clone(&metrics),
+    };
+    let stop_probes = CancellationToken::new();
+    let probes = {
+        let consumer = Arc::clone(&consumer);
+        Probes::new(&config.kafka)
+            .store(fanout.store.clone())
+            .group(&config.group, &[config.raw_push_topic.as_str()])
+            .assigned(Arc::new(move || {
+                consumer
+                    .assignment()
+                    .map(|list| list.count())
+                    .map_err(|e| e.to_string())
+            }))
+            .spawn(Arc::clone(&health), &registry, stop_probes.clone())
     };
     health.set_ready(true);
     tracing::info!(group = %config.group, raw_push = %config.raw_push_topic, push = %config.push_topic,
@@ -183,7 +197,7 @@ pub async fn run(config: ParserConfig, shutdown: impl Future<Output = ()>) -> an
                         tracing::error!(partition, offset, %reason,
                             "malformed raw-push message skipped; re-send the push with pushctl");
                         metrics.finished(&Verdict::Skipped(reason));
-                        store_offset(&consumer, topic, partition, offset);
+                        store_offset(&*consumer, topic, partition, offset);
                         continue;
                     }
                 };
@@ -191,10 +205,10 @@ pub async fn run(config: ParserConfig, shutdown: impl Future<Output = ()>) -> an
                     // Not expected while the partition is paused. One job per partition keeps
                     // offsets in order: this message comes again when the running job ends.
                     tracing::warn!(partition, offset, "raw-push received while a job runs on its partition; deferred");
-                    pause(&consumer, topic, partition, offset);
+                    pause(&*consumer, topic, partition, offset);
                     continue;
                 }
-                pause(&consumer, topic, partition, offset + 1);
+                pause(&*consumer, topic, partition, offset + 1);
                 metrics.running.add(1);
                 let token = CancellationToken::new();
                 lock(&running).insert(partition, token.clone());
@@ -213,12 +227,14 @@ pub async fn run(config: ParserConfig, shutdown: impl Future<Output = ()>) -> an
                     tracing::error!("a parser job ended that the loop did not start");
                     continue;
                 };
-                job_ended(&consumer, topic, &running, &metrics, &key, end);
+                job_ended(&*consumer, topic, &running, &metrics, &key, end);
             }
         }
     }
 
     health.set_ready(false);
+    stop_probes.cancel();
+    let _ = probes.await;
 
     tracing::info!(
         running = jobs.len(),
@@ -231,7 +247,7 @@ pub async fn run(config: ParserConfig, shutdown: impl Future<Output = ()>) -> an
         if let Ok((id, JobEnd::Verdict(_))) = joined
             && let Some(key) = keys.remove(&id)
         {
-            store_offset(&consumer, topic, key.partition, key.offset);
+            store_offset(&*consumer, topic, key.partition, key.offset);
         }
     }
     if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {

@@ -38,7 +38,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use pushservice_control::PushTrigger;
-use pushservice_daemon::{Health, Registry, serve_telemetry};
+use pushservice_daemon::{Health, Probes, Registry, serve_telemetry};
 use pushservice_model::ObjectId;
 use pushservice_store::Store;
 use tokio_util::sync::CancellationToken;
@@ -95,6 +95,13 @@ pub async fn serve(
         config.trust_forwarded_for,
     );
     limiter.spawn_cleanup();
+    // The API produces to Kafka and reads MongoDB; it consumes nothing.
+    let stop_probes = CancellationToken::new();
+    let probes = Probes::new(&config.kafka).store(store.clone()).spawn(
+        Arc::clone(&health),
+        &registry,
+        stop_probes.clone(),
+    );
     let state = AppState::new(Inner {
         sites: SiteCache::new(store.clone(), config.site_cache),
         store: store.clone(),
@@ -136,6 +143,8 @@ pub async fn serve(
     .with_graceful_shutdown(shutdown)
     .await;
     health.set_ready(false);
+    stop_probes.cancel();
+    let _ = probes.await;
     stop_writer.cancel();
     if let Err(e) = writer.await {
         tracing::error!(error = %e, "event writer task failed");

@@ -33,7 +33,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use pushservice_apns::ApnsClient;
-use pushservice_daemon::{Health, Registry, serve_telemetry};
+use pushservice_daemon::{Health, Probes, Registry, serve_telemetry};
 use pushservice_fcm::FcmClient;
 use pushservice_kafka::rdkafka::consumer::{
     BaseConsumer, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
@@ -295,6 +295,23 @@ pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> an
         RecorderMetrics::new(&registry),
         stop.clone(),
     ));
+    let probes = {
+        let consumer = Arc::clone(&consumer);
+        Probes::new(&config.kafka)
+            .store(store.clone())
+            .group(&config.group, &names)
+            .group(
+                &config.recorder_group,
+                &[config.topics.outcomes.name.as_str()],
+            )
+            .assigned(Arc::new(move || {
+                consumer
+                    .assignment()
+                    .map(|list| list.count())
+                    .map_err(|e| e.to_string())
+            }))
+            .spawn(Arc::clone(&health), &registry, stop.clone())
+    };
     health.set_ready(true);
     tracing::info!(group = %config.group, topics = ?names, brokers = %config.kafka.brokers,
         concurrency = config.concurrency, max_pending = config.max_pending,
@@ -449,6 +466,7 @@ pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> an
     committer.stop();
     let _ = tokio::task::spawn_blocking(move || committer_thread.join()).await;
     let _ = cancel_poller.await;
+    let _ = probes.await;
     stop_evidence.cancel();
     let _ = evidence_sync.await;
     match tokio::time::timeout(Duration::from_secs(30), recorder).await {

@@ -90,6 +90,15 @@ impl Store {
             .await;
     }
 
+    /// One round trip to the server (`ping`), for health checks.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.database
+            .run_command(doc! { "ping": 1 })
+            .await
+            .map(|_| ())
+            .map_err(StoreError::query("pinging MongoDB"))
+    }
+
     /// The database, for tools and tests that need raw access.
     pub fn database(&self) -> &Database {
         &self.database

@@ -235,11 +235,12 @@ async fn origin_allowed(state: &AppState, path: &str, origin: &HeaderValue) -> b
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    if state.health.is_ready() {
-        (StatusCode::OK, "ready\n").into_response()
+    let status = if state.health.is_ready() {
+        StatusCode::OK
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
-    }
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, state.health.describe()).into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
