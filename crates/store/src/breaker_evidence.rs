@@ -34,7 +34,7 @@ pub struct BreakerEvidence {
     pub sender: String,
     /// Site id (hex).
     pub site_id: String,
-    /// Platform name (`WebPush`, `APNs`, `FCM`).
+    /// Platform name as the breakers name it (`Web Push`, `APNs`, `FCM`).
     pub platform: String,
     /// Deliveries accepted in the window.
     pub successes: u32,
