@@ -25,7 +25,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use clap::Parser as _;
 use common::{ADMIN_TOKEN, KEY_SEED, Options, World};
 use pushservice_kafka::rdkafka::message::{Header, OwnedHeaders};
 use pushservice_kafka::rdkafka::producer::FutureRecord;
@@ -33,117 +32,18 @@ use pushservice_kafka::{ProducerTuning, producer};
 use pushservice_model::{
     DELIVERY_VERSION, DateTime, DeliveryMessage, ObjectId, Platform, Subscriber, Target, Urgency,
 };
-use pushservice_push_sink::{Latency, Protocol, Sink, SinkConfig};
+use pushservice_push_sink::Latency;
 use pushservice_seed::{SubscriberSeed, seed_subscribers};
 use pushservice_store::{ChannelPresence, PresenceCount, PresenceSnapshot};
-use pushservice_testkit::{env_for, unique_name};
 use reqwest::{Method, StatusCode};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 
 /// Subscribers of the site whose push the browser follows.
 const AUDIENCE: i64 = 20_000;
 
 const REASON_400: &str = "HTTP 400: invalid request";
 const REASON_503: &str = "retry budget spent: HTTP 503 Service Unavailable";
-
-/// A push-service simulator, a parser that checkpoints after every subscriber, and one
-/// sender, beside a [`World`] started without delivery.
-struct Pipeline {
-    sink: Sink,
-    cert: PathBuf,
-    stops: Vec<oneshot::Sender<()>>,
-    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
-}
-
-impl Pipeline {
-    async fn start(world: &World) -> Pipeline {
-        let cert = std::env::temp_dir().join(format!("{}.pem", unique_name("console-sink")));
-        let sink = Sink::start(SinkConfig {
-            protocol: Protocol::Tls,
-            cert_out: Some(cert.clone()),
-            latency: Latency::Uniform {
-                min: Duration::from_millis(50),
-                max: Duration::from_millis(250),
-            },
-            ..SinkConfig::default()
-        })
-        .await
-        .expect("push service simulator starts");
-        // The daemons parse flags, not the environment every test shares.
-        let flags: Vec<String> = env_for(&world.mongo, &world.kafka, &world.topics)
-            .into_iter()
-            .filter(|(key, _)| key != "PUSHSERVICE_ENV_FILE")
-            .map(|(key, value)| format!("--{}={value}", key.to_lowercase().replace('_', "-")))
-            .collect();
-        let (mut stops, mut tasks) = (Vec::new(), Vec::new());
-        let parser = pushservice_parser::ParserArgs::try_parse_from(
-            [
-                "parser".to_owned(),
-                format!("--parser-group={}", unique_name("console-parsers")),
-                // One subscriber per MongoDB round trip: a fan-out that lasts.
-                "--query-batch-size=1".to_owned(),
-            ]
-            .into_iter()
-            .chain(
-                flags
-                    .iter()
-                    .filter(|f| !f.starts_with("--query-batch-size="))
-                    .cloned(),
-            ),
-        )
-        .expect("parser flags")
-        .settings()
-        .expect("parser settings");
-        let (stop, stopped) = oneshot::channel::<()>();
-        stops.push(stop);
-        tasks.push(tokio::spawn(pushservice_parser::run(parser, async {
-            let _ = stopped.await;
-        })));
-        let group = unique_name("console-senders");
-        let sender = pushservice_sender::SenderArgs::try_parse_from(
-            [
-                "sender".to_owned(),
-                format!("--sender-group={group}"),
-                format!("--sender-recorder-group={group}-recorder"),
-                format!("--sender-instance-id={group}-0"),
-                format!("--sender-extra-ca-file={}", cert.display()),
-                "--sender-allow-private-endpoints=true".to_owned(),
-            ]
-            .into_iter()
-            .chain(flags.iter().cloned()),
-        )
-        .expect("sender flags")
-        .settings()
-        .expect("sender settings");
-        let (stop, stopped) = oneshot::channel::<()>();
-        stops.push(stop);
-        tasks.push(tokio::spawn(pushservice_sender::run(sender, async {
-            let _ = stopped.await;
-        })));
-        Pipeline {
-            sink,
-            cert,
-            stops,
-            tasks,
-        }
-    }
-
-    async fn finish(self) {
-        for stop in self.stops {
-            let _ = stop.send(());
-        }
-        for task in self.tasks {
-            match tokio::time::timeout(Duration::from_secs(60), task).await {
-                Ok(Ok(Ok(()))) => {}
-                other => panic!("a daemon did not stop cleanly: {other:?}"),
-            }
-        }
-        let _ = std::fs::remove_file(&self.cert);
-        self.sink.shutdown().await;
-    }
-}
 
 fn repository() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -551,10 +451,20 @@ async fn the_console_follows_and_cancels_a_push_in_chromium() {
         "Chromium ({chromium}) or the test's npm packages are missing: run scripts/browser-deps"
     );
 
-    let world = World::start(Options::default()).await;
-    let pipeline = Pipeline::start(&world).await;
+    // A parser that reads one subscriber per MongoDB round trip (a fan-out that lasts, so the
+    // push can be canceled from the page) and one sender.
+    let world = World::start(Options {
+        senders: 1,
+        latency: Latency::Uniform {
+            min: Duration::from_millis(50),
+            max: Duration::from_millis(250),
+        },
+        parser_query_batch_size: Some(1),
+        ..Options::default()
+    })
+    .await;
     let (site, key) = world.create_site(&[]).await;
-    let sink = &pipeline.sink;
+    let sink = world.sink.as_ref().expect("simulator");
     seed_subscribers(
         &world.store,
         &SubscriberSeed {
@@ -674,6 +584,5 @@ async fn the_console_follows_and_cancels_a_push_in_chromium() {
         screenshot.display()
     );
 
-    pipeline.finish().await;
     world.finish().await;
 }

@@ -44,6 +44,9 @@ pub struct Options {
     pub latency: Latency,
     /// `API_PUBLIC_RATE_PER_SEC` and `API_PUBLIC_BURST`.
     pub public_rate: (u32, u32),
+    /// The parser's `QUERY_BATCH_SIZE` (1: one subscriber per MongoDB round trip, a fan-out
+    /// that lasts); the shared default when `None`.
+    pub parser_query_batch_size: Option<u32>,
 }
 
 impl Default for Options {
@@ -54,6 +57,7 @@ impl Default for Options {
             body_limit: 256 * 1024,
             latency: Latency::default(),
             public_rate: (100_000, 100_000),
+            parser_query_batch_size: None,
         }
     }
 }
@@ -130,7 +134,12 @@ impl World {
                     "--parser-retry-delay-ms=200".to_owned(),
                 ]
                 .into_iter()
-                .chain(base_flags.iter().cloned()),
+                .chain(base_flags.iter().cloned())
+                .chain(
+                    options
+                        .parser_query_batch_size
+                        .map(|size| format!("--query-batch-size={size}")),
+                ),
             )
             .expect("parser flags")
             .settings()
