@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
+use pushservice_daemon::probes::positions_of;
 use pushservice_daemon::{Health, Probes, Registry, serve_telemetry};
 use pushservice_kafka::rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance,
@@ -162,7 +163,7 @@ pub async fn run(config: ParserConfig, shutdown: impl Future<Output = ()>) -> an
         let consumer = Arc::clone(&consumer);
         Probes::new(&config.kafka)
             .store(fanout.store.clone())
-            .group(&config.group, &[config.raw_push_topic.as_str()])
+            .lag(&config.group, positions_of(Arc::clone(&consumer)))
             .assigned(Arc::new(move || {
                 consumer
                     .assignment()

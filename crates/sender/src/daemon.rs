@@ -33,6 +33,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use pushservice_apns::ApnsClient;
+use pushservice_daemon::probes::positions_of;
 use pushservice_daemon::{Health, Probes, Registry, serve_telemetry};
 use pushservice_fcm::FcmClient;
 use pushservice_kafka::rdkafka::consumer::{
@@ -299,11 +300,7 @@ pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> an
         let consumer = Arc::clone(&consumer);
         Probes::new(&config.kafka)
             .store(store.clone())
-            .group(&config.group, &names)
-            .group(
-                &config.recorder_group,
-                &[config.topics.outcomes.name.as_str()],
-            )
+            .lag(&config.group, positions_of(Arc::clone(&consumer)))
             .assigned(Arc::new(move || {
                 consumer
                     .assignment()
