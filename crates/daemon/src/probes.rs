@@ -1,20 +1,15 @@
 //! Round trips to Kafka and MongoDB that keep `/readyz` honest, and consumer lag.
 //!
-//! Every [`Probes::interval`] a daemon pings MongoDB, asks Kafka for the watermarks of the
-//! partitions its group member holds, compares them with the member's own read positions,
-//! and checks that it holds partitions. Each result goes to [`Health`] as a named
+//! Every [`Probes::interval`] a daemon pings MongoDB, asks Kafka for the watermarks and
+//! committed offsets of its consumer groups (one batched request per topic, without joining
+//! the group), and checks that it holds partitions. Each result goes to [`Health`] as a named
 //! check, so `/readyz` turns unready within one interval of losing Kafka or MongoDB, says
 //! which and why, and turns ready again at the first round trip that succeeds.
 //!
-//! The lag of each group, topic and partition (high watermark − the member's position) becomes
-//! `pushservice_consumer_lag_messages`; each member reports the partitions it holds, so the
-//! series of a group's members add up to the group's lag.
-//!
-//! Why not read every group's committed offsets from outside, as `pushctl stats` does: that
-//! takes a client with the group's id, and a daemon doing so every few seconds beside the
-//! group's members made the members redeliver (measured with the sender's outage test: 202
-//! duplicate deliveries instead of 0), and so did asking for committed offsets through the
-//! member's own consumer. Its positions are in memory and cost the group nothing.
+//! The lag of each group, topic and partition (high watermark − committed offset) becomes
+//! `pushservice_consumer_lag_messages`. Every member of a group reports the whole group's
+//! lag (it is one read, and it stays right when members come and go): aggregate it with
+//! `max by (group, topic, partition)`, never `sum` across instances.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -34,46 +29,14 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
 /// Counts the partitions this instance holds, or says why it cannot tell.
 pub type AssignedPartitions = Arc<dyn Fn() -> Result<usize, String> + Send + Sync>;
 
-/// Where a group member stands on the partitions it holds: `(topic, partition, offset)`,
-/// `None` where it has no position yet.
-pub type CommittedOffsets =
-    Arc<dyn Fn() -> Result<Vec<(String, i32, Option<i64>)>, String> + Send + Sync>;
-
-/// [`CommittedOffsets`] of a group member's own consumer: its read positions on the
-/// partitions assigned to it, which it keeps in memory (no request to the group coordinator:
-/// asking for committed offsets beside a running member made it redeliver, see above).
-pub fn positions_of<C, K>(consumer: Arc<K>) -> CommittedOffsets
-where
-    C: pushservice_kafka::rdkafka::consumer::ConsumerContext + 'static,
-    K: pushservice_kafka::rdkafka::consumer::Consumer<C> + Send + Sync + 'static,
-{
-    use pushservice_kafka::rdkafka::Offset;
-    Arc::new(move || {
-        let positions = consumer
-            .position()
-            .map_err(|e| format!("reading the consumer's positions: {e}"))?;
-        Ok(positions
-            .elements()
-            .iter()
-            .map(|e| {
-                let offset = match e.offset() {
-                    Offset::Offset(offset) => Some(offset),
-                    _ => None,
-                };
-                (e.topic().to_owned(), e.partition(), offset)
-            })
-            .collect())
-    })
-}
-
 /// What a daemon probes.
 pub struct Probes {
     /// The Kafka cluster.
     pub kafka: KafkaSettings,
     /// The store, when the daemon uses one.
     pub store: Option<Store>,
-    /// The group whose lag this member reports, and how to read its commits.
-    pub lag: Option<(String, CommittedOffsets)>,
+    /// Consumer groups whose lag is reported, each with its topics.
+    pub groups: Vec<(String, Vec<String>)>,
     /// Partitions this instance holds; ready needs at least one.
     pub assigned: Option<AssignedPartitions>,
     /// Time between rounds.
@@ -86,7 +49,7 @@ impl Probes {
         Probes {
             kafka: kafka.clone(),
             store: None,
-            lag: None,
+            groups: Vec::new(),
             assigned: None,
             interval: DEFAULT_INTERVAL,
         }
@@ -98,9 +61,12 @@ impl Probes {
         self
     }
 
-    /// Also reports the lag of `group` on the partitions this member holds.
-    pub fn lag(mut self, group: &str, committed: CommittedOffsets) -> Self {
-        self.lag = Some((group.to_owned(), committed));
+    /// Also reports the lag of `group` on `topics`.
+    pub fn group(mut self, group: &str, topics: &[&str]) -> Self {
+        self.groups.push((
+            group.to_owned(),
+            topics.iter().map(|t| (*t).to_owned()).collect(),
+        ));
         self
     }
 
@@ -150,16 +116,14 @@ impl Probes {
                 health.report("mongodb", result, stale);
             }
 
-            let (kafka, lag_source, reader) =
-                (self.kafka.clone(), self.lag.clone(), Arc::clone(&reader));
-            let round = tokio::task::spawn_blocking(move || {
-                kafka_round(&kafka, lag_source.as_ref(), &reader)
-            });
+            let (kafka, groups, reader) =
+                (self.kafka.clone(), self.groups.clone(), Arc::clone(&reader));
+            let round = tokio::task::spawn_blocking(move || kafka_round(&kafka, &groups, &reader));
             match round.await {
                 Ok(Ok(lags)) => {
                     let partitions: usize = lags.iter().map(|l| l.partitions.len()).sum();
                     let total: i64 = lags.iter().map(TopicLag::total).sum();
-                    let detail = if self.lag.is_none() {
+                    let detail = if self.groups.is_empty() {
                         "metadata answered".to_owned()
                     } else {
                         format!("lag {total} over {partitions} partitions")
@@ -188,10 +152,11 @@ impl Probes {
     }
 }
 
-/// One round trip to Kafka: the member's lag, or only the cluster's metadata without one.
+/// One round trip to Kafka: the groups' lag, or only the cluster's metadata when there are
+/// no groups.
 fn kafka_round(
     kafka: &KafkaSettings,
-    lag_source: Option<&(String, CommittedOffsets)>,
+    groups: &[(String, Vec<String>)],
     reader: &std::sync::Mutex<Option<PositionReader>>,
 ) -> Result<Vec<TopicLag>, String> {
     let mut reader = reader.lock().unwrap_or_else(|p| p.into_inner());
@@ -201,48 +166,17 @@ fn kafka_round(
     let Some(reader) = reader.as_ref() else {
         return Err("no Kafka client".to_owned());
     };
-    let Some((group, committed)) = lag_source else {
+    if groups.is_empty() {
         return reader
             .check_reachable()
             .map(|()| Vec::new())
             .map_err(|e| e.to_string());
-    };
-    // Watermarks of the topics held, one batched read each; nothing held: a metadata read.
-    let held = committed()?;
-    if held.is_empty() {
-        reader.check_reachable().map_err(|e| e.to_string())?;
     }
-    let mut by_topic: std::collections::BTreeMap<&str, Vec<(i32, Option<i64>)>> =
-        std::collections::BTreeMap::new();
-    for (topic, partition, offset) in &held {
-        by_topic
-            .entry(topic)
-            .or_default()
-            .push((*partition, *offset));
-    }
-    let mut lags = Vec::new();
-    for (topic, partitions) in by_topic {
-        let marks = reader.watermarks(topic).map_err(|e| e.to_string())?;
-        let mut lag = TopicLag {
-            group: group.clone(),
-            topic: topic.to_owned(),
-            partitions: Vec::new(),
-        };
-        for (partition, offset) in partitions {
-            let Some(marks) = usize::try_from(partition).ok().and_then(|p| marks.get(p)) else {
-                continue;
-            };
-            let from = offset.unwrap_or(marks.low);
-            lag.partitions.push(pushservice_kafka::lag::PartitionLag {
-                partition,
-                watermarks: *marks,
-                committed: offset,
-                lag: (marks.high - from).max(0),
-            });
-        }
-        lags.push(lag);
-    }
-    Ok(lags)
+    let groups: Vec<(&str, Vec<String>)> = groups
+        .iter()
+        .map(|(group, topics)| (group.as_str(), topics.clone()))
+        .collect();
+    reader.group_lags(&groups).map_err(|e| e.to_string())
 }
 
 /// Sets the lag series of `lags` and removes those shown before that are gone.

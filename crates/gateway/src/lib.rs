@@ -94,12 +94,11 @@ pub async fn serve(
     let hub = Arc::new(Hub::new(&start, config.history_memory_bytes));
 
     let stop = CancellationToken::new();
-    // The gateway reads every partition without a group: Kafka and MongoDB round trips.
-    let probes = Probes::new(&config.kafka).store(store.clone()).spawn(
-        Arc::clone(&health),
-        &registry,
-        stop.clone(),
-    );
+    // The gateway reads every partition without a group; its recorder's group has a lag.
+    let probes = Probes::new(&config.kafka)
+        .store(store.clone())
+        .group(&config.history_group, &[topic.as_str()])
+        .spawn(Arc::clone(&health), &registry, stop.clone());
     let acks = Arc::new(acks::AckBook::default());
     let reader = tokio::spawn(
         reader::LiveReader {

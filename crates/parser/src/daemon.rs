@@ -24,7 +24,6 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use pushservice_daemon::probes::positions_of;
 use pushservice_daemon::{Health, Probes, Registry, serve_telemetry};
 use pushservice_kafka::rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance,
@@ -163,7 +162,7 @@ pub async fn run(config: ParserConfig, shutdown: impl Future<Output = ()>) -> an
         let consumer = Arc::clone(&consumer);
         Probes::new(&config.kafka)
             .store(fanout.store.clone())
-            .lag(&config.group, positions_of(Arc::clone(&consumer)))
+            .group(&config.group, &[config.raw_push_topic.as_str()])
             .assigned(Arc::new(move || {
                 consumer
                     .assignment()

@@ -33,7 +33,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use pushservice_apns::ApnsClient;
-use pushservice_daemon::probes::positions_of;
 use pushservice_daemon::{Health, Probes, Registry, serve_telemetry};
 use pushservice_fcm::FcmClient;
 use pushservice_kafka::rdkafka::consumer::{
@@ -300,7 +299,11 @@ pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> an
         let consumer = Arc::clone(&consumer);
         Probes::new(&config.kafka)
             .store(store.clone())
-            .lag(&config.group, positions_of(Arc::clone(&consumer)))
+            .group(&config.group, &names)
+            .group(
+                &config.recorder_group,
+                &[config.topics.outcomes.name.as_str()],
+            )
             .assigned(Arc::new(move || {
                 consumer
                     .assignment()
