@@ -15,6 +15,7 @@
 //! `spawn_blocking` in async code.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::time::Duration;
 
 use pushservice_config::KafkaSettings;
@@ -89,6 +90,10 @@ impl TopicLag {
 pub struct PositionReader {
     consumer: BaseConsumer,
     settings: KafkaSettings,
+    /// One client per group asked about, kept for the reader's life: a daemon asking every
+    /// few seconds reuses its connection to the group's coordinator instead of finding it
+    /// again (and opening and closing a client with the group's id) on every round.
+    group_clients: std::sync::Mutex<BTreeMap<String, BaseConsumer>>,
 }
 
 impl PositionReader {
@@ -107,6 +112,7 @@ impl PositionReader {
         Ok(PositionReader {
             consumer,
             settings: settings.clone(),
+            group_clients: std::sync::Mutex::default(),
         })
     }
 
@@ -197,13 +203,30 @@ impl PositionReader {
         partitions: i32,
     ) -> Result<Vec<Option<i64>>, KafkaError> {
         // The group id of a committed-offsets request is the client's own: a client per
-        // group, cheap (no group is joined; it only asks the coordinator).
-        let client: BaseConsumer = client_config(&self.settings)
-            .set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .create()
-            .map_err(|e| KafkaError::client(format!("creating client of group {group:?}"), e))?;
+        // group. It never subscribes, so it never joins the group, takes no partition and
+        // commits nothing; it only asks the coordinator (OffsetFetch).
+        let mut clients = self
+            .group_clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let client = match clients.entry(group.to_owned()) {
+            Entry::Occupied(kept) => kept.into_mut(),
+            Entry::Vacant(slot) => slot.insert(
+                client_config(&self.settings)
+                    .set("group.id", group)
+                    .set("enable.auto.commit", "false")
+                    .set("enable.auto.offset.store", "false")
+                    // Without it the offset fetch asks for stable offsets (KIP-447) and the
+                    // coordinator makes it wait while a member's transaction holds pending
+                    // offsets, which for a busy sender group is nearly always: the last
+                    // completed commit is what lag counts from.
+                    .set("isolation.level", "read_uncommitted")
+                    .create()
+                    .map_err(|e| {
+                        KafkaError::client(format!("creating client of group {group:?}"), e)
+                    })?,
+            ),
+        };
         let mut list = TopicPartitionList::new();
         for partition in 0..partitions {
             list.add_partition(topic, partition);

@@ -31,6 +31,9 @@ pub struct Received {
     /// Which request for this subscriber it was (1 for the first, counting every request
     /// since start or the last reset, whatever its answer).
     pub attempt: u32,
+    /// When it was accepted: tests use it to tell when duplicates happened.
+    #[serde(skip)]
+    pub at: std::time::Instant,
 }
 
 /// Which mobile push service accepted a [`MobileReceived`].

@@ -30,6 +30,30 @@ async fn missing(world: &World) -> Vec<ObjectId> {
         .collect()
 }
 
+/// When the second acceptances of subscribers accepted more than once happened, in seconds
+/// from the outage's start (negative: before it), as "first..last (n)", or "-" without any:
+/// tells a duplicate of the kill's uncommitted work from one of a later rebalance.
+async fn duplicate_times(world: &World, outage_started: Instant) -> String {
+    let mut at: Vec<f64> = world
+        .subscribers()
+        .await
+        .iter()
+        .filter_map(|s| world.sink.received(&s.id.to_hex()).get(1).map(|r| r.at))
+        .map(|at| {
+            if at >= outage_started {
+                at.duration_since(outage_started).as_secs_f64()
+            } else {
+                -outage_started.duration_since(at).as_secs_f64()
+            }
+        })
+        .collect();
+    at.sort_by(f64::total_cmp);
+    match (at.first(), at.last()) {
+        (Some(first), Some(last)) => format!("{first:.1} s..{last:.1} s ({})", at.len()),
+        _ => "-".to_owned(),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_with_a_sender_killed_during_it_loses_nothing() {
     const AUDIENCE: u64 = 4_000;
@@ -108,6 +132,7 @@ async fn an_outage_with_a_sender_killed_during_it_loses_nothing() {
     );
     let stats = world.sink.stats();
     assert_eq!(stats.verify_failures(), 0, "{:?}", stats.verify_failed);
+    let duplicates_at = duplicate_times(&world, outage_started).await;
     assert!(
         stats.outage_answered > 0,
         "the outage answered requests: {stats:?}"
@@ -126,8 +151,8 @@ async fn an_outage_with_a_sender_killed_during_it_loses_nothing() {
     eprintln!(
         "outage test: {at_outage} of {AUDIENCE} accepted when the 60 s outage began; \
          {} requests answered by it; everyone reached {after_outage:?} after it began \
-         ({:?} in all); duplicates {}; totals accepted {} unsubscribed {} failed {}; \
-         dead letters {}",
+         ({:?} in all); duplicates {} (accepted again at {duplicates_at}); totals accepted {} \
+         unsubscribed {} failed {}; dead letters {}",
         stats.outage_answered,
         started.elapsed(),
         stats.duplicates,

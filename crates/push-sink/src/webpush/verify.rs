@@ -94,6 +94,7 @@ impl Verifier {
             vapid_sub: claims.sub.clone().unwrap_or_default(),
             vapid_aud: claims.aud.clone(),
             attempt,
+            at: std::time::Instant::now(),
         })
     }
 }
