@@ -31,6 +31,14 @@ pub struct ConsumerTuning {
     pub fetch_max_bytes: u32,
     /// Largest share of one partition in a fetch response, bytes.
     pub partition_fetch_max_bytes: u32,
+    /// A fetch returns once this many bytes are there (`fetch.min.bytes`) or after
+    /// [`ConsumerTuning::fetch_wait_max`]. librdkafka's default of 1 byte answers each fetch as
+    /// soon as anything arrived, so a member reading a topic that is being written a little
+    /// at a time (a sender while the parser fans out) asks again and again for a few
+    /// messages over all its partitions, and the broker spends its CPU on fetches.
+    pub fetch_min_bytes: u32,
+    /// Longest time the broker holds a fetch waiting for `fetch_min_bytes` (`fetch.wait.max.ms`).
+    pub fetch_wait_max: Duration,
     /// Offsets are committed by a transactional producer together with what processing the
     /// messages produced (`send_offsets_to_transaction`), never by the consumer itself.
     pub transactional: bool,
@@ -49,6 +57,8 @@ impl Default for ConsumerTuning {
             queued_max_kbytes: 8 * 1024,
             fetch_max_bytes: 4 * 1024 * 1024,
             partition_fetch_max_bytes: 256 * 1024,
+            fetch_min_bytes: 64 * 1024,
+            fetch_wait_max: Duration::from_millis(100),
             transactional: false,
         }
     }
@@ -137,6 +147,11 @@ pub fn group_consumer<C: ConsumerContext + 'static>(
             tuning.queued_max_kbytes.to_string(),
         )
         .set("fetch.max.bytes", tuning.fetch_max_bytes.to_string())
+        .set("fetch.min.bytes", tuning.fetch_min_bytes.to_string())
+        .set(
+            "fetch.wait.max.ms",
+            tuning.fetch_wait_max.as_millis().to_string(),
+        )
         .set(
             "max.partition.fetch.bytes",
             tuning.partition_fetch_max_bytes.to_string(),

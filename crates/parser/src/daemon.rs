@@ -133,6 +133,9 @@ pub async fn run(config: ParserConfig, shutdown: impl Future<Output = ()>) -> an
     let running: Running = Arc::default();
     let tuning = ConsumerTuning {
         max_poll_interval: config.max_poll_interval,
+        // Triggers are few and small: each is fetched the moment it is written, not after
+        // the broker waited for a fuller fetch.
+        fetch_min_bytes: 1,
         ..ConsumerTuning::default()
     };
     let consumer = Arc::new(group_consumer(
