@@ -18,6 +18,9 @@ fn services(action: &str) {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/services");
     let status = Command::new(&script)
         .args([action, "kafka"])
+        // A broker that has hosted many test groups and topics can take over the default
+        // 120 s to load them again after a restart.
+        .env("PUSHSERVICE_UP_TIMEOUT", "300")
         .status()
         .unwrap_or_else(|e| panic!("running {} {action} kafka: {e}", script.display()));
     assert!(status.success(), "scripts/services {action} kafka failed");
