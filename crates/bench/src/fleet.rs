@@ -202,7 +202,11 @@ pub async fn start_daemons(
         groups.push((parser_group, 1, RAW_PUSH_PARTITIONS));
     }
     if with_senders {
-        groups.push((sender_group, config.senders as usize, partitions));
+        groups.push((
+            sender_group,
+            config.senders as usize * pushservice_config::SENDER_GROUP_MEMBERS_PER_SENDER,
+            partitions,
+        ));
     }
     let mut waiting = ready_urls;
     loop {

@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use pushservice_config::{KafkaSettings, MongoSettings};
 use pushservice_kafka::rdkafka::admin::{AdminClient, AdminOptions};
 use pushservice_kafka::rdkafka::client::DefaultClientContext;
-use pushservice_kafka::{check_reachable, client_config};
+use pushservice_kafka::{check_reachable, client_config, describe_group};
 use pushservice_store::Store;
 
 /// Hint appended to "service not answering" errors.
@@ -70,14 +70,8 @@ impl KafkaAdmin {
         let name = group.to_owned();
         let wait = self.timeout;
         let found = tokio::task::spawn_blocking(move || {
-            let list = client.inner().fetch_group_list(Some(&name), wait).ok()?;
-            let info = list.groups().iter().find(|g| g.name() == name)?;
-            let assigned: usize = info
-                .members()
-                .iter()
-                .map(|m| m.assignment().map_or(0, assigned_partitions))
-                .sum();
-            Some((info.state() == "Stable", info.members().len(), assigned))
+            let view = describe_group(client.inner(), &name, wait).ok()??;
+            Some((view.state == "Stable", view.members.len(), view.assigned()))
         })
         .await
         .ok()
@@ -113,34 +107,6 @@ impl KafkaAdmin {
         }
         problems
     }
-}
-
-/// Partitions in a consumer-protocol assignment (`MemberAssignment` bytes: version i16, then
-/// an array of {topic string, array of i32 partitions}, then user data). 0 if malformed.
-pub fn assigned_partitions(bytes: &[u8]) -> usize {
-    fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-        let (head, tail) = (bytes.get(..n)?, bytes.get(n..)?);
-        *bytes = tail;
-        Some(head)
-    }
-    fn int(bytes: &mut &[u8], n: usize) -> Option<i64> {
-        let raw = take(bytes, n)?;
-        Some(raw.iter().fold(0i64, |acc, b| (acc << 8) | i64::from(*b)))
-    }
-    let parse = |mut bytes: &[u8]| -> Option<usize> {
-        take(&mut bytes, 2)?; // version
-        let topics = usize::try_from(int(&mut bytes, 4)?).ok()?;
-        let mut total = 0;
-        for _ in 0..topics {
-            let name_len = usize::try_from(int(&mut bytes, 2)?).ok()?;
-            take(&mut bytes, name_len)?;
-            let partitions = usize::try_from(int(&mut bytes, 4)?).ok()?;
-            take(&mut bytes, partitions.checked_mul(4)?)?;
-            total += partitions;
-        }
-        Some(total)
-    };
-    parse(bytes).unwrap_or(0)
 }
 
 /// The Kafka and MongoDB server processes, found by `scripts/services`'s pid files, or else by
@@ -212,30 +178,6 @@ pub fn first_port(list: &str, default: u16) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn assignment(topics: &[(&str, &[i32])]) -> Vec<u8> {
-        let mut out = vec![0, 1];
-        out.extend((topics.len() as i32).to_be_bytes());
-        for (name, partitions) in topics {
-            out.extend((name.len() as i16).to_be_bytes());
-            out.extend(name.as_bytes());
-            out.extend((partitions.len() as i32).to_be_bytes());
-            for p in *partitions {
-                out.extend(p.to_be_bytes());
-            }
-        }
-        out.extend((-1i32).to_be_bytes()); // no user data
-        out
-    }
-
-    #[test]
-    fn assignments_are_counted() {
-        let bytes = assignment(&[("bench-push", &[0, 1, 2, 7]), ("other", &[3])]);
-        assert_eq!(assigned_partitions(&bytes), 5);
-        assert_eq!(assigned_partitions(&assignment(&[])), 0);
-        assert_eq!(assigned_partitions(&bytes[..12]), 0, "truncated");
-        assert_eq!(assigned_partitions(&[]), 0);
-    }
 
     #[test]
     fn ss_output_gives_the_pid() {

@@ -23,7 +23,7 @@ pub use env::load_dotenv;
 pub use kafka::{KafkaArgs, KafkaSecurity, KafkaSettings};
 pub use logging::{LogArgs, LogFormat, init_logging};
 pub use mongo::{MongoArgs, MongoSettings};
-pub use topics::{RETRY_TIERS, TopicArgs, TopicSpec, Topics};
+pub use topics::{RETRY_TIERS, SENDER_GROUP_MEMBERS_PER_SENDER, TopicArgs, TopicSpec, Topics};
 
 /// A setting that is missing or wrong; the message names its environment key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

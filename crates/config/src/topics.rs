@@ -150,6 +150,10 @@ pub const RETRY_TIERS: [(&str, std::time::Duration); 3] = [
     ("10m", std::time::Duration::from_secs(600)),
 ];
 
+/// Members each sender has in its consumer group (`SENDER_GROUP`): one reads the push topic,
+/// the other the retry tiers, so each topic set is spread over the senders on its own.
+pub const SENDER_GROUP_MEMBERS_PER_SENDER: usize = 2;
+
 impl Topics {
     /// Every topic, in creation order.
     pub fn all(&self) -> Vec<TopicSpec> {

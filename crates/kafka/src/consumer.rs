@@ -42,6 +42,9 @@ pub struct ConsumerTuning {
     /// Offsets are committed by a transactional producer together with what processing the
     /// messages produced (`send_offsets_to_transaction`), never by the consumer itself.
     pub transactional: bool,
+    /// The member's `client.id`, which group descriptions show next to its partitions
+    /// (`kafka-consumer-groups.sh --describe`); `pushservice` when unset.
+    pub client_id: Option<String>,
 }
 
 impl Default for ConsumerTuning {
@@ -60,6 +63,7 @@ impl Default for ConsumerTuning {
             fetch_min_bytes: 64 * 1024,
             fetch_wait_max: Duration::from_millis(100),
             transactional: false,
+            client_id: None,
         }
     }
 }
@@ -114,7 +118,11 @@ pub fn group_consumer<C: ConsumerContext + 'static>(
     tuning: &ConsumerTuning,
     context: C,
 ) -> Result<StreamConsumer<C>, KafkaError> {
-    client_config(settings)
+    let mut config = client_config(settings);
+    if let Some(client_id) = &tuning.client_id {
+        config.set("client.id", client_id);
+    }
+    config
         .set("group.id", group_id)
         .set(
             "enable.auto.commit",

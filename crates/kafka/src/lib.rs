@@ -15,6 +15,7 @@
 //! - [`consumer`] — consumer-group members with automatic offset *storing* off, so offsets only
 //!   advance once the application says a message's outcome is final.
 //! - [`admin`] — idempotent topic creation and partition counts.
+//! - [`groups`] — a consumer group's state, members and their partitions, read without joining.
 //! - [`lag`] — watermarks, offsets by time, and consumer-group lag, read without joining.
 //! - [`reader`] — reads a topic without joining a group (`pushctl tail`, `pushctl dlq`,
 //!   tests), until quiet or up to the end it had when the scan started.
@@ -22,6 +23,7 @@
 pub mod admin;
 pub mod client;
 pub mod consumer;
+pub mod groups;
 pub mod lag;
 pub mod producer;
 pub mod reader;
@@ -29,6 +31,7 @@ pub mod reader;
 pub use admin::{TopicOutcome, ensure_topics, partition_count};
 pub use client::{KafkaError, check_reachable, client_config};
 pub use consumer::{ConsumerTuning, LoggingContext, describe, group_consumer};
+pub use groups::{GroupMember, GroupView, decode_assignment, describe_group};
 pub use lag::{PartitionLag, PositionReader, TopicLag, Watermarks};
 pub use producer::{ProducerTuning, producer, transactional_producer};
 pub use rdkafka;

@@ -11,8 +11,8 @@
 //!
 //! The committer runs on a thread of its own because librdkafka's transaction calls block.
 //! It gathers [`Release`]s for up to one commit interval, then: begin, produce every record,
-//! send the offsets with the consumer's group metadata (so a member that lost its partitions
-//! in a rebalance cannot commit them: the broker fences it), commit. A transaction that fails
+//! send the offsets with the group metadata of the consumer that read them (so a member that
+//! lost its partitions in a rebalance cannot commit them: the broker fences it), commit. A transaction that fails
 //! is aborted and tried again with the same content (partitions this member no longer owns
 //! left out: their messages are redelivered to the new owner). A fatal error (this producer
 //! was fenced, typically because its transaction outlived `SENDER_TRANSACTION_TIMEOUT_MS`
@@ -101,8 +101,9 @@ pub struct CommitterParts<C: ConsumerContext + 'static> {
     /// Makes a new transactional producer with the same transactional id (transactions
     /// initialized), to replace one that failed for good. Blocks.
     pub renew: RenewProducer,
-    /// The consumer whose offsets are committed.
-    pub consumer: Arc<StreamConsumer<C>>,
+    /// The consumers whose offsets are committed, each with the topics it reads (by
+    /// [`TopicPartition::topic`]): a topic's offsets go with its consumer's group metadata.
+    pub consumers: Vec<(Arc<StreamConsumer<C>>, Vec<usize>)>,
     /// Names of the consumed topics, by [`TopicPartition::topic`].
     pub topic_names: Vec<Arc<str>>,
     /// Which partitions this member still owns.
@@ -396,18 +397,24 @@ fn transaction<C: ConsumerContext + 'static>(
             }
         }
     }
-    let mut offsets = TopicPartitionList::new();
-    for (tp, next) in &batch.offsets {
-        let Some(topic) = parts.topic_names.get(tp.topic) else {
+    for (consumer, topics) in &parts.consumers {
+        let mut offsets = TopicPartitionList::new();
+        for (tp, next) in &batch.offsets {
+            let Some(topic) = parts.topic_names.get(tp.topic) else {
+                continue;
+            };
+            if topics.contains(&tp.topic) {
+                offsets.add_partition_offset(topic, tp.partition, Offset::Offset(*next))?;
+            }
+        }
+        if offsets.count() == 0 {
             continue;
-        };
-        offsets.add_partition_offset(topic, tp.partition, Offset::Offset(*next))?;
+        }
+        // Absent only before the consumer joined its group; an abortable state error retries.
+        let metadata = consumer
+            .group_metadata()
+            .ok_or(KafkaError::Global(RDKafkaErrorCode::State))?;
+        producer.send_offsets_to_transaction(&offsets, &metadata, CALL_TIMEOUT)?;
     }
-    // Absent only before the consumer joined its group; an abortable state error retries.
-    let metadata = parts
-        .consumer
-        .group_metadata()
-        .ok_or(KafkaError::Global(RDKafkaErrorCode::State))?;
-    producer.send_offsets_to_transaction(&offsets, &metadata, CALL_TIMEOUT)?;
     producer.commit_transaction(CALL_TIMEOUT)
 }

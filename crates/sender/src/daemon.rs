@@ -1,12 +1,20 @@
 //! The sender's consumer loop.
 //!
-//! One consumer-group member reads the push topic and the retry topics. Each message becomes
-//! a task that makes one delivery attempt; what the outcome produces (an outcome record, a
-//! retry, a dead letter) goes through the [`OffsetTracker`], which releases finished
-//! messages in offset order to the [`Committer`]; it writes them and commits their offsets
-//! in one Kafka transaction. MongoDB is not on this path at all: the outcome recorder
+//! Each message becomes a task that makes one delivery attempt; what the outcome produces (an
+//! outcome record, a retry, a dead letter) goes through the [`OffsetTracker`], which releases
+//! finished messages in offset order to the [`Committer`]; it writes them and commits their
+//! offsets in one Kafka transaction. MongoDB is not on this path at all: the outcome recorder
 //! ([`crate::recorder`]) applies outcomes to it from the outcome topic.
 //!
+//! - **Two members of the group per sender** ([`Consumers`]): one reads the push topic, the
+//!   other the retry tiers, so the group's assignor spreads each topic set over the senders
+//!   on its own. With one member reading both, `cooperative-sticky` balanced the *number* of
+//!   partitions per member over all topics: of two senders, one took 148 push partitions and
+//!   the other 52 push partitions and the 96 retry ones, which carry nothing without
+//!   failures, so one sender did three quarters of a push. Both members share the offset
+//!   tracker and the committer, which commits each member's offsets with that member's group
+//!   metadata in the same transaction. The group id and committed offsets are unchanged, so
+//!   senders of either shape can run together during an upgrade.
 //! - **Retries wait on Kafka, not in memory.** A message from a retry topic that is not due
 //!   yet is held (one per partition) and its partition paused until it is due, so the
 //!   messages behind it stay on the broker.
@@ -38,6 +46,8 @@ use pushservice_fcm::FcmClient;
 use pushservice_kafka::rdkafka::consumer::{
     BaseConsumer, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
 };
+use pushservice_kafka::rdkafka::error::KafkaResult;
+use pushservice_kafka::rdkafka::message::BorrowedMessage;
 use pushservice_kafka::rdkafka::{ClientContext, Message as _, Offset, TopicPartitionList};
 use pushservice_kafka::{ConsumerTuning, ProducerTuning, describe, group_consumer};
 use pushservice_model::DeliveryMessage;
@@ -63,7 +73,9 @@ use crate::tracker::TopicPartition;
 /// How long a rebalance waits for the committer to hand over revoked partitions.
 const HANDOVER_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Keeps the tracker and the pause state in step with the group's assignment.
+/// Keeps the tracker and the pause state in step with the group's assignment (one per
+/// member; both share the tracker, the committer and the pause state).
+#[derive(Clone)]
 struct SenderContext {
     tracker: SharedTracker,
     committer: Arc<OnceLock<Committer>>,
@@ -189,20 +201,32 @@ pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> an
     let tracker: SharedTracker = Arc::default();
     let committer_slot: Arc<OnceLock<Committer>> = Arc::default();
     let full = Arc::new(AtomicBool::new(false));
-    let consumer: Arc<StreamConsumer<SenderContext>> = Arc::new(group_consumer(
-        &config.kafka,
-        &config.group,
-        &ConsumerTuning {
-            transactional: true,
-            ..ConsumerTuning::default()
-        },
-        SenderContext {
+    let consumers = {
+        let context = SenderContext {
             tracker: Arc::clone(&tracker),
             committer: Arc::clone(&committer_slot),
             topic_names: topic_names.clone(),
             full: Arc::clone(&full),
-        },
-    )?);
+        };
+        // Each member names its sender and role, so a group description tells who holds what.
+        let member = |context, role: &str| {
+            group_consumer(
+                &config.kafka,
+                &config.group,
+                &ConsumerTuning {
+                    transactional: true,
+                    client_id: Some(format!("sender-{}-{role}", config.instance_id)),
+                    ..ConsumerTuning::default()
+                },
+                context,
+            )
+            .map(Arc::new)
+        };
+        Consumers {
+            push: member(context.clone(), "push")?,
+            retry: member(context, "retry")?,
+        }
+    };
     let transactional_id = format!("{}-{}", config.group, config.instance_id);
     let producer = {
         let (kafka, id, timeout) = (
@@ -242,7 +266,10 @@ pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> an
     let (committer, committer_thread) = Committer::start(CommitterParts {
         producer,
         renew,
-        consumer: Arc::clone(&consumer),
+        consumers: vec![
+            (Arc::clone(&consumers.push), vec![0]),
+            (Arc::clone(&consumers.retry), (1..topic_names.len()).collect()),
+        ],
         topic_names: topic_names.clone(),
         tracker: Arc::clone(&tracker),
         interval: config.commit_interval,
@@ -273,9 +300,7 @@ pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> an
     let _ = committer_slot.set(committer.clone());
 
     let names: Vec<&str> = topic_names.iter().map(|n| &**n).collect();
-    consumer
-        .subscribe(&names)
-        .map_err(|e| anyhow::anyhow!("subscribing to {names:?}: {e}"))?;
+    consumers.subscribe(&names)?;
 
     let stop = CancellationToken::new();
     let cancel_poller = tokio::spawn(canceled.run(config.cancel_poll, stop.clone()));
@@ -296,7 +321,7 @@ pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> an
         stop.clone(),
     ));
     let probes = {
-        let consumer = Arc::clone(&consumer);
+        let consumers = consumers.clone();
         Probes::new(&config.kafka)
             .store(store.clone())
             .group(&config.group, &names)
@@ -304,12 +329,7 @@ pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> an
                 &config.recorder_group,
                 &[config.topics.outcomes.name.as_str()],
             )
-            .assigned(Arc::new(move || {
-                consumer
-                    .assignment()
-                    .map(|list| list.count())
-                    .map_err(|e| e.to_string())
-            }))
+            .assigned(Arc::new(move || consumers.assigned()))
             .spawn(Arc::clone(&health), &registry, stop.clone())
     };
     health.set_ready(true);
@@ -332,12 +352,12 @@ pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> an
         if !paused_full && taken >= config.max_pending {
             paused_full = true;
             full.store(true, Ordering::Relaxed);
-            set_paused(&consumer, &tracker, |_| true, true);
+            consumers.set_paused(&tracker, |_| true, true);
             tracing::debug!(taken, "full: partitions paused");
         } else if paused_full && taken <= resume_below {
             paused_full = false;
             full.store(false, Ordering::Relaxed);
-            set_paused(&consumer, &tracker, |tp| !held.contains_key(&tp), false);
+            consumers.set_paused(&tracker, |tp| !held.contains_key(&tp), false);
             tracing::debug!(taken, "partitions resumed");
         }
         tokio::select! {
@@ -353,13 +373,13 @@ pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> an
                     if *count == 0 {
                         held.remove(&tp);
                         if !paused_full {
-                            set_paused(&consumer, &tracker, |p| p == tp, false);
+                            consumers.set_paused(&tracker, |p| p == tp, false);
                         }
                     }
                 }
             }
             () = tokio::time::sleep(Duration::from_millis(20)), if paused_full => {}
-            received = consumer.recv() => {
+            received = consumers.recv() => {
                 let message = match received {
                     Ok(message) => message,
                     Err(e) => {
@@ -398,7 +418,7 @@ pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> an
                 if due.is_some() {
                     let count = held.entry(tp).or_default();
                     if *count == 0 {
-                        set_paused(&consumer, &tracker, |p| p == tp, true);
+                        consumers.set_paused(&tracker, |p| p == tp, true);
                     }
                     *count += 1;
                 }
@@ -478,12 +498,66 @@ pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> an
         Ok(Ok(Ok(()))) => {}
     }
     // Unsubscribing leaves the group now instead of after the session timeout.
-    consumer.unsubscribe();
+    consumers.push.unsubscribe();
+    consumers.retry.unsubscribe();
     tracing::info!("sender stopped");
     store.close().await;
     match failure {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// The sender's two members of its consumer group: one reads the push topic (topic 0), the
+/// other the retry tiers.
+#[derive(Clone)]
+struct Consumers {
+    push: Arc<StreamConsumer<SenderContext>>,
+    retry: Arc<StreamConsumer<SenderContext>>,
+}
+
+impl Consumers {
+    fn subscribe(&self, names: &[&str]) -> anyhow::Result<()> {
+        let (push, retry) = names.split_at(1);
+        for (consumer, topics) in [(&self.push, push), (&self.retry, retry)] {
+            consumer
+                .subscribe(topics)
+                .map_err(|e| anyhow::anyhow!("subscribing to {topics:?}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// The next message of either member, whichever has one first (no member starves the
+    /// other: `select!` polls them in random order).
+    async fn recv(&self) -> KafkaResult<BorrowedMessage<'_>> {
+        tokio::select! {
+            message = self.push.recv() => message,
+            message = self.retry.recv() => message,
+        }
+    }
+
+    /// Partitions assigned to this sender, over both members.
+    fn assigned(&self) -> Result<usize, String> {
+        let mut count = 0;
+        for consumer in [&self.push, &self.retry] {
+            count += consumer
+                .assignment()
+                .map(|list| list.count())
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(count)
+    }
+
+    /// Pauses (or resumes) every assigned partition `select` picks, on both members.
+    fn set_paused(
+        &self,
+        tracker: &SharedTracker,
+        select: impl Fn(TopicPartition) -> bool,
+        pause: bool,
+    ) {
+        for consumer in [&self.push, &self.retry] {
+            set_paused(consumer, tracker, &select, pause);
+        }
     }
 }
 
@@ -497,7 +571,7 @@ pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> an
 fn set_paused(
     consumer: &StreamConsumer<SenderContext>,
     tracker: &SharedTracker,
-    select: impl Fn(TopicPartition) -> bool,
+    select: &impl Fn(TopicPartition) -> bool,
     pause: bool,
 ) {
     let Ok(assignment) = consumer.assignment() else {

@@ -4,43 +4,13 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{World, terminate};
+use common::{World, sample, terminate};
 use pushservice_model::PushStatus;
 use pushservice_push_sink::{Behaviour, Latency};
 
 const AUDIENCE: u64 = 1_500;
-
-/// Every sample of `text` named `name` whose labels contain all of `labels`, summed.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (series_name, rest) = match series.split_once('{') {
-                Some((n, rest)) => (n, rest.trim_end_matches('}')),
-                None => (series, ""),
-            };
-            if series_name != name {
-                return None;
-            }
-            let found: HashMap<&str, &str> = rest
-                .split(',')
-                .filter_map(|pair| {
-                    let (k, v) = pair.split_once('=')?;
-                    Some((k, v.trim_matches('"')))
-                })
-                .collect();
-            labels
-                .iter()
-                .all(|(k, v)| found.get(k) == Some(v))
-                .then(|| value.parse::<f64>().ok())
-                .flatten()
-        })
-        .sum()
-}
 
 async fn get(client: &reqwest::Client, url: &str) -> Option<(u16, String)> {
     let response = client.get(url).send().await.ok()?;
