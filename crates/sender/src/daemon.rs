@@ -65,6 +65,7 @@ use crate::config::SenderConfig;
 use crate::credentials::CredentialCache;
 use crate::deliver::Deliverer;
 use crate::metrics::SenderMetrics;
+use crate::payloads::PreparedPayloads;
 use crate::recorder::RecorderMetrics;
 use crate::records::{RecordTopics, Source};
 use crate::retry::now_millis;
@@ -190,6 +191,7 @@ pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> an
         apns,
         fcm,
         credentials: CredentialCache::new(store.clone(), config.site_cache),
+        payloads: PreparedPayloads::default(),
         breakers: Arc::clone(&breakers),
         canceled: Arc::clone(&canceled),
         records,

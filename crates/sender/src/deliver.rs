@@ -25,9 +25,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pushservice_apns::{ApnsClient, ApnsRequest, build_payload};
+use pushservice_apns::{ApnsClient, ApnsRequest};
 use pushservice_fcm::{FcmClient, FcmRequest};
-use pushservice_model::{DeliveryMessage, OutcomeResult, PayloadFields, Target, parse_object_id};
+use pushservice_model::{DeliveryMessage, OutcomeResult, Target, parse_object_id};
 use pushservice_provider::DeliveryOutcome;
 use pushservice_webpush::{WebPushClient, WebPushRequest, decode_auth, decode_p256dh};
 use tokio_util::sync::CancellationToken;
@@ -37,6 +37,7 @@ use crate::canceled::CanceledPushes;
 use crate::committer::Produced;
 use crate::credentials::CredentialCache;
 use crate::metrics::SenderMetrics;
+use crate::payloads::PreparedPayloads;
 use crate::records::{DeadLetter, RecordTopics, Source};
 use crate::retry::{RetryPlan, RetryPolicy, now_millis, tier_for};
 
@@ -53,6 +54,8 @@ pub struct Deliverer {
     pub fcm: FcmClient,
     /// Site credentials.
     pub credentials: CredentialCache,
+    /// APNs and FCM payloads, read once per push.
+    pub payloads: PreparedPayloads,
     /// Per-site breakers for answers that may mean a misconfiguration.
     pub breakers: Arc<Breakers>,
     /// Which pushes are canceled.
@@ -346,15 +349,14 @@ impl Deliverer {
                     Ok(apns) => apns,
                     Err(reason) => return DeliveryOutcome::permanent(reason.clone()),
                 };
-                let fields = match PayloadFields::parse(&message.payload) {
-                    Ok(fields) => fields,
+                let prepared = match self.payloads.get(message) {
+                    Ok(prepared) => prepared,
                     Err(e) => {
                         return DeliveryOutcome::permanent(format!(
                             "unreadable notification payload: {e}"
                         ));
                     }
                 };
-                let payload = build_payload(&fields, message.urgency);
                 let expiration = match ttl {
                     0 => 0,
                     ttl => now_millis() / 1_000 + u64::from(ttl),
@@ -365,7 +367,7 @@ impl Deliverer {
                         key: &apns.key,
                         topic: &apns.topic,
                         sandbox: apns.sandbox,
-                        payload: &payload,
+                        payload: prepared.apns(),
                         expiration,
                         collapse_id: message.topic.as_deref(),
                         withdrawn: Some(withdrawn),
@@ -377,8 +379,8 @@ impl Deliverer {
                     Ok(account) => account,
                     Err(reason) => return DeliveryOutcome::permanent(reason.clone()),
                 };
-                let fields = match PayloadFields::parse(&message.payload) {
-                    Ok(fields) => fields,
+                let prepared = match self.payloads.get(message) {
+                    Ok(prepared) => prepared,
                     Err(e) => {
                         return DeliveryOutcome::permanent(format!(
                             "unreadable notification payload: {e}"
@@ -389,7 +391,7 @@ impl Deliverer {
                     .send(&FcmRequest {
                         token,
                         account,
-                        fields: &fields,
+                        fields: &prepared.fields,
                         ttl,
                         urgency: message.urgency,
                         collapse_key: message.topic.as_deref(),

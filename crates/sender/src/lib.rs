@@ -26,6 +26,7 @@
 //! - [`recorder`] — the outcome topic applied to MongoDB.
 //! - [`credentials`] — site credentials (VAPID, APNs key, FCM service account) from MongoDB,
 //!   parsed once and cached.
+//! - [`payloads`] — APNs and FCM notification payloads, read once per push.
 //! - [`metrics`] — attempts, retries, dead letters, pending messages.
 
 pub mod breaker;
@@ -36,6 +37,7 @@ pub mod credentials;
 pub mod daemon;
 pub mod deliver;
 pub mod metrics;
+pub mod payloads;
 pub mod recorder;
 pub mod records;
 pub mod retry;
