@@ -25,11 +25,12 @@
 //! - **Canceled pushes are dropped, not held.** A retry of a canceled push is not held
 //!   until it is due (its partition would stay paused): it is recorded `canceled` at once,
 //!   and a held retry whose push is canceled meanwhile stops waiting ([`crate::canceled`]).
-//! - **Rebalances hand over exactly what is final.** Before partitions are revoked the
-//!   committer commits everything released; deliveries of revoked partitions still in
-//!   progress stop, and the new owner delivers them again from the committed offset.
-//!   Duplicates to push services are those deliveries that were already on the wire, and
-//!   those finished since the last commit when a sender dies without handing over.
+//! - **Rebalances hand over what is final.** Before partitions are revoked, deliveries of
+//!   theirs under way get up to [`HANDOVER_GRACE`] to finish (retries held until due stop at
+//!   once), then the committer commits everything released; what is still in progress stops,
+//!   and the new owner delivers it again from the committed offset. Duplicates to push
+//!   services are deliveries still on the wire after the grace, and those finished since the
+//!   last commit when a sender dies without handing over.
 //!
 //! Shutdown: stop fetching, let requests in flight finish within the grace period, commit
 //! what is final, stop the recorder (it applies what it read first).
@@ -38,7 +39,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pushservice_apns::ApnsClient;
 use pushservice_daemon::{Health, Probes, Registry, serve_telemetry};
@@ -73,6 +74,11 @@ use crate::tracker::TopicPartition;
 
 /// How long a rebalance waits for the committer to hand over revoked partitions.
 const HANDOVER_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a rebalance waits for deliveries of revoked partitions that are under way. The
+/// group waits for this member meanwhile, so it is short: deliveries answered within it
+/// (push services answer in 50–150 ms; a full window of 8,192 messages takes about a
+/// second) are committed here; the rest are stopped and the new owner delivers them again.
+const HANDOVER_GRACE: Duration = Duration::from_secs(5);
 
 /// Keeps the tracker and the pause state in step with the group's assignment (one per
 /// member; both share the tracker, the committer and the pause state).
@@ -103,6 +109,34 @@ impl SenderContext {
     }
 }
 
+impl SenderContext {
+    /// Begins the handover of `revoked` and waits (blocking: the consume loop is stopped in
+    /// the rebalance callback anyway, and deliveries run on the runtime's workers) until
+    /// their deliveries under way are finished, or [`HANDOVER_GRACE`] has passed.
+    fn settle(&self, revoked: &[TopicPartition]) {
+        let lock = || self.tracker.lock().unwrap_or_else(|p| p.into_inner());
+        {
+            let mut tracker = lock();
+            for tp in revoked {
+                tracker.hand_over(*tp);
+            }
+        }
+        let started = Instant::now();
+        while !revoked.iter().all(|tp| lock().settled(*tp)) {
+            if started.elapsed() >= HANDOVER_GRACE {
+                tracing::info!(grace = ?HANDOVER_GRACE,
+                    "deliveries of revoked partitions still under way; the new owner delivers them again");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "revoked partitions settled"
+        );
+    }
+}
+
 impl ClientContext for SenderContext {}
 
 impl ConsumerContext for SenderContext {
@@ -110,6 +144,10 @@ impl ConsumerContext for SenderContext {
         match rebalance {
             Rebalance::Revoke(list) => {
                 tracing::info!(partitions = %describe(list), "revoked");
+                let revoked = self.partitions(list);
+                // Deliveries under way finish first, so what they did is committed here
+                // instead of done again by the new owner; held retries stop at once.
+                self.settle(&revoked);
                 // Hand over exactly what is final; the rest is redelivered to the new owner.
                 if let Some(committer) = self.committer.get()
                     && !committer.flush(HANDOVER_TIMEOUT)
@@ -117,7 +155,7 @@ impl ConsumerContext for SenderContext {
                     tracing::warn!("revoked partitions handed over before their last commit");
                 }
                 let mut tracker = self.tracker.lock().unwrap_or_else(|p| p.into_inner());
-                for tp in self.partitions(list) {
+                for tp in revoked {
                     tracker.revoke(tp);
                 }
             }
@@ -413,7 +451,7 @@ pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> an
                     .ok()
                     .and_then(|m| m.due_at)
                     .filter(|due| *due > now_millis() + 5);
-                let (ticket, revoked) = {
+                let (ticket, stops) = {
                     let mut tracker = tracker.lock().unwrap_or_else(|p| p.into_inner());
                     tracker.begin(tp, source.offset)
                 };
@@ -449,7 +487,7 @@ pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> an
                                 tokio::select! {
                                     () = tokio::time::sleep(wait) => false,
                                     () = token.cancelled() => false,
-                                    () = revoked.cancelled() => true,
+                                    () = stops.handover.cancelled() => true,
                                     () = stop.cancelled() => true,
                                 }
                             }
@@ -457,11 +495,12 @@ pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> an
                         let _ = due_tx.send(tp);
                         if interrupted {
                             // Not final: delivered again from the committed offset.
+                            tracker.lock().unwrap_or_else(|p| p.into_inner()).abandon(ticket);
                             shared.progress.notify_waiters();
                             return;
                         }
                     }
-                    if let Some(produced) = deliverer.process(&raw, parsed, &source, &revoked).await {
+                    if let Some(produced) = deliverer.process(&raw, parsed, &source, &stops.revoked).await {
                         let mut tracker = tracker.lock().unwrap_or_else(|p| p.into_inner());
                         if let Some(release) = tracker.finish(ticket, produced) {
                             shared.in_committer.fetch_add(release.produced.len(), Ordering::Relaxed);

@@ -16,6 +16,16 @@
 //! partition may be someone else's by now). Each generation also has a cancellation token,
 //! cancelled when the partition is revoked, so that deliveries of a partition that moved stop
 //! instead of racing the new owner, which redelivers them anyway.
+//!
+//! A revocation is a handover in two steps, so the new owner redelivers as little as
+//! possible. First [`OffsetTracker::hand_over`]: retries held until they are due stop waiting
+//! (they were not sent; each is [`OffsetTracker::abandon`]ed and the new owner holds it
+//! again), while deliveries under way go on until the partition is
+//! [`OffsetTracker::settled`]: nothing pending before the first abandoned message, so every
+//! delivery that could still be committed is finished. Then the finished front is committed
+//! and [`OffsetTracker::revoke`] stops whatever is left. Without the first step, a revocation
+//! cancelled every delivery in progress, and every message finished behind the oldest of
+//! them (hundreds, with thousands taken) was delivered a second time by the new owner.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -53,10 +63,47 @@ struct PartitionState<T> {
     generation: u64,
     /// Cancelled when this generation's assignment ends.
     revoked: CancellationToken,
-    /// Messages taken and not released: `None` while pending, then what they produced.
-    taken: BTreeMap<i64, Option<T>>,
+    /// Cancelled when the handover of the partition begins (and by `revoked`).
+    handover: CancellationToken,
+    /// Messages taken and not released.
+    taken: BTreeMap<i64, Slot<T>>,
     /// One past the highest offset taken in this generation.
     next_offset: Option<i64>,
+}
+
+impl<T> PartitionState<T> {
+    fn new(generation: u64) -> Self {
+        let revoked = CancellationToken::new();
+        PartitionState {
+            generation,
+            handover: revoked.child_token(),
+            revoked,
+            taken: BTreeMap::new(),
+            next_offset: None,
+        }
+    }
+}
+
+/// A message taken and not released.
+#[derive(Debug)]
+enum Slot<T> {
+    /// Its delivery is under way (or held until due).
+    Pending,
+    /// Final, with what it produced.
+    Finished(T),
+    /// Given up by this member (a held retry stopped by a handover): never released, so
+    /// neither it nor anything after it is committed here.
+    Abandoned,
+}
+
+/// The cancellation tokens of a message taken: see [`OffsetTracker::begin`].
+#[derive(Debug, Clone)]
+pub struct Stops {
+    /// Cancelled when the partition is revoked: its delivery stops.
+    pub revoked: CancellationToken,
+    /// Cancelled when the partition's handover begins (and on revocation): a retry held
+    /// until it is due stops waiting.
+    pub handover: CancellationToken,
 }
 
 /// Identifies a message for [`OffsetTracker::finish`].
@@ -90,15 +137,8 @@ impl<T> OffsetTracker<T> {
             return;
         }
         self.next_generation += 1;
-        self.partitions.insert(
-            source,
-            PartitionState {
-                generation: self.next_generation,
-                revoked: CancellationToken::new(),
-                taken: BTreeMap::new(),
-                next_offset: None,
-            },
-        );
+        self.partitions
+            .insert(source, PartitionState::new(self.next_generation));
     }
 
     /// Stops tracking `source` (revoked): its deliveries in progress are told to stop, and
@@ -113,30 +153,29 @@ impl<T> OffsetTracker<T> {
         }
     }
 
-    /// Records that `offset` of `source` was taken; returns its ticket and the token that is
-    /// cancelled if the partition is revoked before the delivery ends. A partition that was
-    /// never assigned explicitly (assignment raced the first message) is assigned now.
-    pub fn begin(&mut self, source: TopicPartition, offset: i64) -> (Ticket, CancellationToken) {
+    /// Records that `offset` of `source` was taken; returns its ticket and the tokens that
+    /// tell its delivery to stop. A partition that was never assigned explicitly (assignment
+    /// raced the first message) is assigned now.
+    pub fn begin(&mut self, source: TopicPartition, offset: i64) -> (Ticket, Stops) {
         self.assign(source);
         let next_generation = &mut self.next_generation;
         let state = self.partitions.entry(source).or_insert_with(|| {
             // Unreachable after `assign`; kept total so no panic path exists.
             *next_generation += 1;
-            PartitionState {
-                generation: *next_generation,
-                revoked: CancellationToken::new(),
-                taken: BTreeMap::new(),
-                next_offset: None,
-            }
+            PartitionState::new(*next_generation)
         });
-        state.taken.insert(offset, None);
+        state.taken.insert(offset, Slot::Pending);
         state.next_offset = Some(state.next_offset.map_or(offset + 1, |n| n.max(offset + 1)));
         let ticket = Ticket {
             source,
             offset,
             generation: state.generation,
         };
-        (ticket, state.revoked.clone())
+        let stops = Stops {
+            revoked: state.revoked.clone(),
+            handover: state.handover.clone(),
+        };
+        (ticket, stops)
     }
 
     /// Records that the ticket's message is final and what it produced. Returns the finished
@@ -147,18 +186,18 @@ impl<T> OffsetTracker<T> {
             return None;
         }
         let slot = state.taken.get_mut(&ticket.offset)?;
-        if slot.is_some() {
+        if !matches!(slot, Slot::Pending) {
             return None;
         }
-        *slot = Some(produced);
+        *slot = Slot::Finished(produced);
         let mut released = Vec::new();
         let mut next_offset = None;
         while let Some(entry) = state.taken.first_entry() {
-            if entry.get().is_none() {
+            if !matches!(entry.get(), Slot::Finished(_)) {
                 break;
             }
             let offset = *entry.key();
-            if let Some(produced) = entry.remove() {
+            if let Slot::Finished(produced) = entry.remove() {
                 released.push(produced);
             }
             next_offset = Some(offset + 1);
@@ -168,6 +207,34 @@ impl<T> OffsetTracker<T> {
             next_offset,
             produced: released,
         })
+    }
+
+    /// Gives up the ticket's message (it was never sent): it stays unreleased, so neither it
+    /// nor anything after it is committed by this member.
+    pub fn abandon(&mut self, ticket: Ticket) {
+        if let Some(state) = self.partitions.get_mut(&ticket.source)
+            && state.generation == ticket.generation
+            && let Some(slot) = state.taken.get_mut(&ticket.offset)
+            && matches!(slot, Slot::Pending)
+        {
+            *slot = Slot::Abandoned;
+        }
+    }
+
+    /// Begins the handover of `source`: retries held until due stop waiting.
+    pub fn hand_over(&mut self, source: TopicPartition) {
+        if let Some(state) = self.partitions.get(&source) {
+            state.handover.cancel();
+        }
+    }
+
+    /// Whether nothing more of `source` can be released: no message pending before the first
+    /// abandoned one (true too for a partition not tracked).
+    pub fn settled(&self, source: TopicPartition) -> bool {
+        self.partitions
+            .get(&source)
+            .and_then(|state| state.taken.values().next())
+            .is_none_or(|front| matches!(front, Slot::Abandoned))
     }
 
     /// Messages taken and not released, over all partitions.
@@ -245,16 +312,16 @@ mod tests {
     fn finishes_from_an_earlier_assignment_are_ignored() {
         let mut tracker = OffsetTracker::default();
         let (old, old_revoked) = tracker.begin(tp(0, 3), 7);
-        assert!(!old_revoked.is_cancelled());
+        assert!(!old_revoked.revoked.is_cancelled());
         assert_eq!(tracker.revoke(tp(0, 3)), 1);
         assert!(
-            old_revoked.is_cancelled(),
+            old_revoked.revoked.is_cancelled(),
             "revoking tells deliveries to stop"
         );
         assert_eq!(tracker.finish(old, ()), None);
         tracker.assign(tp(0, 3));
         let (new, new_revoked) = tracker.begin(tp(0, 3), 7);
-        assert!(!new_revoked.is_cancelled());
+        assert!(!new_revoked.revoked.is_cancelled());
         assert_eq!(
             tracker.finish(old, ()),
             None,
@@ -297,5 +364,56 @@ mod tests {
         let (t, _) = tracker.begin(P0, 0);
         assert_eq!(tracker.finish(t, 1).map(|r| r.produced), Some(vec![1]));
         assert_eq!(tracker.finish(t, 2), None);
+    }
+    #[test]
+    fn a_handover_waits_for_deliveries_under_way_and_not_for_held_retries() {
+        let mut tracker = OffsetTracker::default();
+        tracker.assign(P0);
+        let (held, held_stops) = tracker.begin(P0, 10);
+        let (sent, sent_stops) = tracker.begin(P0, 11);
+        assert!(!tracker.settled(P0), "10 and 11 are under way");
+
+        tracker.hand_over(P0);
+        assert!(
+            held_stops.handover.is_cancelled(),
+            "held retries stop waiting"
+        );
+        assert!(!sent_stops.revoked.is_cancelled(), "deliveries go on");
+        tracker.abandon(held);
+        assert!(
+            tracker.settled(P0),
+            "nothing after an abandoned message can be released"
+        );
+        assert_eq!(
+            tracker.finish(sent, ()),
+            None,
+            "11 is not committed past the abandoned 10"
+        );
+        assert_eq!(
+            tracker.finish(held, ()),
+            None,
+            "an abandoned message stays given up"
+        );
+
+        tracker.revoke(P0);
+        assert!(sent_stops.revoked.is_cancelled());
+        assert!(tracker.settled(P0), "untracked");
+    }
+
+    #[test]
+    fn a_partition_settles_once_its_front_is_finished() {
+        let mut tracker = OffsetTracker::default();
+        tracker.assign(P0);
+        let (first, _) = tracker.begin(P0, 5);
+        let (second, _) = tracker.begin(P0, 6);
+        tracker.hand_over(P0);
+        assert_eq!(tracker.finish(second, 6), None);
+        assert!(!tracker.settled(P0), "5 is under way");
+        assert_eq!(
+            tracker.finish(first, 5).map(|r| r.produced),
+            Some(vec![5, 6])
+        );
+        assert!(tracker.settled(P0));
+        assert_eq!(tracker.taken(), 0);
     }
 }
