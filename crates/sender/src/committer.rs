@@ -12,9 +12,9 @@
 //! The committer runs on a thread of its own because librdkafka's transaction calls block.
 //! It gathers [`Release`]s for up to one commit interval, then: begin, produce every record,
 //! send the offsets with the group metadata of the consumer that read them (so a member that
-//! lost its partitions in a rebalance cannot commit them: the broker fences it), commit. A transaction that fails
-//! is aborted and tried again with the same content (partitions this member no longer owns
-//! left out: their messages are redelivered to the new owner). A fatal error (this producer
+//! lost its partitions in a rebalance cannot commit them: the broker fences it), commit. A
+//! transaction that fails is aborted and tried again with the same content (partitions this
+//! member no longer owns left out: their messages are redelivered to the new owner). A fatal error (this producer
 //! was fenced, typically because its transaction outlived `SENDER_TRANSACTION_TIMEOUT_MS`
 //! while the broker restarted) renews the producer under the same transactional id, which
 //! aborts whatever the old one left open, and the same content is committed with the new

@@ -107,9 +107,7 @@ impl SenderContext {
             })
             .collect()
     }
-}
 
-impl SenderContext {
     /// Begins the handover of `revoked` and waits (blocking: the consume loop is stopped in
     /// the rebalance callback anyway, and deliveries run on the runtime's workers) until
     /// their deliveries under way are finished, or [`HANDOVER_GRACE`] has passed.
