@@ -115,7 +115,11 @@ async fn every_kind_is_down_then_up_again(protocol: Protocol) {
             pushservice_push_sink::planned_fate(&behaviour, &id.to_hex()) == Fate::ThrottleOnce
         })
         .expect("a throttled id");
-    let web = ObjectId::new();
+    // And one planned to be accepted: a random id is throttled once in a tenth of runs.
+    let web = (0..100_000)
+        .map(|_| ObjectId::new())
+        .find(|id| pushservice_push_sink::planned_fate(&behaviour, &id.to_hex()) == Fate::Accept)
+        .expect("an accepted id");
     let apns_token = token_with_fate(&behaviour, Fate::Accept, apns_token);
     let fcm_token = token_with_fate(&behaviour, Fate::Accept, fcm_token);
 
