@@ -426,31 +426,34 @@ fn remaining_ttl(message: &DeliveryMessage, now: u64) -> u32 {
     message.ttl.saturating_sub(elapsed).max(1)
 }
 
+/// A first attempt's message to `target` carrying `payload`, for tests.
+#[cfg(test)]
+pub(crate) fn test_message(target: Target, payload: &str) -> DeliveryMessage {
+    DeliveryMessage {
+        v: pushservice_model::DELIVERY_VERSION,
+        push_id: "p".into(),
+        site_id: "s".into(),
+        subscriber_id: "sub".into(),
+        target,
+        ttl: 600,
+        urgency: pushservice_model::Urgency::Normal,
+        topic: None,
+        attempt: 0,
+        first_attempt_at: None,
+        due_at: None,
+        replayed: false,
+        replaced_failure: None,
+        payload: serde_json::value::RawValue::from_string(payload.into()).expect("json"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use pushservice_model::{DELIVERY_VERSION, Urgency};
-    use serde_json::value::RawValue;
-
     use super::*;
 
     #[test]
     fn retries_send_what_is_left_of_the_ttl() {
-        let mut message = DeliveryMessage {
-            v: DELIVERY_VERSION,
-            push_id: "p".into(),
-            site_id: "s".into(),
-            subscriber_id: "sub".into(),
-            target: Target::Android { token: "t".into() },
-            ttl: 600,
-            urgency: Urgency::Normal,
-            topic: None,
-            attempt: 0,
-            first_attempt_at: None,
-            due_at: None,
-            replayed: false,
-            replaced_failure: None,
-            payload: RawValue::from_string("{}".into()).expect("json"),
-        };
+        let mut message = test_message(Target::Android { token: "t".into() }, "{}");
         assert_eq!(remaining_ttl(&message, 1_000_000), 600, "first attempt");
         message.first_attempt_at = Some(1_000_000);
         assert_eq!(remaining_ttl(&message, 1_120_000), 480);

@@ -74,28 +74,16 @@ impl PreparedPayloads {
 
 #[cfg(test)]
 mod tests {
-    use pushservice_model::{DELIVERY_VERSION, Target};
-    use serde_json::value::RawValue;
+    use pushservice_model::Target;
 
     use super::*;
+    use crate::deliver::test_message;
 
     fn message(push_id: &str, payload: &str, urgency: Urgency) -> DeliveryMessage {
-        DeliveryMessage {
-            v: DELIVERY_VERSION,
-            push_id: push_id.into(),
-            site_id: "s".into(),
-            subscriber_id: "sub".into(),
-            target: Target::Ios { token: "t".into() },
-            ttl: 600,
-            urgency,
-            topic: None,
-            attempt: 0,
-            first_attempt_at: None,
-            due_at: None,
-            replayed: false,
-            replaced_failure: None,
-            payload: RawValue::from_string(payload.into()).expect("json"),
-        }
+        let mut message = test_message(Target::Ios { token: "t".into() }, payload);
+        message.push_id = push_id.into();
+        message.urgency = urgency;
+        message
     }
 
     #[test]
