@@ -8,9 +8,11 @@
 //! otherwise from the history the recorders keep in MongoDB (one consumer group over all
 //! gateways). The wire protocol is `docs/realtime.md`.
 //!
-//! Built on `axum` (its WebSocket support is `tokio-tungstenite`, with small buffers so a
-//! connection costs kilobytes) and the workspace's Kafka and store crates; tokens are
-//! `jsonwebtoken` HS256 through `pushservice-realtime`.
+//! Built on `axum` routes served by `hyper` (its WebSocket support is `tokio-tungstenite`, with
+//! small buffers so a connection costs kilobytes), except SSE responses, which are written
+//! straight on the socket after `httparse` reads the request (see [`front`] for why), and the
+//! workspace's Kafka and store crates; tokens are `jsonwebtoken` HS256 through
+//! `pushservice-realtime`.
 //!
 //! # Layout
 //!
@@ -19,6 +21,7 @@
 //! - [`reader`] — the live reader of the realtime topic; [`recorder`] — the durable history.
 //! - [`frame`] — a record into the frame clients receive.
 //! - [`session`] — a connection's channels, joining with recovery, the seam's de-duplication.
+//! - [`front`] — the accept loop: SSE straight on the socket, the rest through hyper.
 //! - [`sse`], [`ws`] — the two transports; [`http`] — routes, CORS, acks.
 //! - [`acks`] — per-message and per-site delivery and ack figures.
 //! - [`fallback`] — push notifications for users who did not ack in time.
@@ -30,6 +33,7 @@ pub mod auth;
 pub mod config;
 pub mod fallback;
 pub mod frame;
+pub mod front;
 pub mod http;
 pub mod hub;
 pub mod metrics;
@@ -175,16 +179,20 @@ pub async fn serve(
 
     let draining = Arc::clone(&health);
     let signal = closing.clone();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
+    front::serve(
+        listener,
+        app,
+        Arc::clone(&shared),
+        async move {
             shutdown.await;
             draining.set_ready(false);
             tracing::info!("gateway stopping: telling clients to reconnect");
             signal.cancel();
-        })
-        .await;
-    // SSE streams end by themselves after their reconnect event; upgraded WebSockets are
-    // not hyper's to wait for.
+        },
+        spread + Duration::from_secs(5),
+    )
+    .await;
+    // SSE streams and WebSockets end by themselves after their reconnect frame.
     shared.tracker.close();
     let _ = tokio::time::timeout(spread + Duration::from_secs(5), shared.tracker.wait()).await;
     health.set_ready(false);
@@ -207,7 +215,6 @@ pub async fn serve(
         }
     }
     store.close().await;
-    served.context("serving realtime connections")?;
     tracing::info!("gateway stopped");
     Ok(())
 }

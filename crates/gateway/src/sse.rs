@@ -1,11 +1,13 @@
 //! Server-Sent Events: `GET /v1/realtime/sse?channels=a,b`.
 //!
-//! The body is a stream we format ourselves (a message event is three short writes around the
-//! shared frame); it ends when the client goes away (hyper drops it, and with it the session),
-//! or after a `reconnect` or `error` event.
+//! The body is a stream of events we format ourselves, everything queued for the connection
+//! gathered into one chunk; it ends when the client goes away (hyper drops it, and with it the
+//! session), or after a `reconnect` or `error` event.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::extract::{Query, State};
@@ -17,7 +19,7 @@ use serde_json::json;
 
 use crate::http::{authenticate_request, cors_headers, error_response};
 use crate::hub::Msg;
-use crate::session::{Session, Shared, parse_resume_id};
+use crate::session::{End, Ending, Session, Shared, parse_resume_id};
 
 /// Query parameters of the SSE endpoint.
 #[derive(Debug, Deserialize)]
@@ -135,18 +137,18 @@ pub async fn connect(
     }
 
     shared.metrics.sse_connections.add(1);
-    let state = Stream {
+    let events = Events {
+        ending: session.ending(),
         session,
         first: Some(head.freeze()),
         heartbeat: tokio::time::interval_at(
             tokio::time::Instant::now() + shared.config.heartbeat,
             shared.config.heartbeat,
         ),
-        deadline: shared.lifetime().map(|l| Box::pin(tokio::time::sleep(l))),
         done: false,
         _gauge: GaugeGuard(Arc::clone(&shared)),
     };
-    let body = Body::from_stream(futures::stream::unfold(state, next_chunk));
+    let body = Body::from_stream(events);
     let mut response = (
         [
             (
@@ -174,82 +176,91 @@ impl Drop for GaugeGuard {
     }
 }
 
-struct Stream {
+/// The event stream of one connection. A hand-written [`futures::Stream`] rather than an
+/// `async` loop: hyper polls it once per wake-up, and each poll takes what is queued without
+/// building a new future (and re-registering every waker) per chunk.
+struct Events {
     session: Session,
+    /// The welcome and recovered messages.
     first: Option<Bytes>,
     heartbeat: tokio::time::Interval,
-    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    ending: Ending,
     done: bool,
     _gauge: GaugeGuard,
 }
 
-async fn next_chunk(mut state: Stream) -> Option<(Result<Bytes, Infallible>, Stream)> {
-    if state.done {
-        return None;
-    }
-    if let Some(first) = state.first.take() {
-        return Some((Ok(first), state));
-    }
-    let shared = Arc::clone(state.session.shared());
-    let mut out = BytesMut::new();
-    loop {
-        tokio::select! {
-            biased;
-            reason = state.session.control.closed() => {
-                shared.metrics.closed(reason);
-                let data = json!({"code": reason.code(), "message": reason.message()});
-                write_event(&mut out, None, "error", &data.to_string());
-                state.done = true;
-                break;
-            }
-            () = shared.shutdown.cancelled() => {
-                write_reconnect(&mut out, "shutdown", shared.shutdown_delay_ms());
-                state.done = true;
-                break;
-            }
-            () = async {
-                match state.deadline.as_mut() {
-                    Some(deadline) => deadline.await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                write_reconnect(&mut out, "lifetime", fastrand::u64(0..=2_000));
-                state.done = true;
-                break;
-            }
-            msg = state.session.rx.recv() => {
-                let msg = msg?;
-                if state.session.accept(&msg) {
-                    write_message(&mut out, &state.session, &msg);
-                }
-                // Take what else is queued, so a burst is one write.
-                while out.len() < 64 * 1024 {
-                    let Ok(msg) = state.session.rx.try_recv() else { break };
-                    if state.session.accept(&msg) {
-                        write_message(&mut out, &state.session, &msg);
+/// Bytes of events gathered into one chunk (one write) at most.
+const CHUNK_BYTES: usize = 64 * 1024;
+
+impl futures::Stream for Events {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if let Some(first) = this.first.take() {
+            return Poll::Ready(Some(Ok(first)));
+        }
+        let mut out = BytesMut::new();
+        // Messages first, everything queued in one chunk; a connection asked to close stops
+        // taking them (its queue is full when it was too slow).
+        while out.len() < CHUNK_BYTES && !this.session.closing() {
+            match this.session.rx.poll_recv(cx) {
+                Poll::Ready(Some(msg)) => {
+                    if this.session.accept(&msg) {
+                        write_message(&mut out, &this.session, &msg);
                     }
                 }
-                if !out.is_empty() {
+                Poll::Ready(None) => {
+                    this.done = true;
                     break;
                 }
-            }
-            _ = state.heartbeat.tick() => {
-                out.put_slice(b": ping\n\n");
-                break;
+                Poll::Pending => break,
             }
         }
+        if !out.is_empty() && !this.session.closing() {
+            return Poll::Ready(Some(Ok(out.freeze())));
+        }
+        if let Poll::Ready(end) = this.ending.as_mut().poll(cx) {
+            let shared = this.session.shared();
+            match end {
+                End::Closed(reason) => {
+                    shared.metrics.closed(reason);
+                    let data = json!({"code": reason.code(), "message": reason.message()});
+                    write_event(&mut out, None, "error", &data.to_string());
+                }
+                End::Shutdown => {
+                    write_reconnect(&mut out, "shutdown", shared.shutdown_delay_ms());
+                }
+                End::Lifetime => {
+                    write_reconnect(&mut out, "lifetime", fastrand::u64(0..=2_000));
+                }
+            }
+            this.done = true;
+            return Poll::Ready(Some(Ok(out.freeze())));
+        }
+        if this.heartbeat.poll_tick(cx).is_ready() {
+            out.put_slice(b": ping\n\n");
+        }
+        if out.is_empty() {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            return Poll::Pending;
+        }
+        Poll::Ready(Some(Ok(out.freeze())))
     }
-    Some((Ok(out.freeze()), state))
 }
 
 fn write_message(out: &mut BytesMut, session: &Session, msg: &Msg) {
     session.count_written(msg);
-    write_event(
-        out,
-        Some(&session.resume_id()),
-        "message",
-        msg.frame.as_str(),
-    );
+    out.put_slice(b"id: ");
+    session.write_resume_id(out);
+    out.put_slice(b"\nevent: message\ndata: ");
+    out.put_slice(msg.frame.as_str().as_bytes());
+    out.put_slice(b"\n\n");
 }
 
 fn write_reconnect(out: &mut BytesMut, reason: &str, after_ms: u64) {

@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::auth::{Identity, authenticate, origin_allowed, request_token};
 use crate::http::error_response;
-use crate::session::{FrameLimit, Session, Shared};
+use crate::session::{End, FrameLimit, Session, Shared};
 
 /// Close codes.
 const CLOSE_AUTH: u16 = 4001;
@@ -251,35 +251,13 @@ async fn run(
         shared.config.heartbeat,
     );
     let mut last_heard = Instant::now();
-    let deadline = shared.lifetime();
-    let lifetime = async {
-        match deadline {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(lifetime);
+    let mut ending = session.ending();
     loop {
         tokio::select! {
             biased;
-            reason = session.control.closed() => {
-                shared.metrics.closed(reason);
-                refuse(&mut socket, reason.code(), reason.message(), CLOSE_KICKED).await;
-                return;
-            }
-            () = shared.shutdown.cancelled() => {
-                let after = shared.shutdown_delay_ms();
-                send_json(&mut socket, json!({"type": "reconnect", "reason": "shutdown", "afterMs": after})).await;
-                close(&mut socket, CLOSE_RESTART, "shutdown").await;
-                return;
-            }
-            () = &mut lifetime => {
-                let after = fastrand::u64(0..=2_000);
-                send_json(&mut socket, json!({"type": "reconnect", "reason": "lifetime", "afterMs": after})).await;
-                close(&mut socket, CLOSE_RESTART, "lifetime").await;
-                return;
-            }
-            msg = session.rx.recv() => {
+            // Messages first: the hot path polls nothing else. A connection asked to close
+            // (its queue full when too slow) stops taking them and finds out below.
+            msg = session.rx.recv(), if !session.closing() => {
                 let Some(msg) = msg else { return };
                 if session.accept(&msg) {
                     session.count_written(&msg);
@@ -287,6 +265,25 @@ async fn run(
                         return;
                     }
                 }
+            }
+            end = &mut ending => {
+                match end {
+                    End::Closed(reason) => {
+                        shared.metrics.closed(reason);
+                        refuse(&mut socket, reason.code(), reason.message(), CLOSE_KICKED).await;
+                    }
+                    End::Shutdown => {
+                        let after = shared.shutdown_delay_ms();
+                        send_json(&mut socket, json!({"type": "reconnect", "reason": "shutdown", "afterMs": after})).await;
+                        close(&mut socket, CLOSE_RESTART, "shutdown").await;
+                    }
+                    End::Lifetime => {
+                        let after = fastrand::u64(0..=2_000);
+                        send_json(&mut socket, json!({"type": "reconnect", "reason": "lifetime", "afterMs": after})).await;
+                        close(&mut socket, CLOSE_RESTART, "lifetime").await;
+                    }
+                }
+                return;
             }
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > shared.config.heartbeat + shared.config.pong_timeout {
