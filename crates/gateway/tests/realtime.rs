@@ -280,6 +280,28 @@ impl Sse {
     }
 }
 
+/// What the gateway answers a hand-written HTTP/1.1 request on the SSE route, read until the
+/// gateway closes the connection (within `within`).
+async fn raw_sse(gateway: &Gateway, request_headers: &str, within: Duration) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(gateway.addr)
+        .await
+        .expect("connect");
+    stream
+        .write_all(
+            format!("GET /v1/realtime/sse HTTP/1.1\r\nHost: gw\r\n{request_headers}\r\n")
+                .as_bytes(),
+        )
+        .await
+        .expect("write the request");
+    let mut answer = Vec::new();
+    tokio::time::timeout(within, stream.read_to_end(&mut answer))
+        .await
+        .expect("the gateway closes the connection after its answer")
+        .expect("read the answer");
+    String::from_utf8(answer).expect("UTF-8")
+}
+
 type WsStream =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -434,6 +456,24 @@ async fn two_gateways_deliver_in_order_and_a_killed_ones_client_recovers_elsewhe
     c.stop.cancel();
     let (frame, _) = ws_until(&mut ws, "reconnect").await;
     assert_eq!(frame["reason"], "shutdown");
+    // The SSE client on C is told too, and then its response ends.
+    let reconnect = sse.next().await.expect("a reconnect event");
+    assert_eq!(
+        (reconnect.event.as_str(), &reconnect.data["reason"]),
+        ("reconnect", &json!("shutdown"))
+    );
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(chunk) = sse.stream.next().await {
+            rest.push(chunk.map(|c| c.len()));
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the SSE response did not end at shutdown");
+    assert!(
+        rest.iter().all(Result::is_ok),
+        "the SSE response ended cleanly (its last chunk), not cut: {rest:?}"
+    );
     b.task.await.expect("join").expect("B stops cleanly");
     c.task.await.expect("join").expect("C stops cleanly");
     pushservice_testkit::remove_test_data(&world.store, &world.kafka, &world.topics).await;
@@ -485,6 +525,65 @@ async fn history_beyond_the_limit_is_not_recovered_and_tokens_and_sites_are_enfo
     drop(sse);
 
     // Refusals name their reason.
+    let answer = raw_sse(
+        &gateway,
+        "Authorization: Bearer garbage\r\n",
+        Duration::from_secs(10),
+    )
+    .await;
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    assert!(
+        head.starts_with("HTTP/1.1 401 Unauthorized\r\n"),
+        "{answer}"
+    );
+    assert!(
+        head.contains(&format!("content-length: {}", body.len())),
+        "{answer}"
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(body).expect("JSON")["error"]["code"],
+        "malformed"
+    );
+    let answer = raw_sse(&gateway, "", Duration::from_secs(10)).await;
+    assert!(answer.contains("\"missing_token\""), "{answer}");
+    // An accepted one is an event stream in chunks: the size line, then the events.
+    {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut stream = tokio::net::TcpStream::connect(gateway.addr)
+            .await
+            .expect("connect");
+        stream
+            .write_all(
+                format!(
+                    "GET /v1/realtime/sse?channels=room:1 HTTP/1.1\r\nHost: gw\r\n\
+                     Authorization: Bearer {token}\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await
+            .expect("write the request");
+        let mut read = Vec::new();
+        while !String::from_utf8_lossy(&read).contains("event: welcome") {
+            let mut buf = [0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+                .await
+                .expect("the welcome in time")
+                .expect("read");
+            assert_ne!(n, 0, "closed before the welcome: {read:?}");
+            read.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&read);
+        let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(head.contains("content-type: text/event-stream"), "{head}");
+        assert!(head.contains("transfer-encoding: chunked"), "{head}");
+        let (size, events) = body.split_once("\r\n").expect("a chunk size line");
+        let size = usize::from_str_radix(size, 16).expect("a hex chunk size");
+        assert!(
+            events.len() >= size && events[..size].starts_with("retry: 1000\n"),
+            "{body}"
+        );
+    }
     let (status, body) = Sse::connect(&gateway, "garbage", "", None)
         .await
         .err()
