@@ -93,6 +93,9 @@ pub async fn serve(
             };
             match sse_request(&head) {
                 Some((uri, headers)) => {
+                    // The connection may last hours: keep nothing of its request it no
+                    // longer needs.
+                    drop(head);
                     let tracker = shared.tracker.clone();
                     tracker
                         .track_future(serve_sse(stream, shared, uri, headers))
@@ -200,7 +203,9 @@ fn sse_request(head: &[u8]) -> Option<(Uri, HeaderMap)> {
 
 /// Runs the SSE handler for one request and writes its response on `stream`, then closes.
 async fn serve_sse(mut stream: TcpStream, shared: Arc<Shared>, uri: Uri, headers: HeaderMap) {
-    let response = match Query::try_from_uri(&uri) {
+    let query = Query::try_from_uri(&uri);
+    drop(uri);
+    let response = match query {
         Ok(query) => sse::connect(State(shared), query, headers).await,
         Err(rejection) => rejection.into_response(),
     };
@@ -316,6 +321,10 @@ impl AsyncRead for Prefixed {
             let n = self.prefix.len().min(buf.remaining());
             buf.put_slice(&self.prefix[..n]);
             self.prefix.advance(n);
+            if self.prefix.is_empty() {
+                // Free the head's buffer: an upgraded WebSocket keeps this stream for hours.
+                self.prefix = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.io).poll_read(cx, buf)
