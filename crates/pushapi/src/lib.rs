@@ -102,6 +102,7 @@ pub async fn serve(
         &registry,
         stop_probes.clone(),
     );
+    let stopping = CancellationToken::new();
     let state = AppState::new(Inner {
         sites: SiteCache::new(store.clone(), config.site_cache),
         store: store.clone(),
@@ -119,6 +120,7 @@ pub async fn serve(
         registry,
         health: Arc::clone(&health),
         instance,
+        stopping: stopping.clone(),
     });
     let app = routes::router(
         state,
@@ -127,11 +129,13 @@ pub async fn serve(
         config.request_timeout,
     );
     // Unready as soon as the shutdown begins, so a load balancer stops sending new requests
-    // while the ones in flight finish.
+    // while the ones in flight finish; progress streams end (their clients reconnect to
+    // another instance).
     let draining = Arc::clone(&health);
     let shutdown = async move {
         shutdown.await;
         draining.set_ready(false);
+        stopping.cancel();
     };
     let bound = listener.local_addr()?;
     tracing::info!(addr = %bound, "pushapi listening");

@@ -45,6 +45,9 @@ pub struct Inner {
     pub health: Arc<Health>,
     /// This process, for its own event counter documents.
     pub instance: ObjectId,
+    /// Cancelled when the API begins to stop: long-lived responses (push progress streams)
+    /// end then, so the graceful shutdown does not wait for them forever.
+    pub stopping: tokio_util::sync::CancellationToken,
 }
 
 impl AppState {

@@ -422,7 +422,8 @@ pub async fn cancel(
 }
 
 /// `GET /v1/pushes/{pushId}/progress`: Server-Sent Events, a `progress` event with the live
-/// push once a second until it is final, then an `end` event.
+/// push once a second until it is final, then an `end` event. When the API stops, the stream
+/// ends without one.
 pub async fn progress(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -435,8 +436,16 @@ pub async fn progress(
             if ended {
                 return None;
             }
+            if state.stopping.is_cancelled() {
+                return None;
+            }
             if !first {
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    // The API is stopping: end the stream; EventSource reconnects by itself,
+                    // to an instance that is still up.
+                    () = state.stopping.cancelled() => return None,
+                }
             }
             let event = match live(&state, id).await {
                 Ok(view) => {
