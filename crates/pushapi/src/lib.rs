@@ -121,6 +121,7 @@ pub async fn serve(
         health: Arc::clone(&health),
         instance,
         stopping: stopping.clone(),
+        public_metrics: config.metrics_addr.is_none(),
     });
     let app = routes::router(
         state,

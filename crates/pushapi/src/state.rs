@@ -48,6 +48,10 @@ pub struct Inner {
     /// Cancelled when the API begins to stop: long-lived responses (push progress streams)
     /// end then, so the graceful shutdown does not wait for them forever.
     pub stopping: tokio_util::sync::CancellationToken,
+    /// Whether `/metrics` is served on the API's own port: only when no `METRICS_ADDR` is
+    /// set, so that an operator who gives the metrics their own (private) address does not
+    /// also publish them to every client of the API.
+    pub public_metrics: bool,
 }
 
 impl AppState {

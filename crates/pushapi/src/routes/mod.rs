@@ -244,6 +244,14 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
+    if !state.public_metrics {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_such_route",
+            "metrics are served on METRICS_ADDR, not on the API's port".to_owned(),
+        )
+        .into_response();
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.registry.render(),

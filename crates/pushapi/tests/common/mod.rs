@@ -47,6 +47,8 @@ pub struct Options {
     /// The parser's `QUERY_BATCH_SIZE` (1: one subscriber per MongoDB round trip, a fan-out
     /// that lasts); the shared default when `None`.
     pub parser_query_batch_size: Option<u32>,
+    /// `METRICS_ADDR` for the API (its own telemetry address).
+    pub api_metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl Default for Options {
@@ -58,6 +60,7 @@ impl Default for Options {
             latency: Latency::default(),
             public_rate: (100_000, 100_000),
             parser_query_batch_size: None,
+            api_metrics_addr: None,
         }
     }
 }
@@ -193,6 +196,11 @@ impl World {
                 "--api-events-flush-ms=100".to_owned(),
             ]
             .into_iter()
+            .chain(
+                options
+                    .api_metrics_addr
+                    .map(|addr| format!("--metrics-addr={addr}")),
+            )
             .chain(base_flags.iter().cloned()),
         )
         .expect("pushapi flags")
