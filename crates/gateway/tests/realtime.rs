@@ -705,6 +705,31 @@ async fn the_session_cap_closes_the_oldest_and_a_slow_client_is_cut_alone() {
     .await;
     ws_until(&mut slow, "subscribed").await;
     ws_until(&mut slow, "subscribed").await;
+    // And an SSE client that stops reading after its welcome.
+    let slow_sse_token = world.token(site, "slow-sse", &["room:*"]).await;
+    let mut slow_sse = tokio::net::TcpStream::connect(gateway.addr)
+        .await
+        .expect("connect");
+    {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        slow_sse
+            .write_all(
+                format!(
+                    "GET /v1/realtime/sse?channels=room:big HTTP/1.1\r\nHost: gw\r\n\
+                     Authorization: Bearer {slow_sse_token}\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await
+            .expect("write the request");
+        let mut read = Vec::new();
+        while !String::from_utf8_lossy(&read).contains("event: welcome") {
+            let mut buf = [0u8; 4096];
+            let n = slow_sse.read(&mut buf).await.expect("read");
+            assert_ne!(n, 0, "closed before the welcome");
+            read.extend_from_slice(&buf[..n]);
+        }
+    }
     let big = "x".repeat(60_000);
     let count = 400;
     // In lockstep with the fast reader (each message read before the next is published), so
@@ -732,6 +757,22 @@ async fn the_session_cap_closes_the_oldest_and_a_slow_client_is_cut_alone() {
     assert_eq!(got, (0..count as u64).collect::<Vec<_>>());
     let (cut, _) = ws_until(&mut slow, "error").await;
     assert_eq!(cut["code"], "too_slow");
+    // The SSE one is cut too: what it has not read yet ends, and not with all the messages.
+    let mut rest = Vec::new();
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::io::AsyncReadExt::read_to_end(&mut slow_sse, &mut rest),
+    )
+    .await
+    .expect("the slow SSE client's connection was closed")
+    .ok();
+    let received = String::from_utf8_lossy(&rest)
+        .matches("event: message")
+        .count();
+    assert!(
+        received < count,
+        "the slow SSE client got all {received} messages"
+    );
 
     gateway.stop.cancel();
     gateway.task.await.expect("join").expect("clean stop");
