@@ -214,6 +214,17 @@ pub struct SenderArgs {
         default_value_t = 1_000
     )]
     pub cancel_poll_ms: u64,
+    /// When partitions are taken from this sender (another sender joined, or this one is
+    /// stopping), how long its deliveries of them under way may take to finish before their
+    /// offsets are committed, milliseconds. What is still under way then is delivered again
+    /// by the new owner (duplicates); the whole group waits for this handover, so keep it
+    /// short. 0 hands over at once.
+    #[arg(
+        long = "sender-handover-grace-ms",
+        env = "SENDER_HANDOVER_GRACE_MS",
+        default_value_t = 5_000
+    )]
+    pub handover_grace_ms: u64,
 }
 
 /// Validated sender settings.
@@ -253,6 +264,8 @@ pub struct SenderConfig {
     pub shutdown_grace: Duration,
     /// How often the statuses of the pushes in progress are read (cancels).
     pub cancel_poll: Duration,
+    /// How long revoked partitions' deliveries under way may take to finish.
+    pub handover_grace: Duration,
     /// Where to serve `/metrics`, `/healthz`, `/readyz`.
     pub metrics_addr: Option<std::net::SocketAddr>,
 }
@@ -328,6 +341,12 @@ impl SenderArgs {
         }
         if !(50..=60_000).contains(&self.cancel_poll_ms) {
             return Err(bad("SENDER_CANCEL_POLL_MS", "must be between 50 and 60000"));
+        }
+        if self.handover_grace_ms > 60_000 {
+            return Err(bad(
+                "SENDER_HANDOVER_GRACE_MS",
+                "must be at most 60000: every sender of the group waits for a handover",
+            ));
         }
         if self.request_timeout_ms == 0 || self.connect_timeout_ms == 0 {
             return Err(bad(
@@ -427,6 +446,7 @@ impl SenderArgs {
             site_cache: Duration::from_secs(self.site_cache_secs),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             cancel_poll: Duration::from_millis(self.cancel_poll_ms),
+            handover_grace: Duration::from_millis(self.handover_grace_ms),
             metrics_addr: self.telemetry.addr(),
         })
     }
@@ -482,6 +502,17 @@ mod endpoint_policy_tests {
         assert_eq!(config.cancel_poll, Duration::from_secs(1));
         let err = settings(&["--sender-cancel-poll-ms", "0"]).expect_err("too often");
         assert_eq!(err.key, "SENDER_CANCEL_POLL_MS");
+    }
+
+    #[test]
+    fn the_handover_grace_is_five_seconds_by_default_and_bounded() {
+        let config = settings(&[]).expect("defaults");
+        assert_eq!(config.handover_grace, Duration::from_secs(5));
+        let config = settings(&["--sender-handover-grace-ms", "0"]).expect("at once");
+        assert_eq!(config.handover_grace, Duration::ZERO);
+        let err =
+            settings(&["--sender-handover-grace-ms", "60001"]).expect_err("the group would wait");
+        assert_eq!(err.key, "SENDER_HANDOVER_GRACE_MS");
     }
 
     #[test]

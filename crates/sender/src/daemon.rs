@@ -26,7 +26,7 @@
 //!   until it is due (its partition would stay paused): it is recorded `canceled` at once,
 //!   and a held retry whose push is canceled meanwhile stops waiting ([`crate::canceled`]).
 //! - **Rebalances hand over what is final.** Before partitions are revoked, deliveries of
-//!   theirs under way get up to [`HANDOVER_GRACE`] to finish (retries held until due stop at
+//!   theirs under way get up to `SENDER_HANDOVER_GRACE_MS` to finish (retries held until due stop at
 //!   once), then the committer commits everything released; what is still in progress stops,
 //!   and the new owner delivers it again from the committed offset. Duplicates to push
 //!   services are deliveries still on the wire after the grace, and those finished since the
@@ -74,11 +74,6 @@ use crate::tracker::TopicPartition;
 
 /// How long a rebalance waits for the committer to hand over revoked partitions.
 const HANDOVER_TIMEOUT: Duration = Duration::from_secs(20);
-/// How long a rebalance waits for deliveries of revoked partitions that are under way. The
-/// group waits for this member meanwhile, so it is short: deliveries answered within it
-/// (push services answer in 50–150 ms; a full window of 8,192 messages takes about a
-/// second) are committed here; the rest are stopped and the new owner delivers them again.
-const HANDOVER_GRACE: Duration = Duration::from_secs(5);
 
 /// Keeps the tracker and the pause state in step with the group's assignment (one per
 /// member; both share the tracker, the committer and the pause state).
@@ -89,6 +84,12 @@ struct SenderContext {
     topic_names: Vec<Arc<str>>,
     /// Every partition is paused while the sender is full; new ones must be too.
     full: Arc<AtomicBool>,
+    /// How long a rebalance waits for deliveries of revoked partitions that are under way
+    /// (`SENDER_HANDOVER_GRACE_MS`, default 5 s). The group waits for this member meanwhile,
+    /// so it is short: deliveries answered within it (push services answer in 50–150 ms; a
+    /// full window of 8,192 messages takes about a second) are committed here; the rest are
+    /// stopped and the new owner delivers them again.
+    handover_grace: Duration,
 }
 
 impl SenderContext {
@@ -110,7 +111,7 @@ impl SenderContext {
 
     /// Begins the handover of `revoked` and waits (blocking: the consume loop is stopped in
     /// the rebalance callback anyway, and deliveries run on the runtime's workers) until
-    /// their deliveries under way are finished, or [`HANDOVER_GRACE`] has passed.
+    /// their deliveries under way are finished, or `SENDER_HANDOVER_GRACE_MS` has passed.
     fn settle(&self, revoked: &[TopicPartition]) {
         let lock = || self.tracker.lock().unwrap_or_else(|p| p.into_inner());
         {
@@ -121,8 +122,8 @@ impl SenderContext {
         }
         let started = Instant::now();
         while !revoked.iter().all(|tp| lock().settled(*tp)) {
-            if started.elapsed() >= HANDOVER_GRACE {
-                tracing::info!(grace = ?HANDOVER_GRACE,
+            if started.elapsed() >= self.handover_grace {
+                tracing::info!(grace = ?self.handover_grace,
                     "deliveries of revoked partitions still under way; the new owner delivers them again");
                 return;
             }
@@ -245,6 +246,7 @@ pub async fn run(config: SenderConfig, shutdown: impl Future<Output = ()>) -> an
             committer: Arc::clone(&committer_slot),
             topic_names: topic_names.clone(),
             full: Arc::clone(&full),
+            handover_grace: config.handover_grace,
         };
         // Each member names its sender and role, so a group description tells who holds what.
         let member = |context, role: &str| {
