@@ -302,6 +302,40 @@ async fn raw_sse(gateway: &Gateway, request_headers: &str, within: Duration) -> 
     String::from_utf8(answer).expect("UTF-8")
 }
 
+/// A hand-written HTTP/1.1 SSE request read up to its welcome event: the open connection and
+/// everything read so far (head included).
+async fn raw_sse_welcome(
+    gateway: &Gateway,
+    token: &str,
+    channels: &str,
+) -> (tokio::net::TcpStream, Vec<u8>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(gateway.addr)
+        .await
+        .expect("connect");
+    stream
+        .write_all(
+            format!(
+                "GET /v1/realtime/sse?channels={channels} HTTP/1.1\r\nHost: gw\r\n\
+                 Authorization: Bearer {token}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("write the request");
+    let mut read = Vec::new();
+    while !String::from_utf8_lossy(&read).contains("event: welcome") {
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("the welcome in time")
+            .expect("read");
+        assert_ne!(n, 0, "closed before the welcome: {read:?}");
+        read.extend_from_slice(&buf[..n]);
+    }
+    (stream, read)
+}
+
 type WsStream =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -548,30 +582,7 @@ async fn history_beyond_the_limit_is_not_recovered_and_tokens_and_sites_are_enfo
     assert!(answer.contains("\"missing_token\""), "{answer}");
     // An accepted one is an event stream in chunks: the size line, then the events.
     {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let mut stream = tokio::net::TcpStream::connect(gateway.addr)
-            .await
-            .expect("connect");
-        stream
-            .write_all(
-                format!(
-                    "GET /v1/realtime/sse?channels=room:1 HTTP/1.1\r\nHost: gw\r\n\
-                     Authorization: Bearer {token}\r\n\r\n"
-                )
-                .as_bytes(),
-            )
-            .await
-            .expect("write the request");
-        let mut read = Vec::new();
-        while !String::from_utf8_lossy(&read).contains("event: welcome") {
-            let mut buf = [0u8; 4096];
-            let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
-                .await
-                .expect("the welcome in time")
-                .expect("read");
-            assert_ne!(n, 0, "closed before the welcome: {read:?}");
-            read.extend_from_slice(&buf[..n]);
-        }
+        let (_stream, read) = raw_sse_welcome(&gateway, &token, "room:1").await;
         let text = String::from_utf8_lossy(&read);
         let (head, body) = text.split_once("\r\n\r\n").expect("a head");
         assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
@@ -707,29 +718,7 @@ async fn the_session_cap_closes_the_oldest_and_a_slow_client_is_cut_alone() {
     ws_until(&mut slow, "subscribed").await;
     // And an SSE client that stops reading after its welcome.
     let slow_sse_token = world.token(site, "slow-sse", &["room:*"]).await;
-    let mut slow_sse = tokio::net::TcpStream::connect(gateway.addr)
-        .await
-        .expect("connect");
-    {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        slow_sse
-            .write_all(
-                format!(
-                    "GET /v1/realtime/sse?channels=room:big HTTP/1.1\r\nHost: gw\r\n\
-                     Authorization: Bearer {slow_sse_token}\r\n\r\n"
-                )
-                .as_bytes(),
-            )
-            .await
-            .expect("write the request");
-        let mut read = Vec::new();
-        while !String::from_utf8_lossy(&read).contains("event: welcome") {
-            let mut buf = [0u8; 4096];
-            let n = slow_sse.read(&mut buf).await.expect("read");
-            assert_ne!(n, 0, "closed before the welcome");
-            read.extend_from_slice(&buf[..n]);
-        }
-    }
+    let (mut slow_sse, _) = raw_sse_welcome(&gateway, &slow_sse_token, "room:big").await;
     let big = "x".repeat(60_000);
     let count = 400;
     // In lockstep with the fast reader (each message read before the next is published), so
