@@ -115,20 +115,7 @@ async fn a_site_reaches_its_audience_through_the_api_alone() {
     let push_id = push["id"].as_str().expect("push id").to_owned();
 
     // Follow it over Server-Sent Events until it is final.
-    let response = world
-        .http
-        .get(format!("{}/v1/pushes/{push_id}/progress", world.base))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .expect("progress stream");
-    assert_eq!(response.status(), StatusCode::OK);
-    assert!(
-        response.headers()["content-type"]
-            .to_str()
-            .expect("type")
-            .starts_with("text/event-stream")
-    );
+    let response = world.progress_stream(&push_id, &key).await;
     let mut stream = response.bytes_stream();
     let mut text = String::new();
     let ended = tokio::time::timeout(Duration::from_secs(120), async {

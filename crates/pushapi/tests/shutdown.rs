@@ -27,14 +27,7 @@ async fn stopping_ends_progress_streams_and_the_api_stops() {
     assert_eq!(status, StatusCode::CREATED, "{push}");
     let push_id = push["id"].as_str().expect("push id").to_owned();
 
-    let response = world
-        .http
-        .get(format!("{}/v1/pushes/{push_id}/progress", world.base))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .expect("progress stream");
-    assert_eq!(response.status(), StatusCode::OK);
+    let response = world.progress_stream(&push_id, &key).await;
     let mut stream = response.bytes_stream();
     let mut text = String::new();
     while !text.contains("event: progress") {

@@ -351,6 +351,25 @@ impl World {
     }
 
     /// Polls `GET /v1/pushes/{id}` until `done(push)` or the limit.
+    /// Opens `GET /v1/pushes/{id}/progress` and checks it is an event stream.
+    pub async fn progress_stream(&self, push_id: &str, key: &str) -> reqwest::Response {
+        let response = self
+            .http
+            .get(format!("{}/v1/pushes/{push_id}/progress", self.base))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("progress stream");
+        assert_eq!(response.status(), reqwest::StatusCode::OK);
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .expect("type")
+                .starts_with("text/event-stream")
+        );
+        response
+    }
+
     pub async fn wait_push(
         &self,
         push: &str,
