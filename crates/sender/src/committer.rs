@@ -16,10 +16,10 @@
 //! transaction that fails is aborted and tried again with the same content (partitions this
 //! member no longer owns left out: their messages are redelivered to the new owner). A fatal error (this producer
 //! was fenced, typically because its transaction outlived `SENDER_TRANSACTION_TIMEOUT_MS`
-//! while the broker restarted) renews the producer under the same transactional id, which
-//! aborts whatever the old one left open, and the same content is committed with the new
-//! one; only when no new producer can be made does the sender stop (its deliveries since the
-//! last commit are then redelivered).
+//! while the broker restarted), or an abort that does not finish, renews the producer under
+//! the same transactional id, which aborts whatever the old one left open, and the same
+//! content is committed with the new one; only when no new producer can be made does the
+//! sender stop (its deliveries since the last commit are then redelivered).
 //!
 //! Messages handed to the committer still count against the sender's bound of messages not
 //! final ([`Shared::in_committer`]), so when Kafka is down the sender stops taking messages
@@ -56,6 +56,11 @@ pub type SharedTracker = Arc<Mutex<OffsetTracker<Produced>>>;
 const MAX_RECORDS_PER_TRANSACTION: usize = 20_000;
 /// How long one transaction call may block.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Calls of `abort_transaction` (each up to [`CALL_TIMEOUT`]) before the producer is renewed.
+const ABORT_ATTEMPTS: u32 = 2;
+/// Calls of `commit_transaction` (each up to [`CALL_TIMEOUT`]) before the transaction is
+/// aborted.
+const COMMIT_ATTEMPTS: u32 = 2;
 
 /// State the committer shares with the consume loop.
 #[derive(Debug, Default)]
@@ -334,17 +339,10 @@ fn commit<C: ConsumerContext + 'static>(
                 return true;
             }
             Err(e) => {
-                let mut fatal = matches!(&e, KafkaError::Transaction(t) if t.is_fatal());
-                if !fatal {
-                    parts.metrics.aborted.inc();
-                    if let Err(abort) = parts.producer.abort_transaction(CALL_TIMEOUT) {
-                        tracing::debug!(error = %abort, "abort after a failed transaction");
-                        fatal = matches!(&abort, KafkaError::Transaction(t) if t.is_fatal());
-                    }
-                }
-                if fatal {
-                    tracing::warn!(error = %e,
-                        "transactional producer fenced or failed for good; renewing it");
+                let fatal = matches!(&e, KafkaError::Transaction(t) if t.is_fatal());
+                if fatal || !abort(parts) {
+                    tracing::warn!(error = %e, fatal,
+                        "transactional producer fenced, failed for good or unable to abort; renewing it");
                     if !renew_producer(parts) {
                         tracing::error!(error = %e,
                             "no new transactional producer; the sender stops and its deliveries since the last commit are redelivered");
@@ -365,6 +363,31 @@ fn commit<C: ConsumerContext + 'static>(
         }
     }
     true
+}
+
+/// Aborts the open transaction after a failure; false when it could not be aborted and the
+/// producer must be renewed.
+///
+/// An abort that times out is resumed by calling it again (librdkafka refuses any other
+/// transaction call meanwhile: "Conflicting abort_transaction API call is already in
+/// progress"). One that still does not finish is given up on: after a broker restart
+/// librdkafka's transaction state can stay wedged for minutes, and a new producer under the
+/// same transactional id fences this one and makes the coordinator abort what it left open.
+fn abort<C: ConsumerContext + 'static>(parts: &CommitterParts<C>) -> bool {
+    parts.metrics.aborted.inc();
+    for attempt in 1..=ABORT_ATTEMPTS {
+        match parts.producer.abort_transaction(CALL_TIMEOUT) {
+            Ok(()) => return true,
+            Err(KafkaError::Transaction(e)) if e.is_retriable() && attempt < ABORT_ATTEMPTS => {
+                tracing::warn!(error = %e, attempt, "abort did not finish; resuming it");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, attempt, "could not abort the failed transaction");
+                return false;
+            }
+        }
+    }
+    false
 }
 
 fn transaction<C: ConsumerContext + 'static>(
@@ -416,5 +439,15 @@ fn transaction<C: ConsumerContext + 'static>(
             .ok_or(KafkaError::Global(RDKafkaErrorCode::State))?;
         producer.send_offsets_to_transaction(&offsets, &metadata, CALL_TIMEOUT)?;
     }
-    producer.commit_transaction(CALL_TIMEOUT)
+    // A commit that timed out is resumed by calling it again; it may well have committed.
+    let mut attempt = 1;
+    loop {
+        match producer.commit_transaction(CALL_TIMEOUT) {
+            Err(KafkaError::Transaction(e)) if e.is_retriable() && attempt < COMMIT_ATTEMPTS => {
+                tracing::warn!(error = %e, attempt, "commit did not finish; resuming it");
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
 }

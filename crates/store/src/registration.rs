@@ -158,18 +158,26 @@ impl Store {
         if let Some(tags) = &registration.tags {
             set.insert("tags", tags.clone());
         }
-        self.subscribers
-            .update_one(
-                doc! { "_id": id },
-                doc! {
-                    "$set": set,
-                    "$setOnInsert": { "siteId": registration.site_id, "createdAt": now, "__v": 0 },
-                },
-            )
-            .upsert(true)
-            .await
-            .map_err(StoreError::query(format!("writing subscriber {id}")))?;
-        Ok(())
+        let update = doc! {
+            "$set": set,
+            "$setOnInsert": { "siteId": registration.site_id, "createdAt": now, "__v": 0 },
+        };
+        // Two upserts of the same missing document can both try the insert; the loser gets a
+        // duplicate key error. MongoDB retries such an upsert itself, FerretDB does not: the
+        // document exists now, so the same update applies to it on a second try.
+        let mut attempt = 1;
+        loop {
+            match self
+                .subscribers
+                .update_one(doc! { "_id": id }, update.clone())
+                .upsert(true)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if attempt < 3 && crate::error::is_duplicate_key(&e) => attempt += 1,
+                Err(e) => return Err(StoreError::query(format!("writing subscriber {id}"))(e)),
+            }
+        }
     }
 
     /// The subscriber registered for `target` on site `site_id`, if any.
