@@ -59,6 +59,17 @@ pub struct KafkaArgs {
         default_value_t = 10_000
     )]
     pub kafka_timeout_ms: u64,
+
+    /// A consumer-group member silent for this long is removed and its partitions move, in
+    /// milliseconds. Longer than a broker restart takes, so a restart does not make senders
+    /// hand their partitions over (and deliver again what they could not commit meanwhile);
+    /// short enough that a crashed member's partitions move soon.
+    #[arg(
+        long = "kafka-session-timeout-ms",
+        env = "KAFKA_SESSION_TIMEOUT_MS",
+        default_value_t = KafkaSettings::DEFAULT_SESSION_TIMEOUT_MS
+    )]
+    pub kafka_session_timeout_ms: u64,
 }
 
 /// SASL over TLS credentials.
@@ -94,7 +105,19 @@ pub struct KafkaSettings {
     pub security: Option<KafkaSecurity>,
     /// Bound on waiting for the brokers.
     pub timeout: Duration,
+    /// Consumer-group session timeout (`session.timeout.ms`).
+    pub session_timeout: Duration,
 }
+
+impl KafkaSettings {
+    /// `KAFKA_SESSION_TIMEOUT_MS` when unset: Kafka's own default since 3.0, and above the
+    /// 20–30 s a single broker with a few thousand partitions takes to restart here.
+    pub const DEFAULT_SESSION_TIMEOUT_MS: u64 = 45_000;
+}
+
+/// The brokers' default bounds of a session timeout (`group.min.session.timeout.ms`,
+/// `group.max.session.timeout.ms`); a member asking for more or less cannot join.
+const SESSION_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 6_000..=1_800_000;
 
 const MECHANISMS: [&str; 3] = ["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"];
 
@@ -156,10 +179,23 @@ impl KafkaArgs {
         if self.kafka_timeout_ms == 0 {
             return Err(ConfigError::new("KAFKA_TIMEOUT_MS", "must be at least 1"));
         }
+        if !SESSION_TIMEOUT_MS.contains(&self.kafka_session_timeout_ms) {
+            return Err(ConfigError::new(
+                "KAFKA_SESSION_TIMEOUT_MS",
+                format!(
+                    "{} is outside {}..={}, the range brokers accept by default \
+                     (group.min.session.timeout.ms, group.max.session.timeout.ms)",
+                    self.kafka_session_timeout_ms,
+                    SESSION_TIMEOUT_MS.start(),
+                    SESSION_TIMEOUT_MS.end()
+                ),
+            ));
+        }
         Ok(KafkaSettings {
             brokers: brokers.join(","),
             security,
             timeout: Duration::from_millis(self.kafka_timeout_ms),
+            session_timeout: Duration::from_millis(self.kafka_session_timeout_ms),
         })
     }
 }
@@ -215,6 +251,25 @@ mod tests {
         let security = settings.security.expect("enabled");
         assert_eq!(security.mechanism, "SCRAM-SHA-256");
         assert!(!format!("{security:?}").contains("\"p\""));
+    }
+
+    #[test]
+    fn session_timeout_defaults_above_a_broker_restart_and_stays_in_the_brokers_bounds() {
+        assert_eq!(
+            parse(&[]).expect("valid").session_timeout,
+            Duration::from_secs(45)
+        );
+        assert_eq!(
+            parse(&["--kafka-session-timeout-ms", "6000"])
+                .expect("the brokers' minimum")
+                .session_timeout,
+            Duration::from_secs(6)
+        );
+        for bad in ["5999", "1800001", "0"] {
+            let err = parse(&["--kafka-session-timeout-ms", bad]).expect_err(bad);
+            assert_eq!(err.key, "KAFKA_SESSION_TIMEOUT_MS");
+            assert!(err.problem.contains("6000..=1800000"), "{}", err.problem);
+        }
     }
 
     #[test]

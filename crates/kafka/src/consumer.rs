@@ -18,8 +18,6 @@ use crate::client::{KafkaError, client_config};
 pub struct ConsumerTuning {
     /// How often stored offsets are committed.
     pub commit_interval: Duration,
-    /// A member silent for this long is removed from the group and its partitions move.
-    pub session_timeout: Duration,
     /// Longest gap between polls before the member is considered stuck.
     pub max_poll_interval: Duration,
     /// Bound of the prefetched messages waiting in the consumer's queue, KiB (librdkafka's
@@ -51,7 +49,6 @@ impl Default for ConsumerTuning {
     fn default() -> Self {
         ConsumerTuning {
             commit_interval: Duration::from_secs(1),
-            session_timeout: Duration::from_secs(30),
             max_poll_interval: Duration::from_secs(300),
             // Measured on a sender draining a 300,000-message backlog (1 KiB messages): peak
             // RSS 180 MB with a 16 MiB queue and librdkafka's default fetches (50 MiB, 1 MiB
@@ -144,7 +141,7 @@ pub fn group_consumer<C: ConsumerContext + 'static>(
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set(
             "session.timeout.ms",
-            tuning.session_timeout.as_millis().to_string(),
+            settings.session_timeout.as_millis().to_string(),
         )
         .set(
             "max.poll.interval.ms",

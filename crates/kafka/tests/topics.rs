@@ -124,6 +124,7 @@ async fn unreachable_broker_is_named_in_the_error() {
         brokers: "127.0.0.1:1".into(),
         security: None,
         timeout: Duration::from_secs(2),
+        session_timeout: Duration::from_millis(KafkaSettings::DEFAULT_SESSION_TIMEOUT_MS),
     };
     let spec = TopicSpec {
         name: unique_name("never"),

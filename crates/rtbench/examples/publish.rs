@@ -39,6 +39,9 @@ async fn main() -> anyhow::Result<()> {
         brokers: std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into()),
         security: None,
         timeout: Duration::from_secs(10),
+        session_timeout: Duration::from_millis(
+            pushservice_config::KafkaSettings::DEFAULT_SESSION_TIMEOUT_MS,
+        ),
     };
     let topic = std::env::var("TOPIC_REALTIME").unwrap_or_else(|_| "realtime".into());
     let producer = producer(&settings, &ProducerTuning::command(Duration::from_secs(10)))?;

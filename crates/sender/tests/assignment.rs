@@ -6,12 +6,9 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, World, sample, terminate};
-use pushservice_kafka::rdkafka::consumer::Consumer as _;
-use pushservice_kafka::{GroupView, client_config, describe_group};
+use common::{Daemon, World, by_sender, sample, settled, terminate};
 use pushservice_model::PushStatus;
 use pushservice_push_sink::{Behaviour, Latency};
 
@@ -32,50 +29,6 @@ fn sender(world: &World, name: &str) -> (Daemon, String) {
         Daemon(command.spawn().expect("sender starts")),
         format!("http://127.0.0.1:{port}"),
     )
-}
-
-/// Partitions each sender holds, by sender instance and topic, from the members' client ids
-/// (`sender-<instance>-<role>`).
-fn by_sender(view: &GroupView) -> BTreeMap<String, BTreeMap<String, usize>> {
-    let mut held: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
-    for member in &view.members {
-        let instance = member
-            .client_id
-            .strip_prefix("sender-")
-            .and_then(|rest| rest.rsplit_once('-'))
-            .map_or(member.client_id.as_str(), |(instance, _role)| instance);
-        let topics = held.entry(instance.to_owned()).or_default();
-        for (topic, partitions) in &member.assignment {
-            *topics.entry(topic.clone()).or_default() += partitions.len();
-        }
-    }
-    held
-}
-
-/// Waits until the group is stable with `senders` senders holding every partition.
-async fn settled(world: &World, senders: usize, partitions: usize) -> GroupView {
-    let client = client_config(&world.kafka)
-        .create::<pushservice_kafka::rdkafka::consumer::BaseConsumer>()
-        .expect("Kafka client");
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let view = describe_group(client.client(), &world.group, Duration::from_secs(10))
-            .ok()
-            .flatten();
-        if let Some(view) = &view
-            && view.state == "Stable"
-            && view.assigned() == partitions
-            && by_sender(view).len() == senders
-        {
-            return view.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "group {} did not settle with {senders} senders holding {partitions} partitions: {view:?}",
-            world.group
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

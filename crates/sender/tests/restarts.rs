@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{World, terminate};
+use common::{World, settled, terminate};
 use pushservice_model::PushStatus;
 use pushservice_push_sink::{Behaviour, Latency};
 
@@ -76,6 +76,14 @@ async fn kafka_and_mongodb_restarted_mid_push_lose_nothing() {
     let world = World::new(AUDIENCE, Behaviour::default(), latency).await;
     let (stop_parser, parser) = world.parser();
     let mut senders = [world.sender(), world.sender()];
+    // The push starts once both senders hold their share, so the restart below is what the
+    // test sees, not the second sender's first rebalance falling on Kafka's shutdown.
+    let partitions = usize::try_from(
+        world.topics.push.partitions
+            + world.topics.retry.partitions * world.topics.retry_tiers().len() as i32,
+    )
+    .expect("count");
+    settled(&world, 2, partitions).await;
     world.send().await;
 
     wait_for_accepted(&world, AUDIENCE / 5, Duration::from_secs(120)).await;

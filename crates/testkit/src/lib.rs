@@ -68,6 +68,7 @@ pub fn kafka_settings() -> KafkaSettings {
         brokers: brokers(),
         security: None,
         timeout: Duration::from_secs(15),
+        session_timeout: Duration::from_millis(KafkaSettings::DEFAULT_SESSION_TIMEOUT_MS),
     }
 }
 
@@ -196,6 +197,8 @@ pub fn kafka_args(kafka: &KafkaSettings) -> pushservice_config::KafkaArgs {
         kafka_sasl_mechanism: "SCRAM-SHA-256".into(),
         kafka_ca_location: None,
         kafka_timeout_ms: u64::try_from(kafka.timeout.as_millis()).unwrap_or(10_000),
+        kafka_session_timeout_ms: u64::try_from(kafka.session_timeout.as_millis())
+            .unwrap_or(KafkaSettings::DEFAULT_SESSION_TIMEOUT_MS),
     }
 }
 

@@ -4,7 +4,7 @@
 
 #![allow(dead_code)] // Each test file uses a different part.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use bson::doc;
 use futures::TryStreamExt as _;
 use pushservice_config::{KafkaSettings, MongoSettings, Topics};
+use pushservice_kafka::rdkafka::consumer::{BaseConsumer, Consumer as _};
+use pushservice_kafka::{GroupView, client_config, describe_group};
 use pushservice_model::{
     ApnsCredentials, FcmCredentials, Platform, Push, PushStatus, Site, Subscriber,
 };
@@ -471,4 +473,49 @@ pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
                 .flatten()
         })
         .sum()
+}
+
+/// Partitions each sender holds, by sender instance and topic, from the members' client ids
+/// (`sender-<instance>-<role>`).
+pub fn by_sender(view: &GroupView) -> BTreeMap<String, BTreeMap<String, usize>> {
+    let mut held: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+    for member in &view.members {
+        let instance = member
+            .client_id
+            .strip_prefix("sender-")
+            .and_then(|rest| rest.rsplit_once('-'))
+            .map_or(member.client_id.as_str(), |(instance, _role)| instance);
+        let topics = held.entry(instance.to_owned()).or_default();
+        for (topic, partitions) in &member.assignment {
+            *topics.entry(topic.clone()).or_default() += partitions.len();
+        }
+    }
+    held
+}
+
+/// Waits until the group is stable with `senders` senders holding all `partitions` of the
+/// push topic and the retry tiers.
+pub async fn settled(world: &World, senders: usize, partitions: usize) -> GroupView {
+    let client = client_config(&world.kafka)
+        .create::<BaseConsumer>()
+        .expect("Kafka client");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let view = describe_group(client.client(), &world.group, Duration::from_secs(10))
+            .ok()
+            .flatten();
+        if let Some(view) = &view
+            && view.state == "Stable"
+            && view.assigned() == partitions
+            && by_sender(view).len() == senders
+        {
+            return view.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "group {} did not settle with {senders} senders holding {partitions} partitions: {view:?}",
+            world.group
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
