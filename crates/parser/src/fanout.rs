@@ -40,7 +40,7 @@ use pushservice_store::{AudienceMember, AudienceRow, Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::ParserMetrics;
-use crate::supervisor::{Budget, Progress, RetryPolicy};
+use crate::supervisor::{Budget, Progress, RetryPolicy, Settled};
 
 /// Longest TTL we pass on: push services cap it at four weeks anyway.
 const MAX_TTL: i64 = 28 * 24 * 3600;
@@ -163,6 +163,16 @@ struct Window {
 }
 
 impl Window {
+    /// How far the audience is on Kafka once this window's messages are acknowledged (its
+    /// `produced` and `skipped` must be the running totals at its end).
+    fn settled(&self) -> Option<Settled> {
+        self.last.map(|last_subscriber_id| Settled {
+            last_subscriber_id,
+            produced: self.produced,
+            skipped: self.skipped,
+        })
+    }
+
     fn new(capacity: u32) -> Window {
         Window {
             acks: Vec::with_capacity(capacity as usize),
@@ -224,7 +234,16 @@ impl Fanout {
         let sent_at = record_timestamp(raw.triggered_at, now_ms());
         let ttl = u32::try_from(push.time_to_live.clamp(0, MAX_TTL)).unwrap_or(0);
         let urgency = Urgency::from(push.priority);
-        let resume = push.fanout.clone().unwrap_or_default();
+        let mut resume = push.fanout.clone().unwrap_or_default();
+        if let Some(settled) = progress.settled()
+            && settled.produced + settled.skipped > resume.produced + resume.skipped
+        {
+            // An earlier attempt in this process got further than the stored checkpoint (its
+            // write is what failed, or MongoDB failed before the next one): everything up to
+            // there is on Kafka, so starting there produces nothing twice.
+            resume.last_subscriber_id = Some(settled.last_subscriber_id);
+            (resume.produced, resume.skipped) = (settled.produced, settled.skipped);
+        }
         let (mut produced, mut skipped) = (resume.produced, resume.skipped);
         if let Some(after) = resume.last_subscriber_id {
             tracing::info!(push_id = %push_id, after = %after, produced, "resuming fan-out after checkpoint");
@@ -262,7 +281,9 @@ impl Fanout {
         let mut buffer = Vec::with_capacity(1024);
         let mut cancelled = false;
 
-        loop {
+        // MongoDB or Kafka failing ends the loop with the error, so what was produced can be
+        // salvaged first.
+        let streamed: Result<(), FanoutError> = loop {
             // A fan-out waiting for its next batch (FerretDB may take seconds for the first
             // one) stops as soon as it is told to.
             let row = tokio::select! {
@@ -274,16 +295,20 @@ impl Fanout {
             let Some(row) = row else {
                 // The audience ended, or one of the tokens fired.
                 cancelled = cancel.is_cancelled();
-                break;
+                break Ok(());
             };
             if cancel.is_cancelled() {
                 cancelled = true;
-                break;
+                break Ok(());
             }
             if canceled.is_cancelled() {
-                break;
+                break Ok(());
             }
-            let member = match row? {
+            let row = match row {
+                Ok(row) => row,
+                Err(e) => break Err(e.into()),
+            };
+            let member = match row {
                 AudienceRow::Member(member) => member,
                 AudienceRow::Unreadable { id, reason } => {
                     tracing::warn!(push_id = %push_id, subscriber_id = ?id.map(|i| i.to_hex()), %reason,
@@ -343,15 +368,18 @@ impl Fanout {
                 payload: &payload,
             }
             .write_json(&mut buffer);
-            let Some(ack) = self
+            let produced_now = self
                 .produce(&subscriber_hex, &buffer, sent_at, &[cancel, &canceled])
-                .await?
-            else {
-                // Stopped while the producer's queue was full: this one was not produced.
+                .await;
+            let Ok(Some(ack)) = produced_now else {
+                // Not produced: stopped while the producer's queue was full, or refused.
                 window.rows -= 1;
                 window.last = last_before;
+                if let Err(e) = produced_now {
+                    break Err(e);
+                }
                 cancelled = cancel.is_cancelled();
-                break;
+                break Ok(());
             };
             window.acks.push(ack);
             produced += 1;
@@ -360,7 +388,9 @@ impl Fanout {
             if window.rows >= self.checkpoint_every {
                 (window.produced, window.skipped) = (produced, skipped);
                 if let Some(done) = previous.take() {
-                    self.settle_and_checkpoint(push_id, done, progress).await?;
+                    if let Err(e) = self.settle_and_checkpoint(push_id, done, progress).await {
+                        break Err(e);
+                    }
                     tracing::info!(push_id = %push_id, produced, skipped,
                         rate = format!("{:.0}/s", rate(produced - resume.produced, started)),
                         "fan-out progress");
@@ -370,6 +400,16 @@ impl Fanout {
                     Window::new(self.checkpoint_every),
                 ));
             }
+        };
+        if let Err(e) = streamed {
+            if matches!(e, FanoutError::Store(_)) {
+                // MongoDB failed, not Kafka: what was produced gets acknowledged, and the
+                // retry starts after it instead of at the stored checkpoint.
+                (window.produced, window.skipped) = (produced, skipped);
+                self.salvage([previous.take(), Some(window)], progress)
+                    .await;
+            }
+            return Err(e);
         }
 
         (window.produced, window.skipped) = (produced, skipped);
@@ -378,7 +418,11 @@ impl Fanout {
             window.last = previous.as_ref().and_then(|w| w.last);
         }
         if let Some(done) = previous.take() {
+            let reached = done.settled();
             self.settle(done.acks).await?;
+            if let Some(reached) = reached {
+                progress.settle(reached);
+            }
         }
         let end = FanoutEnd {
             produced,
@@ -591,17 +635,40 @@ impl Fanout {
         )))
     }
 
-    /// Settles `window` and records its last subscriber as the checkpoint.
+    /// Settles `windows` in order after a failure that was not Kafka's, recording in
+    /// `progress` how far they reach; stops at the first that Kafka did not take (nothing
+    /// after a gap may count as settled).
+    async fn salvage(&self, windows: [Option<Window>; 2], progress: &Progress) {
+        for window in windows.into_iter().flatten() {
+            let reached = window.settled();
+            if self.settle(window.acks).await.is_err() {
+                return;
+            }
+            if let Some(reached) = reached {
+                progress.settle(reached);
+            }
+        }
+    }
+
+    /// Settles `window` and records its last subscriber as the checkpoint (and, before
+    /// writing it, in `progress`, which outlives a failed write).
     async fn settle_and_checkpoint(
         &self,
         push_id: ObjectId,
         window: Window,
         progress: &Progress,
     ) -> Result<(), FanoutError> {
+        let reached = window.settled();
         self.settle(window.acks).await?;
-        if let Some(last) = window.last {
+        if let Some(reached) = reached {
+            progress.settle(reached);
+            let Settled {
+                last_subscriber_id,
+                produced,
+                skipped,
+            } = reached;
             self.store
-                .checkpoint_fanout(push_id, last, window.produced, window.skipped)
+                .checkpoint_fanout(push_id, last_subscriber_id, produced, skipped)
                 .await?;
             progress.advance();
         }

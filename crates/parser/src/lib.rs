@@ -8,7 +8,10 @@
 //! - **Nothing missed**: the `raw-push` offset is stored only once the push is fully fanned
 //!   out (or failed for good); a checkpoint on the push document records the last subscriber
 //!   whose message Kafka acknowledged, and a parser that picks the push up again resumes after
-//!   it. Duplicates are bounded by one checkpoint interval.
+//!   it. Duplicates, each also counted in the push's totals, are bounded by two checkpoint
+//!   windows, and only happen when a parser dies or Kafka fails: a parser that retries after
+//!   MongoDB failed first waits for what it produced to be acknowledged and resumes after
+//!   that, not at the stored checkpoint ([`supervisor::Progress`]).
 //! - **Flat memory**: subscribers are streamed in batches, messages encoded into one reused
 //!   buffer, and the producer's queue is bounded; a full queue makes the stream wait.
 //! - **One bad record never stops it**: an unreadable subscriber is skipped and counted, an

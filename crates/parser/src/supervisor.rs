@@ -29,10 +29,11 @@
 use std::any::Any;
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use pushservice_model::ObjectId;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -77,20 +78,54 @@ impl RetryPolicy {
     }
 }
 
-/// Counts the checkpoints an attempt wrote, so the supervisor can tell a failure after
-/// progress from a failure in place. Cheap to clone; clones share the count.
+/// What the attempts of one push's fan-out in this process have done: the checkpoints they
+/// wrote, so the supervisor can tell a failure after progress from a failure in place, and
+/// how far Kafka acknowledged their messages, so a retry resumes there. Cheap to clone;
+/// clones share both.
 #[derive(Debug, Clone, Default)]
-pub struct Progress(Arc<AtomicU64>);
+pub struct Progress {
+    checkpoints: Arc<AtomicU64>,
+    settled: Arc<Mutex<Option<Settled>>>,
+}
+
+/// A prefix of the audience (in `_id` order) whose every delivery message Kafka
+/// acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settled {
+    /// Its last subscriber.
+    pub last_subscriber_id: ObjectId,
+    /// Delivery messages produced up to it, in total.
+    pub produced: i64,
+    /// Subscribers skipped up to it, in total.
+    pub skipped: i64,
+}
 
 impl Progress {
     /// Records one more checkpoint.
     pub fn advance(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.checkpoints.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Checkpoints so far.
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.checkpoints.load(Ordering::Relaxed)
+    }
+
+    /// Records that Kafka acknowledged every message up to `settled` (kept if it reaches
+    /// further than what was recorded before).
+    pub fn settle(&self, settled: Settled) {
+        let mut current = self.settled.lock().unwrap_or_else(|p| p.into_inner());
+        let rows = |s: &Settled| s.produced + s.skipped;
+        if current.is_none_or(|c| rows(&settled) > rows(&c)) {
+            *current = Some(settled);
+        }
+    }
+
+    /// The furthest acknowledged prefix an attempt recorded. It can be ahead of the stored
+    /// checkpoint: MongoDB failing is what ends most attempts, and then the checkpoint could
+    /// not be written.
+    pub fn settled(&self) -> Option<Settled> {
+        *self.settled.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -281,6 +316,23 @@ mod tests {
 
     use super::*;
     use crate::fanout::FanoutReport;
+
+    #[test]
+    fn progress_keeps_the_furthest_settled_position_across_clones() {
+        let progress = Progress::default();
+        assert_eq!(progress.settled(), None);
+        let at = |produced, skipped| Settled {
+            last_subscriber_id: ObjectId::new(),
+            produced,
+            skipped,
+        };
+        let (first, further, behind) = (at(500, 0), at(990, 10), at(900, 0));
+        progress.settle(first);
+        let attempt = progress.clone();
+        attempt.settle(further);
+        attempt.settle(behind);
+        assert_eq!(progress.settled(), Some(further), "an attempt's clone shares it");
+    }
 
     fn policy() -> RetryPolicy {
         RetryPolicy {
