@@ -331,7 +331,11 @@ mod tests {
         let attempt = progress.clone();
         attempt.settle(further);
         attempt.settle(behind);
-        assert_eq!(progress.settled(), Some(further), "an attempt's clone shares it");
+        assert_eq!(
+            progress.settled(),
+            Some(further),
+            "an attempt's clone shares it"
+        );
     }
 
     fn policy() -> RetryPolicy {
