@@ -418,11 +418,7 @@ impl Fanout {
             window.last = previous.as_ref().and_then(|w| w.last);
         }
         if let Some(done) = previous.take() {
-            let reached = done.settled();
-            self.settle(done.acks).await?;
-            if let Some(reached) = reached {
-                progress.settle(reached);
-            }
+            self.settle_recorded(done, progress).await?;
         }
         let end = FanoutEnd {
             produced,
@@ -640,14 +636,24 @@ impl Fanout {
     /// after a gap may count as settled).
     async fn salvage(&self, windows: [Option<Window>; 2], progress: &Progress) {
         for window in windows.into_iter().flatten() {
-            let reached = window.settled();
-            if self.settle(window.acks).await.is_err() {
+            if self.settle_recorded(window, progress).await.is_err() {
                 return;
             }
-            if let Some(reached) = reached {
-                progress.settle(reached);
-            }
         }
+    }
+
+    /// Settles `window` and records in `progress` how far the audience is on Kafka now.
+    async fn settle_recorded(
+        &self,
+        window: Window,
+        progress: &Progress,
+    ) -> Result<Option<Settled>, FanoutError> {
+        let reached = window.settled();
+        self.settle(window.acks).await?;
+        if let Some(reached) = reached {
+            progress.settle(reached);
+        }
+        Ok(reached)
     }
 
     /// Settles `window` and records its last subscriber as the checkpoint (and, before
@@ -658,15 +664,12 @@ impl Fanout {
         window: Window,
         progress: &Progress,
     ) -> Result<(), FanoutError> {
-        let reached = window.settled();
-        self.settle(window.acks).await?;
-        if let Some(reached) = reached {
-            progress.settle(reached);
-            let Settled {
-                last_subscriber_id,
-                produced,
-                skipped,
-            } = reached;
+        if let Some(Settled {
+            last_subscriber_id,
+            produced,
+            skipped,
+        }) = self.settle_recorded(window, progress).await?
+        {
             self.store
                 .checkpoint_fanout(push_id, last_subscriber_id, produced, skipped)
                 .await?;

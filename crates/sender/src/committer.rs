@@ -375,19 +375,34 @@ fn commit<C: ConsumerContext + 'static>(
 /// same transactional id fences this one and makes the coordinator abort what it left open.
 fn abort<C: ConsumerContext + 'static>(parts: &CommitterParts<C>) -> bool {
     parts.metrics.aborted.inc();
-    for attempt in 1..=ABORT_ATTEMPTS {
-        match parts.producer.abort_transaction(CALL_TIMEOUT) {
-            Ok(()) => return true,
-            Err(KafkaError::Transaction(e)) if e.is_retriable() && attempt < ABORT_ATTEMPTS => {
-                tracing::warn!(error = %e, attempt, "abort did not finish; resuming it");
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, attempt, "could not abort the failed transaction");
-                return false;
-            }
+    match resuming("abort", ABORT_ATTEMPTS, || {
+        parts.producer.abort_transaction(CALL_TIMEOUT)
+    }) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not abort the failed transaction");
+            false
         }
     }
-    false
+}
+
+/// Calls a transaction call up to `attempts` times while it fails in a way librdkafka says
+/// to resume by calling it again (a timeout: the call goes on in the background).
+fn resuming(
+    what: &str,
+    attempts: u32,
+    mut call: impl FnMut() -> Result<(), KafkaError>,
+) -> Result<(), KafkaError> {
+    let mut attempt = 1;
+    loop {
+        match call() {
+            Err(KafkaError::Transaction(e)) if e.is_retriable() && attempt < attempts => {
+                tracing::warn!(error = %e, attempt, "{what} did not finish; resuming it");
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
 }
 
 fn transaction<C: ConsumerContext + 'static>(
@@ -439,15 +454,8 @@ fn transaction<C: ConsumerContext + 'static>(
             .ok_or(KafkaError::Global(RDKafkaErrorCode::State))?;
         producer.send_offsets_to_transaction(&offsets, &metadata, CALL_TIMEOUT)?;
     }
-    // A commit that timed out is resumed by calling it again; it may well have committed.
-    let mut attempt = 1;
-    loop {
-        match producer.commit_transaction(CALL_TIMEOUT) {
-            Err(KafkaError::Transaction(e)) if e.is_retriable() && attempt < COMMIT_ATTEMPTS => {
-                tracing::warn!(error = %e, attempt, "commit did not finish; resuming it");
-                attempt += 1;
-            }
-            result => return result,
-        }
-    }
+    // A commit that timed out may well have committed: resumed, not aborted.
+    resuming("commit", COMMIT_ATTEMPTS, || {
+        producer.commit_transaction(CALL_TIMEOUT)
+    })
 }

@@ -350,7 +350,6 @@ impl World {
         assert_eq!(status, StatusCode::OK, "{body}");
     }
 
-    /// Polls `GET /v1/pushes/{id}` until `done(push)` or the limit.
     /// Opens `GET /v1/pushes/{id}/progress` and checks it is an event stream.
     pub async fn progress_stream(&self, push_id: &str, key: &str) -> reqwest::Response {
         let response = self
@@ -370,6 +369,7 @@ impl World {
         response
     }
 
+    /// Polls `GET /v1/pushes/{id}` until `done(push)` or the limit.
     pub async fn wait_push(
         &self,
         push: &str,
