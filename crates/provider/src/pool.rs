@@ -54,8 +54,12 @@ use crate::{DeliveryOutcome, EndpointPolicy};
 
 /// Most origins kept; past it, origins without requests in flight are forgotten.
 const MAX_ORIGINS: usize = 4096;
-/// Times a request the server did not process is sent again on another connection.
-const MAX_RESENDS: u32 = 3;
+/// Times a request the server did not process is sent again on another connection. Such a
+/// resend cannot duplicate anything, so the bound only stops a server that refuses every
+/// stream; at 3, a push service sending GOAWAY every few requests (push-sink's
+/// `goaway_after: 7` under load) refused one request four times in a row about once in a
+/// hundred runs of 300, and that delivery failed as transient.
+const MAX_RESENDS: u32 = 10;
 
 /// How the pool behaves beyond [`HttpConfig`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
